@@ -1,0 +1,432 @@
+//! The broker's shared state and its operations: opening, taking over and ending sessions,
+//! routing messages, subscriptions with retained messages, and wills.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqtt_codec::{topic, QoS, ReasonCode, SubOptions, Will};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::BrokerConfig;
+use crate::hooks::Hooks;
+use crate::message::{Delivery, Message};
+use crate::retained::RetainedMessages;
+use crate::router::{Match, Router, SubEntry};
+use crate::session::{Enqueued, SessionHandle, NEVER_EXPIRES};
+use crate::stats::Stats;
+
+type SessionKey = (Arc<str>, Arc<str>);
+
+/// State shared by every connection of one broker.
+pub struct Shared {
+    pub config: BrokerConfig,
+    pub hooks: Arc<dyn Hooks>,
+    pub router: RwLock<Router>,
+    pub sessions: Mutex<HashMap<SessionKey, Arc<SessionHandle>>>,
+    pub retained: RwLock<RetainedMessages>,
+    pub stats: Stats,
+    pub started: Instant,
+    next_id: AtomicU64,
+}
+
+/// A session opened for a new connection.
+pub struct Opened {
+    pub session: Arc<SessionHandle>,
+    pub present: bool,
+    pub gen: u64,
+}
+
+impl Shared {
+    /// Shared state with no sessions.
+    pub fn new(config: BrokerConfig, hooks: Arc<dyn Hooks>) -> Shared {
+        Shared {
+            config,
+            hooks,
+            router: RwLock::default(),
+            sessions: Mutex::default(),
+            retained: RwLock::default(),
+            stats: Stats::default(),
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh id for sessions and connection generations.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Opens (or resumes) the session of `client_id` for a connection, taking it over from any
+    /// connection that holds it.
+    pub fn open_session(
+        self: &Arc<Self>,
+        namespace: &Arc<str>,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        expiry: u32,
+        kick: mpsc::Sender<ReasonCode>,
+    ) -> Opened {
+        let gen = self.next_id();
+        let key = (namespace.clone(), client_id.clone());
+        let mut sessions = self.sessions.lock();
+        if let Some(old) = sessions.get(&key).cloned() {
+            let mut st = old.state.lock();
+            if let Some(k) = st.kick.take() {
+                let _ = k.try_send(ReasonCode::SESSION_TAKEN_OVER);
+            }
+            if !clean_start && !st.ended {
+                st.conn_gen = gen;
+                st.kick = Some(kick);
+                st.expiry = expiry;
+                // A new connection to the session cancels a delayed will.
+                st.pending_will = None;
+                drop(st);
+                old.set_online(true);
+                return Opened {
+                    session: old,
+                    present: true,
+                    gen,
+                };
+            }
+            st.conn_gen = gen;
+            drop(st);
+            sessions.remove(&key);
+            drop(sessions);
+            self.end_session(&old);
+            sessions = self.sessions.lock();
+        }
+        let session = Arc::new(SessionHandle::new(
+            self.next_id(),
+            namespace.clone(),
+            client_id.clone(),
+            expiry,
+        ));
+        {
+            let mut st = session.state.lock();
+            st.conn_gen = gen;
+            st.kick = Some(kick);
+        }
+        session.set_online(true);
+        sessions.insert(key, session.clone());
+        Opened {
+            session,
+            present: false,
+            gen,
+        }
+    }
+
+    /// Ends a session: its subscriptions go, a pending will is published now.
+    pub fn end_session(self: &Arc<Self>, session: &Arc<SessionHandle>) {
+        let (subs, will, leftovers) = {
+            let mut st = session.state.lock();
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            let subs: Vec<String> = st.subscriptions.drain().map(|(f, _)| f).collect();
+            let mut leftovers: Vec<Delivery> = st.inflight.drain(..).map(|i| i.delivery).collect();
+            leftovers.extend(st.queue.drain(..));
+            st.queued_bytes = 0;
+            (subs, st.pending_will.take(), leftovers)
+        };
+        session.set_online(false);
+        {
+            let mut router = self.router.write();
+            for f in &subs {
+                let (group, inner) = split_shared(f);
+                router.unsubscribe(&session.namespace, inner, group, session.id);
+            }
+        }
+        self.redistribute_shared(session, leftovers);
+        if let Some((will, _)) = will {
+            self.publish_will(&session.namespace, &will, session.id);
+        }
+        tracing::debug!(client_id = %session.client_id, "session ended");
+    }
+
+    /// Hands messages that came through shared subscriptions to another member of their group.
+    pub fn redistribute_shared(&self, from: &SessionHandle, deliveries: Vec<Delivery>) {
+        for d in deliveries {
+            let Some(key) = d.share.clone() else { continue };
+            let m = self
+                .router
+                .read()
+                .shared_member(&from.namespace, &key, from.id);
+            if let Some(m) = m {
+                let qos = d.msg.qos.min(m.options.qos);
+                let delivery = Delivery {
+                    qos,
+                    sub_ids: m.sub_id.into_iter().collect(),
+                    ..d
+                };
+                self.enqueue(&m.session, delivery);
+            }
+        }
+    }
+
+    /// Called when a connection ends, by the connection that owned generation `gen`.
+    /// `will` is the will to publish (none after a normal DISCONNECT).
+    pub fn connection_closed(
+        self: &Arc<Self>,
+        session: &Arc<SessionHandle>,
+        gen: u64,
+        will: Option<Will>,
+    ) {
+        let (current, expiry, ended) = {
+            let st = session.state.lock();
+            (st.conn_gen == gen, st.expiry, st.ended)
+        };
+        if current {
+            let shared_unacked = {
+                let mut st = session.state.lock();
+                st.kick = None;
+                take_shared_unacked(&mut st)
+            };
+            session.set_online(false);
+            self.redistribute_shared(session, shared_unacked);
+        }
+        if let Some(will) = will {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            if delay == 0 || ended || (current && expiry == 0) {
+                self.publish_will(&session.namespace, &will, session.id);
+            } else if current {
+                session.state.lock().pending_will = Some((will, gen));
+                let this = self.clone();
+                let s = session.clone();
+                let wait = delay.min(expiry);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(u64::from(wait))).await;
+                    let will = {
+                        let mut st = s.state.lock();
+                        match &st.pending_will {
+                            Some((_, g)) if *g == gen && st.conn_gen == gen => {
+                                st.pending_will.take()
+                            }
+                            _ => None,
+                        }
+                    };
+                    if let Some((will, _)) = will {
+                        this.publish_will(&s.namespace, &will, s.id);
+                    }
+                });
+            }
+            // Otherwise a new connection resumed the session: no will (spec 3.1.3.2.2).
+        }
+        if !current {
+            return;
+        }
+        match expiry {
+            0 => self.remove_session(session, gen),
+            NEVER_EXPIRES => {}
+            secs => {
+                let this = self.clone();
+                let s = session.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
+                    this.remove_session(&s, gen);
+                });
+            }
+        }
+    }
+
+    /// Removes and ends the session if generation `gen` still owns it and it is offline.
+    fn remove_session(self: &Arc<Self>, session: &Arc<SessionHandle>, gen: u64) {
+        {
+            let mut sessions = self.sessions.lock();
+            let st = session.state.lock();
+            if st.conn_gen != gen || session.is_online() {
+                return;
+            }
+            drop(st);
+            let key = (session.namespace.clone(), session.client_id.clone());
+            if sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, session)) {
+                sessions.remove(&key);
+            }
+        }
+        self.end_session(session);
+    }
+
+    /// Publishes a will message on behalf of session `origin`.
+    pub fn publish_will(&self, namespace: &Arc<str>, will: &Will, origin: u64) {
+        let mut properties = will.properties.clone();
+        properties.will_delay_interval = None;
+        let expires_at = properties
+            .message_expiry_interval
+            .take()
+            .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+        let msg = Message {
+            namespace: namespace.clone(),
+            topic: will.topic.clone(),
+            payload: will.payload.clone(),
+            qos: will.qos,
+            retain: will.retain && self.config.retain_available,
+            properties,
+            expires_at,
+            origin,
+        };
+        tracing::debug!(topic = %msg.topic, "publishing will");
+        self.route(Arc::new(msg));
+    }
+
+    /// Stores (if retained) and delivers a message to every matching subscription.
+    /// Returns the number of sessions it was delivered to.
+    pub fn route(&self, msg: Arc<Message>) -> usize {
+        if msg.retain {
+            self.retained.write().set(msg.clone());
+        }
+        let mut matches: Vec<Match> = Vec::new();
+        self.router
+            .read()
+            .matches(&msg.namespace, &msg.topic, &mut matches);
+        if matches.is_empty() {
+            return 0;
+        }
+        // One delivery per session: overlapping subscriptions merge into the highest QoS and
+        // all subscription identifiers (spec 3.3.4). Shared subscriptions deliver separately.
+        matches.sort_by_key(|m| (m.share.is_some(), m.session.id));
+        let mut delivered = 0;
+        let mut i = 0;
+        while i < matches.len() {
+            let m = &matches[i];
+            let mut j = i + 1;
+            let mut qos = m.options.qos;
+            let mut rap = m.options.retain_as_published;
+            let mut no_local = m.options.no_local;
+            let mut sub_ids: Vec<u32> = m.sub_id.into_iter().collect();
+            if m.share.is_none() {
+                while j < matches.len()
+                    && matches[j].share.is_none()
+                    && matches[j].session.id == m.session.id
+                {
+                    let n = &matches[j];
+                    qos = qos.max(n.options.qos);
+                    rap |= n.options.retain_as_published;
+                    no_local &= n.options.no_local;
+                    sub_ids.extend(n.sub_id);
+                    j += 1;
+                }
+            }
+            i = j;
+            if no_local && m.share.is_none() && m.session.id == msg.origin {
+                continue;
+            }
+            let delivery = Delivery {
+                msg: msg.clone(),
+                qos: msg.qos.min(qos),
+                retain: rap && msg.retain,
+                sub_ids,
+                share: m.share.clone(),
+            };
+            self.enqueue(&m.session, delivery);
+            delivered += 1;
+        }
+        delivered
+    }
+
+    fn enqueue(&self, session: &SessionHandle, delivery: Delivery) {
+        if session.deliver(delivery, &self.config) == Enqueued::Overflow {
+            self.stats.queue_overflow(&session.client_id);
+        }
+    }
+
+    /// Adds a subscription and sends the retained messages its retain handling asks for.
+    /// Returns whether the session already had it.
+    pub fn subscribe(
+        &self,
+        session: &Arc<SessionHandle>,
+        filter: &str,
+        options: SubOptions,
+        sub_id: Option<u32>,
+    ) -> bool {
+        let (group, inner) = split_shared(filter);
+        let entry = SubEntry {
+            session: session.clone(),
+            options,
+            sub_id,
+        };
+        let existed = self
+            .router
+            .write()
+            .subscribe(&session.namespace, inner, group, entry);
+        session.state.lock().subscriptions.insert(
+            filter.to_string(),
+            crate::session::SubRecord { options, sub_id },
+        );
+        let send_retained = group.is_none()
+            && match options.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+        if send_retained {
+            let now = Instant::now();
+            let msgs = self
+                .retained
+                .write()
+                .matching(&session.namespace, inner, now);
+            for msg in msgs {
+                let delivery = Delivery {
+                    qos: msg.qos.min(options.qos),
+                    msg,
+                    retain: true,
+                    sub_ids: sub_id.into_iter().collect(),
+                    share: None,
+                };
+                self.enqueue(session, delivery);
+            }
+        }
+        existed
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unsubscribe(&self, session: &SessionHandle, filter: &str) -> bool {
+        let (group, inner) = split_shared(filter);
+        let removed = self
+            .router
+            .write()
+            .unsubscribe(&session.namespace, inner, group, session.id);
+        session.state.lock().subscriptions.remove(filter);
+        removed
+    }
+}
+
+/// Splits `$share/g/f` into `(Some(g), f)`; any other filter into `(None, filter)`.
+pub fn split_shared(filter: &str) -> (Option<&str>, &str) {
+    match topic::parse_shared(filter) {
+        Some(Ok((g, f))) => (Some(g), f),
+        _ => (None, filter),
+    }
+}
+
+/// Removes the unacknowledged shared-subscription messages of a session that lost its
+/// connection, so another member can have them (spec 4.8.2).
+fn take_shared_unacked(st: &mut crate::session::SessionState) -> Vec<Delivery> {
+    use crate::session::InflightState;
+    let mut out = Vec::new();
+    st.inflight.retain(|i| {
+        if i.delivery.share.is_some()
+            && i.state != InflightState::AwaitComp
+            && i.delivery.qos != QoS::AtMostOnce
+        {
+            out.push(i.delivery.clone());
+            false
+        } else {
+            true
+        }
+    });
+    let mut kept = std::collections::VecDeque::new();
+    for d in st.queue.drain(..) {
+        if d.share.is_some() {
+            out.push(d);
+        } else {
+            kept.push_back(d);
+        }
+    }
+    st.queued_bytes = kept.iter().map(|d| d.msg.cost()).sum();
+    st.queue = kept;
+    out
+}

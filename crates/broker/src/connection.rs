@@ -1,0 +1,262 @@
+//! One client connection after CONNACK: the read/write loop, keep-alive, takeover and shutdown.
+//! Packet handling lives in [`crate::inbound`], the outgoing queue in [`crate::outbound`].
+//!
+//! The task owns the socket. It reads and writes concurrently (so a client that is slow to read
+//! cannot deadlock one that is busy writing), stops reading while its write buffer is full, and
+//! takes messages from the session queue only while the write buffer has room: a stuck
+//! subscriber's backlog stays in its bounded session queue.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqtt_codec::{
+    encode_packet, Decoder, Disconnect, Packet, Properties, Protocol, ReasonCode, Will,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::broker::Shared;
+use crate::connect::{handshake, Accepted};
+use crate::hooks::Identity;
+use crate::session::SessionHandle;
+
+/// Stop reading from the client while this much is waiting to be written.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Take more messages from the session queue only below this.
+pub(crate) const FILL_LOW_WATER: usize = 64 * 1024;
+
+/// How a connection ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Close {
+    /// DISCONNECT reason to send first (v5 only); `None` to just close.
+    pub reason: Option<ReasonCode>,
+    /// Whether the will is published.
+    pub will: bool,
+}
+
+impl Close {
+    /// A server-side close for a protocol violation or limit: DISCONNECT (v5) and the will.
+    pub fn error(reason: ReasonCode) -> Close {
+        Close {
+            reason: Some(reason),
+            will: true,
+        }
+    }
+}
+
+/// The state of one live connection.
+pub struct Connection {
+    pub shared: Arc<Shared>,
+    pub session: Arc<SessionHandle>,
+    pub gen: u64,
+    pub protocol: Protocol,
+    pub client_id: Arc<str>,
+    pub identity: Identity,
+    pub will: Option<Will>,
+    /// Session expiry asked for in CONNECT (DISCONNECT may not raise it from 0).
+    pub connect_expiry: u32,
+    pub limits: ClientLimits,
+    /// Topic aliases the client set, by alias.
+    pub aliases_in: HashMap<u16, Arc<str>>,
+    /// Topic aliases the broker assigned, by topic.
+    pub aliases_out: HashMap<Arc<str>, u16>,
+    pub wbuf: BytesMut,
+}
+
+/// What the client told us it can take.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    pub receive_maximum: usize,
+    pub max_packet_size: usize,
+    pub topic_alias_maximum: u16,
+}
+
+/// Serves one client over `stream` until it goes away or `shutdown` fires.
+pub async fn serve<S>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    peer: Option<SocketAddr>,
+    cert_fingerprint: Option<String>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut rbuf = BytesMut::new();
+    let Ok(acc) = handshake(
+        &shared,
+        &mut stream,
+        &mut rbuf,
+        peer,
+        cert_fingerprint.as_deref(),
+    )
+    .await
+    else {
+        return;
+    };
+    let Accepted {
+        connect,
+        protocol,
+        client_id,
+        identity,
+        opened,
+        mut kick_rx,
+        keep_alive,
+        mut decoder,
+    } = acc;
+    shared.stats.connected();
+    shared.hooks.on_connected(&identity, &client_id);
+    let p = &connect.properties;
+    let cfg_inflight = match shared.config.max_inflight_messages {
+        0 => usize::MAX,
+        n => n as usize,
+    };
+    let limits = ClientLimits {
+        receive_maximum: (p.receive_maximum.unwrap_or(u16::MAX) as usize).min(cfg_inflight),
+        max_packet_size: p.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+        topic_alias_maximum: p
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(shared.config.topic_alias_maximum),
+    };
+    let mut conn = Connection {
+        shared: shared.clone(),
+        session: opened.session.clone(),
+        gen: opened.gen,
+        protocol,
+        client_id,
+        identity,
+        will: connect.will.clone(),
+        connect_expiry: p.session_expiry_interval.unwrap_or(0),
+        limits,
+        aliases_in: HashMap::new(),
+        aliases_out: HashMap::new(),
+        wbuf: BytesMut::new(),
+    };
+    drop(connect);
+    if opened.present {
+        conn.resend_inflight();
+    }
+    let close = conn
+        .run(
+            &mut stream,
+            &mut rbuf,
+            &mut decoder,
+            keep_alive,
+            &mut kick_rx,
+            &mut shutdown,
+        )
+        .await;
+    if let (Some(reason), true) = (close.reason, conn.protocol.is_v5()) {
+        let mut out = std::mem::take(&mut conn.wbuf);
+        let d = Disconnect {
+            code: reason,
+            properties: Properties::default(),
+        };
+        encode_packet(&Packet::Disconnect(d), conn.protocol, &mut out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    drop(stream);
+    tracing::debug!(client_id = %conn.client_id, reason = ?close.reason, "client disconnected");
+    let will = if close.will { conn.will.take() } else { None };
+    shared.stats.disconnected();
+    shared
+        .hooks
+        .on_disconnected(&conn.identity, &conn.client_id);
+    shared.connection_closed(&conn.session, conn.gen, will);
+}
+
+impl Connection {
+    async fn run<S>(
+        &mut self,
+        stream: &mut S,
+        rbuf: &mut BytesMut,
+        decoder: &mut Decoder,
+        keep_alive: u16,
+        kick_rx: &mut mpsc::Receiver<ReasonCode>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Close
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        // Keep-alive: the client must send something within 1.5 × keep-alive (spec 3.1.2.10).
+        let grace = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let mut deadline = grace.map(|g| Instant::now() + g);
+        // Packets that were read together with CONNECT.
+        if let Err(close) = self.decode_all(rbuf, decoder) {
+            return close;
+        }
+        loop {
+            self.fill_outbound();
+            let can_read = self.wbuf.len() < WRITE_HIGH_WATER;
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(8192);
+            }
+            tokio::select! {
+                biased;
+                reason = kick_rx.recv() => {
+                    let reason = reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER);
+                    tracing::info!(client_id = %self.client_id, %reason, "disconnecting client");
+                    return Close::error(reason);
+                }
+                _ = shutdown.changed() => {
+                    let _ = writer.write_all(&self.wbuf).await;
+                    self.wbuf.clear();
+                    return Close { reason: Some(ReasonCode::SERVER_SHUTTING_DOWN), will: false };
+                }
+                res = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
+                    match res {
+                        Ok(0) | Err(_) => return Close { reason: None, will: true },
+                        Ok(n) => self.shared.stats.sent_bytes(n),
+                    }
+                }
+                res = reader.read_buf(rbuf), if can_read => {
+                    match res {
+                        Ok(0) | Err(_) => return Close { reason: None, will: true },
+                        Ok(n) => {
+                            self.shared.stats.received_bytes(n);
+                            deadline = grace.map(|g| Instant::now() + g);
+                            if let Err(close) = self.decode_all(rbuf, decoder) {
+                                let _ = writer.write_all(&self.wbuf).await;
+                                self.wbuf.clear();
+                                return close;
+                            }
+                        }
+                    }
+                }
+                _ = self.session.notify.notified() => {}
+                _ = sleep_until(deadline) => {
+                    tracing::info!(client_id = %self.client_id, keep_alive, "keep-alive timeout");
+                    metrics::counter!("mqtt_keepalive_timeouts_total").increment(1);
+                    return Close::error(ReasonCode::KEEP_ALIVE_TIMEOUT);
+                }
+            }
+        }
+    }
+
+    fn decode_all(&mut self, rbuf: &mut BytesMut, decoder: &mut Decoder) -> Result<(), Close> {
+        loop {
+            match decoder.decode(rbuf) {
+                Ok(Some(packet)) => self.handle(packet)?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(client_id = %self.client_id, error = %e, "malformed packet, closing");
+                    metrics::counter!("mqtt_malformed_packets_total").increment(1);
+                    return Err(Close::error(e.reason_code()));
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,121 @@
+//! Ironbridge's MQTT 3.1.1 / 5.0 broker core.
+//!
+//! # Layout
+//! - [`Broker`] (this file): the handle the binary and other crates hold.
+//! - `server`: accepts TCP clients; `connection`: one client's read/write loop;
+//!   `connect`: the CONNECT handshake; `inbound`: packets from the client;
+//!   `outbound`: messages to the client.
+//! - `broker`: shared state: sessions, routing, wills, retained messages.
+//! - `session`: per-session queues and in-flight windows; `router`: the subscription tree;
+//!   `retained`: retained messages; `message`: what is routed.
+//! - [`hooks`]: authentication, authorisation and interception ([`hooks::StaticHooks`] by default).
+//! - [`link`]: in-process clients; `sys`: `$SYS` statistics; `stats`: counters.
+//!
+//! Data flow: a connection decodes PUBLISH → hooks authorise and intercept → `Shared::route`
+//! finds matching sessions in the router → each session's queue → its connection task moves
+//! queued messages into its write buffer within the in-flight window and writes them.
+
+mod broker;
+pub mod config;
+mod connect;
+mod connection;
+pub mod hooks;
+mod inbound;
+pub mod link;
+pub mod message;
+mod outbound;
+mod retained;
+mod router;
+mod server;
+mod session;
+mod stats;
+mod sys;
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::BrokerConfig;
+pub use hooks::{Hooks, Identity, StaticHooks};
+pub use link::Link;
+pub use message::{Delivery, Message};
+pub use stats::Stats;
+
+/// A running broker's handle; cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<broker::Shared>,
+}
+
+impl Broker {
+    /// A broker with the given hooks.
+    pub fn new(config: BrokerConfig, hooks: Arc<dyn Hooks>) -> Broker {
+        Broker {
+            shared: Arc::new(broker::Shared::new(config, hooks)),
+        }
+    }
+
+    /// A broker with the default hooks built from its config.
+    pub fn with_static_hooks(config: BrokerConfig) -> Broker {
+        let hooks = Arc::new(StaticHooks::from_config(&config));
+        Broker::new(config, hooks)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.shared.config
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Serves MQTT clients on `listener` until `shutdown` changes.
+    pub async fn serve_tcp(&self, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+        server::run(self.shared.clone(), listener, shutdown).await
+    }
+
+    /// Serves one client over any byte stream (TLS, WebSocket adapters).
+    pub async fn serve_stream<S>(
+        &self,
+        stream: S,
+        peer: Option<std::net::SocketAddr>,
+        cert_fingerprint: Option<String>,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        connection::serve(
+            self.shared.clone(),
+            stream,
+            peer,
+            cert_fingerprint,
+            shutdown,
+        )
+        .await
+    }
+
+    /// Publishes `$SYS` statistics until `shutdown` changes.
+    pub async fn run_sys(&self, shutdown: watch::Receiver<bool>) {
+        sys::run(self.shared.clone(), shutdown).await
+    }
+
+    /// Opens an in-process client with the given identity (namespace, rights).
+    pub fn link(&self, client_id: &str, identity: Identity) -> Link {
+        Link::open(self.shared.clone(), client_id, identity)
+    }
+
+    /// Publishes a message from outside any session.
+    pub fn publish(&self, msg: Message) -> usize {
+        self.shared.stats.message_received();
+        self.shared.route(Arc::new(msg))
+    }
+
+    /// Number of sessions (connected or not).
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.lock().len()
+    }
+}

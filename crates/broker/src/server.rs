@@ -1,0 +1,37 @@
+//! Accepting TCP connections: one task per client, graceful shutdown.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::Shared;
+use crate::connection;
+
+/// Accepts clients on `listener` until `shutdown` changes, then waits for the connections to
+/// say goodbye (bounded by their own short write timeouts).
+pub async fn run(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    let shutdown = shutdown.clone();
+                    tasks.spawn(async move {
+                        connection::serve(shared, stream, Some(peer), None, shutdown).await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: log, back off briefly, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}

@@ -1,0 +1,219 @@
+//! Sessions: the state that outlives a connection (subscriptions, queued and in-flight messages,
+//! packet ids, a pending will), shared between the connection task that serves it and the
+//! publishers that deliver into it. The lock is held only for queue operations, never across I/O.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mqtt_codec::{QoS, ReasonCode, SubOptions, Will};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::{BrokerConfig, OverflowPolicy};
+use crate::message::Delivery;
+
+/// Session expiry meaning "never".
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// A session, shared by its connection task, the router and publishers.
+pub struct SessionHandle {
+    pub id: u64,
+    pub client_id: Arc<str>,
+    pub namespace: Arc<str>,
+    online: AtomicBool,
+    pub state: Mutex<SessionState>,
+    /// Wakes the connection task when something was queued.
+    pub notify: Notify,
+}
+
+/// Where an outbound QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightState {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitComp,
+}
+
+/// An outbound message sent and not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub pid: u16,
+    pub delivery: Delivery,
+    pub state: InflightState,
+}
+
+/// A subscription as the session remembers it (to list, replace and remove it).
+// The options are kept for persistence and inspection, which come with the broker-strength issue.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy)]
+pub struct SubRecord {
+    pub options: SubOptions,
+    pub sub_id: Option<u32>,
+}
+
+/// What a publisher's enqueue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// Not queued: QoS 0 for an offline session.
+    Skipped,
+    /// The queue was full and a message was dropped.
+    Overflow,
+}
+
+/// The mutable part of a session.
+pub struct SessionState {
+    pub subscriptions: HashMap<String, SubRecord>,
+    /// Messages not yet sent (beyond the in-flight window, or while offline).
+    pub queue: VecDeque<Delivery>,
+    pub queued_bytes: usize,
+    /// Sent and unacknowledged, in sending order.
+    pub inflight: VecDeque<Inflight>,
+    next_pid: u16,
+    /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL.
+    pub incoming_qos2: HashSet<u16>,
+    /// Session expiry interval in seconds.
+    pub expiry: u32,
+    /// Generation of the connection that owns the session now (0 = none ever).
+    pub conn_gen: u64,
+    /// Tells the owning connection to close with a reason code.
+    pub kick: Option<mpsc::Sender<ReasonCode>>,
+    /// A will waiting for its delay to pass.
+    pub pending_will: Option<(Will, u64)>,
+    /// Set when the session has ended (expired, discarded by clean start, taken over by a clean one).
+    pub ended: bool,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl SessionHandle {
+    /// A new, empty, offline session.
+    pub fn new(id: u64, namespace: Arc<str>, client_id: Arc<str>, expiry: u32) -> SessionHandle {
+        SessionHandle {
+            id,
+            client_id,
+            namespace,
+            online: AtomicBool::new(false),
+            state: Mutex::new(SessionState {
+                subscriptions: HashMap::new(),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                inflight: VecDeque::new(),
+                next_pid: 0,
+                incoming_qos2: HashSet::new(),
+                expiry,
+                conn_gen: 0,
+                kick: None,
+                pending_will: None,
+                ended: false,
+                dropped: 0,
+            }),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Whether a connection (or link) currently serves the session.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    /// Marks the session served or not.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Release);
+    }
+
+    /// Queues a delivery, applying the bounds of `config`, and wakes the connection.
+    pub fn deliver(&self, d: Delivery, config: &BrokerConfig) -> Enqueued {
+        let online = self.is_online();
+        let result = {
+            let mut st = self.state.lock();
+            if st.ended {
+                return Enqueued::Skipped;
+            }
+            st.enqueue(d, config, online)
+        };
+        if result == Enqueued::Queued || online {
+            self.notify.notify_one();
+        }
+        result
+    }
+}
+
+impl SessionState {
+    /// Queues `d` within the configured bounds.
+    pub fn enqueue(&mut self, d: Delivery, config: &BrokerConfig, online: bool) -> Enqueued {
+        if !online && d.qos == QoS::AtMostOnce && !config.queue_qos0_messages {
+            return Enqueued::Skipped;
+        }
+        let cost = d.msg.cost();
+        let full = |st: &SessionState| {
+            (config.max_queued_messages > 0 && st.queue.len() >= config.max_queued_messages)
+                || (config.max_queued_bytes > 0 && st.queued_bytes + cost > config.max_queued_bytes)
+        };
+        if full(self) {
+            self.dropped += 1;
+            match config.overflow_policy {
+                OverflowPolicy::DropOldest => {
+                    while full(self) {
+                        match self.queue.pop_front() {
+                            Some(old) => self.queued_bytes -= old.msg.cost(),
+                            None => break,
+                        }
+                    }
+                    if full(self) {
+                        return Enqueued::Overflow;
+                    }
+                }
+                OverflowPolicy::Disconnect if online => {
+                    if let Some(k) = &self.kick {
+                        let _ = k.try_send(ReasonCode::QUOTA_EXCEEDED);
+                    }
+                    return Enqueued::Overflow;
+                }
+                _ => return Enqueued::Overflow,
+            }
+            self.queued_bytes += cost;
+            self.queue.push_back(d);
+            return Enqueued::Overflow;
+        }
+        self.queued_bytes += cost;
+        self.queue.push_back(d);
+        Enqueued::Queued
+    }
+
+    /// Takes the next queued delivery.
+    pub fn pop(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queued_bytes -= d.msg.cost();
+        Some(d)
+    }
+
+    /// Puts a delivery back at the front (it could not be sent yet).
+    pub fn push_front(&mut self, d: Delivery) {
+        self.queued_bytes += d.msg.cost();
+        self.queue.push_front(d);
+    }
+
+    /// Allocates a packet id not in flight.
+    pub fn next_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_pid = self.next_pid.wrapping_add(1);
+            if self.next_pid == 0 {
+                self.next_pid = 1;
+            }
+            let pid = self.next_pid;
+            if !self.inflight.iter().any(|i| i.pid == pid) {
+                return pid;
+            }
+        }
+    }
+
+    /// Finds an in-flight message by packet id.
+    pub fn inflight_position(&self, pid: u16) -> Option<usize> {
+        self.inflight.iter().position(|i| i.pid == pid)
+    }
+}

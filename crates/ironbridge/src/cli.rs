@@ -1,0 +1,53 @@
+//! The command line (DESIGN.md contract): `serve`, `demo` and their flags. Every flag also reads
+//! `IRONBRIDGE_<FLAG>`; the config file fills what neither gave.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Ironbridge: IoT and M2M platform in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "ironbridge", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the platform: MQTT broker and HTTP listener.
+    Serve(ServeArgs),
+    /// Run the platform plus simulated devices publishing live data.
+    Demo(ServeArgs),
+}
+
+/// Flags of `serve` (and `demo`).
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "IRONBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./data).
+    #[arg(long, env = "IRONBRIDGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// MQTT listener address (default 0.0.0.0:1883).
+    #[arg(long, env = "IRONBRIDGE_MQTT")]
+    pub mqtt: Option<SocketAddr>,
+    /// MQTT over TLS listener address.
+    #[arg(long, env = "IRONBRIDGE_MQTTS")]
+    pub mqtts: Option<SocketAddr>,
+    /// Path of MQTT over WebSocket on the HTTP listener.
+    #[arg(long, env = "IRONBRIDGE_WS_PATH")]
+    pub ws_path: Option<String>,
+    /// HTTP listener address (default 0.0.0.0:8080).
+    #[arg(long, env = "IRONBRIDGE_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// CoAP listener address (default 0.0.0.0:5683).
+    #[arg(long, env = "IRONBRIDGE_COAP")]
+    pub coap: Option<SocketAddr>,
+    /// Let clients connect without credentials.
+    #[arg(long, env = "IRONBRIDGE_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+}

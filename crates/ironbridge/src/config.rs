@@ -1,0 +1,125 @@
+//! The root configuration: the TOML file, overlaid by environment and flags
+//! (flag > env > file > default). Each component gets its own section.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use broker::BrokerConfig;
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+
+/// Listener addresses (`[listeners]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listeners {
+    pub mqtt: SocketAddr,
+    pub mqtts: Option<SocketAddr>,
+    pub http: SocketAddr,
+    pub coap: SocketAddr,
+    pub ws_path: String,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            mqtt: "0.0.0.0:1883".parse().expect("valid"),
+            mqtts: None,
+            http: "0.0.0.0:8080".parse().expect("valid"),
+            coap: "0.0.0.0:5683".parse().expect("valid"),
+            ws_path: "/mqtt".into(),
+        }
+    }
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listeners: Listeners,
+    pub mqtt: BrokerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            listeners: Listeners::default(),
+            mqtt: BrokerConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file named by the flags (if any) and applies the flags over it.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+        let mut config = match &args.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &args.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(a) = args.mqtt {
+            config.listeners.mqtt = a;
+        }
+        if let Some(a) = args.mqtts {
+            config.listeners.mqtts = Some(a);
+        }
+        if let Some(a) = args.http {
+            config.listeners.http = a;
+        }
+        if let Some(a) = args.coap {
+            config.listeners.coap = a;
+        }
+        if let Some(p) = &args.ws_path {
+            config.listeners.ws_path = p.clone();
+        }
+        if args.allow_anonymous {
+            config.mqtt.allow_anonymous = true;
+        }
+        Ok(config)
+    }
+
+    /// Parses a TOML config file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("ib-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/tmp/x\"\n[listeners]\nmqtt = \"127.0.0.1:1\"\n[mqtt]\nmax_keepalive = 30\n[[mqtt.acl]]\nfilter = \"a/#\"\naccess = \"all\"\nallow = false\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            mqtt: Some("127.0.0.1:2".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.listeners.mqtt.port(), 2);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.mqtt.max_keepalive, 30);
+        assert_eq!(c.mqtt.acl.len(), 1);
+        assert!(!c.mqtt.allow_anonymous);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<Config>("[mqtt]\nno_such_key = 1\n").is_err());
+    }
+}

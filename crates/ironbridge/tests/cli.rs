@@ -1,0 +1,204 @@
+//! The binary as a user runs it: start-up lines, `/healthz`, `/metrics`, Mosquitto's own
+//! command-line clients as peers, and graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    mqtt: String,
+    http: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Server {
+    let dir = std::env::temp_dir().join(format!("ib-cli-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
+        .args([
+            "serve",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--coap",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut mqtt, mut http) = (None, None);
+    while mqtt.is_none() || http.is_none() {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(a) = line.strip_prefix("listening mqtt ") {
+            mqtt = Some(a.to_string());
+        } else if let Some(a) = line.strip_prefix("listening http ") {
+            http = Some(a.to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        mqtt: mqtt.unwrap(),
+        http: http.unwrap(),
+        _dir: TempDir(dir),
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Mosquitto's clients are real peers; CI installs them. Elsewhere a missing one skips the test.
+fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found && std::env::var_os("CI").is_some() {
+        panic!("{tool} is required in CI");
+    }
+    found
+}
+
+#[test]
+fn healthz_and_metrics() {
+    let s = start(&["--allow-anonymous"]);
+    let (status, body) = http_get(&s.http, "/healthz");
+    assert_eq!(status, 200);
+    assert!(body.contains("ok"));
+    // One connection so that the broker's counters exist.
+    let mut c = TcpStream::connect(&s.mqtt).unwrap();
+    c.write_all(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30, 0, 0])
+        .unwrap();
+    let mut ack = [0u8; 4];
+    c.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 0]);
+    let (status, body) = http_get(&s.http, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("mqtt_connections_total"), "{body}");
+}
+
+#[test]
+fn mosquitto_clients_round_trip() {
+    if !have("mosquitto_sub") || !have("mosquitto_pub") {
+        return;
+    }
+    let s = start(&["--allow-anonymous"]);
+    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
+    for version in ["mqttv311", "mqttv5"] {
+        let sub = Command::new("mosquitto_sub")
+            .args([
+                "-h", host, "-p", port, "-V", version, "-t", "smoke/#", "-C", "1", "-W", "10",
+                "-v", "-q", "1",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Publish until the subscriber (which needs a moment to subscribe) has its message.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut sub = sub;
+        let status = loop {
+            let ok = Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    host,
+                    "-p",
+                    port,
+                    "-V",
+                    version,
+                    "-t",
+                    "smoke/test",
+                    "-m",
+                    "hello",
+                    "-q",
+                    "1",
+                ])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            if let Some(st) = sub.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "mosquitto_sub got nothing");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success());
+        let mut out = String::new();
+        sub.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        assert_eq!(out.trim(), "smoke/test hello");
+    }
+}
+
+#[test]
+fn anonymous_off_by_default_and_sigterm_is_graceful() {
+    let mut s = start(&[]);
+    let mut c = TcpStream::connect(&s.mqtt).unwrap();
+    c.write_all(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30, 0, 0])
+        .unwrap();
+    let mut ack = [0u8; 4];
+    c.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 5], "3.1.1 CONNACK not authorised");
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            assert!(st.success(), "exit status {st:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
