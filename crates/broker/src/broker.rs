@@ -409,7 +409,7 @@ fn take_shared_unacked(st: &mut crate::session::SessionState) -> Vec<Delivery> {
     let mut out = Vec::new();
     st.inflight.retain(|i| {
         if i.delivery.share.is_some()
-            && i.state != InflightState::AwaitComp
+            && i.state != InflightState::Comp
             && i.delivery.qos != QoS::AtMostOnce
         {
             out.push(i.delivery.clone());

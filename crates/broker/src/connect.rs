@@ -73,6 +73,9 @@ where
                     Protocol::V311
                 };
                 send_connack(stream, proto, refused(code)).await;
+            } else if decoder.protocol.is_v5() {
+                // A v5 client learns why (malformed, protocol error, too large) before the close.
+                send_connack(stream, Protocol::V5, refused(e.reason_code())).await;
             }
             return Err(Refused);
         }
@@ -247,7 +250,7 @@ async fn read_first<S: AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => return Err(FirstPacketError::Decode(e)),
         }
-        rbuf.reserve(1024);
+        rbuf.reserve(256);
         match stream.read_buf(rbuf).await {
             Ok(0) | Err(_) => return Err(FirstPacketError::Io),
             Ok(_) => {}

@@ -26,6 +26,11 @@ use crate::session::SessionHandle;
 
 /// Stop reading from the client while this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// First read buffer size, and the most a read buffer grows to.
+const MIN_READ: usize = 512;
+const MAX_READ: usize = 64 * 1024;
+/// Empty buffers larger than this are released rather than kept for an idle client.
+const MAX_IDLE_BUFFER: usize = 16 * 1024;
 /// Take more messages from the session queue only below this.
 pub(crate) const FILL_LOW_WATER: usize = 64 * 1024;
 
@@ -56,7 +61,7 @@ pub struct Connection {
     pub protocol: Protocol,
     pub client_id: Arc<str>,
     pub identity: Identity,
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     /// Session expiry asked for in CONNECT (DISCONNECT may not raise it from 0).
     pub connect_expiry: u32,
     pub limits: ClientLimits,
@@ -86,15 +91,16 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut rbuf = BytesMut::new();
-    let Ok(acc) = handshake(
+    // Boxed so that the handshake's state does not stay in every idle connection's task.
+    let accepted = Box::pin(handshake(
         &shared,
         &mut stream,
         &mut rbuf,
         peer,
         cert_fingerprint.as_deref(),
-    )
-    .await
-    else {
+    ))
+    .await;
+    let Ok(acc) = accepted else {
         return;
     };
     let Accepted {
@@ -129,7 +135,7 @@ pub async fn serve<S>(
         protocol,
         client_id,
         identity,
-        will: connect.will.clone(),
+        will: connect.will.clone().map(Box::new),
         connect_expiry: p.session_expiry_interval.unwrap_or(0),
         limits,
         aliases_in: HashMap::new(),
@@ -162,7 +168,11 @@ pub async fn serve<S>(
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     drop(stream);
     tracing::debug!(client_id = %conn.client_id, reason = ?close.reason, "client disconnected");
-    let will = if close.will { conn.will.take() } else { None };
+    let will = if close.will {
+        conn.will.take().map(|w| *w)
+    } else {
+        None
+    };
     shared.stats.disconnected();
     shared
         .hooks
@@ -191,12 +201,16 @@ impl Connection {
         if let Err(close) = self.decode_all(rbuf, decoder) {
             return close;
         }
+        // Read buffers start small (most devices are idle most of the time) and grow while
+        // reads keep filling them.
+        let mut read_hint = MIN_READ;
         loop {
             self.fill_outbound();
             let can_read = self.wbuf.len() < WRITE_HIGH_WATER;
-            if rbuf.capacity() - rbuf.len() < 4096 {
-                rbuf.reserve(8192);
+            if rbuf.capacity() - rbuf.len() < read_hint / 2 {
+                rbuf.reserve(read_hint);
             }
+            let spare = rbuf.capacity() - rbuf.len();
             tokio::select! {
                 biased;
                 reason = kick_rx.recv() => {
@@ -212,7 +226,12 @@ impl Connection {
                 res = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
                     match res {
                         Ok(0) | Err(_) => return Close { reason: None, will: true },
-                        Ok(n) => self.shared.stats.sent_bytes(n),
+                        Ok(n) => {
+                            self.shared.stats.sent_bytes(n);
+                            if self.wbuf.is_empty() && self.wbuf.capacity() > MAX_IDLE_BUFFER {
+                                self.wbuf = BytesMut::new();
+                            }
+                        }
                     }
                 }
                 res = reader.read_buf(rbuf), if can_read => {
@@ -225,6 +244,12 @@ impl Connection {
                                 let _ = writer.write_all(&self.wbuf).await;
                                 self.wbuf.clear();
                                 return close;
+                            }
+                            if n >= spare {
+                                read_hint = (read_hint * 2).min(MAX_READ);
+                            } else if rbuf.is_empty() && rbuf.capacity() > MAX_IDLE_BUFFER {
+                                *rbuf = BytesMut::new();
+                                read_hint = MIN_READ;
                             }
                         }
                     }

@@ -21,7 +21,7 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(r) => {
-                self.on_ack(r.packet_id, InflightState::AwaitAck);
+                self.on_ack(r.packet_id, InflightState::Ack);
                 Ok(())
             }
             Packet::PubRec(r) => self.on_pubrec(r),
@@ -36,7 +36,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(r) => {
-                self.on_ack(r.packet_id, InflightState::AwaitComp);
+                self.on_ack(r.packet_id, InflightState::Comp);
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -88,6 +88,17 @@ impl Connection {
             } else {
                 self.aliases_in.insert(alias, p.topic.clone());
             }
+        }
+        if !p.properties.subscription_identifiers.is_empty() {
+            // Only the server sends subscription identifiers (3.3.4).
+            return Err(Close::error(ReasonCode::PROTOCOL_ERROR));
+        }
+        if p.properties
+            .response_topic
+            .as_deref()
+            .is_some_and(|t| !topic::valid_topic_name(t))
+        {
+            return Err(Close::error(ReasonCode::PROTOCOL_ERROR));
         }
         if !topic::valid_topic_name(&p.topic) {
             return Err(Close::error(ReasonCode::TOPIC_NAME_INVALID));
@@ -166,7 +177,6 @@ impl Connection {
             .message_expiry_interval
             .take()
             .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
-        properties.subscription_identifiers.clear();
         Message {
             namespace: self.identity.namespace.clone(),
             topic: p.topic,
@@ -202,7 +212,7 @@ impl Connection {
             let mut st = self.session.state.lock();
             match st.inflight_position(pid) {
                 Some(i) if r.code.is_success() => {
-                    st.inflight[i].state = InflightState::AwaitComp;
+                    st.inflight[i].state = InflightState::Comp;
                     true
                 }
                 Some(i) => {
@@ -235,6 +245,12 @@ impl Connection {
             };
             if matches!(shared, Some(Ok(_))) && sub.options.no_local && v5 {
                 return Err(Close::error(ReasonCode::PROTOCOL_ERROR));
+            }
+            if !valid && !v5 {
+                // 3.1.1 has no failure code for a malformed filter: a protocol violation closes
+                // the connection (4.8.0-1).
+                tracing::info!(client_id = %self.client_id, filter = %sub.filter, "invalid topic filter, closing");
+                return Err(Close::error(ReasonCode::MALFORMED_PACKET));
             }
             let code = if !valid {
                 tracing::info!(client_id = %self.client_id, filter = %sub.filter, "invalid topic filter");

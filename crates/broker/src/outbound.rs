@@ -2,7 +2,7 @@
 //! the in-flight window, with packet ids, topic aliases, expiry and the client's packet-size limit;
 //! and retransmission of unacknowledged messages when a session resumes.
 
-use mqtt_codec::{encoded_len, Packet, Properties, Publish, QoS, ReasonCode};
+use mqtt_codec::{encode_publish, publish_len, Packet, Properties, Publish, QoS, ReasonCode};
 use tokio::time::Instant;
 
 use crate::connection::{Connection, FILL_LOW_WATER};
@@ -43,24 +43,21 @@ impl Connection {
             } else {
                 st.next_packet_id()
             };
-            let publish = self.outgoing_publish(&d, pid, false, now);
-            let mut packet = Packet::Publish(publish);
-            if encoded_len(&packet, self.protocol) > self.limits.max_packet_size {
+            let mut publish = self.outgoing_publish(&d, pid, false, now);
+            if publish_len(&publish, self.protocol) > self.limits.max_packet_size {
                 // Too large for the client: discarded as if delivered (spec 3.1.2.25).
                 tracing::debug!(client_id = %self.client_id, topic = %d.msg.topic, "message exceeds client's maximum packet size, dropped");
                 metrics::counter!("mqtt_messages_dropped_total", "reason" => "too_large_for_client").increment(1);
                 continue;
             }
-            if let Packet::Publish(p) = &mut packet {
-                self.apply_alias(p);
-            }
-            self.send(packet);
+            self.apply_alias(&mut publish);
+            encode_publish(&publish, self.protocol, &mut self.wbuf);
             sent += 1;
             if d.qos != QoS::AtMostOnce {
                 let state = if d.qos == QoS::AtLeastOnce {
-                    InflightState::AwaitAck
+                    InflightState::Ack
                 } else {
-                    InflightState::AwaitRec
+                    InflightState::Rec
                 };
                 st.inflight.push_back(Inflight {
                     pid,
@@ -83,9 +80,7 @@ impl Connection {
         let items: Vec<Inflight> = session.state.lock().inflight.iter().cloned().collect();
         for i in items {
             match i.state {
-                InflightState::AwaitComp => {
-                    self.send(Packet::PubRel(ack(i.pid, ReasonCode::SUCCESS)))
-                }
+                InflightState::Comp => self.send(Packet::PubRel(ack(i.pid, ReasonCode::SUCCESS))),
                 _ => {
                     let p = self.outgoing_publish(&i.delivery, i.pid, true, now);
                     self.send(Packet::Publish(p));

@@ -27,15 +27,15 @@ pub struct SessionHandle {
     pub notify: Notify,
 }
 
-/// Where an outbound QoS 1/2 message stands.
+/// Where an outbound QoS 1/2 message stands: the packet it waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InflightState {
     /// QoS 1 PUBLISH sent, waiting for PUBACK.
-    AwaitAck,
+    Ack,
     /// QoS 2 PUBLISH sent, waiting for PUBREC.
-    AwaitRec,
+    Rec,
     /// PUBREL sent, waiting for PUBCOMP.
-    AwaitComp,
+    Comp,
 }
 
 /// An outbound message sent and not yet acknowledged.

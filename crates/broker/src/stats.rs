@@ -59,7 +59,7 @@ impl Stats {
         let n = self.messages_dropped.fetch_add(1, Relaxed);
         metrics::counter!("mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
         // Log the first drop and then every 1000th, so a stuck subscriber does not flood the log.
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             tracing::warn!(
                 client_id,
                 dropped_total = n + 1,
