@@ -1,5 +1,7 @@
 //! The broker's shared state and its operations: opening, taking over and ending sessions,
-//! routing messages, subscriptions with retained messages, and wills.
+//! routing messages, subscriptions with retained messages, and wills. Every change to durable
+//! state is also submitted to the store (when persistence is on); the returned sequence number
+//! is what an acknowledgement must wait for.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,9 +16,10 @@ use tokio::time::Instant;
 use crate::config::BrokerConfig;
 use crate::hooks::Hooks;
 use crate::message::{Delivery, Message};
+use crate::persistence::{self, BrokerStore, Op};
 use crate::retained::RetainedMessages;
 use crate::router::{Match, Router, SubEntry};
-use crate::session::{Enqueued, SessionHandle, NEVER_EXPIRES};
+use crate::session::{Enqueued, SessionHandle, SubRecord, NEVER_EXPIRES};
 use crate::stats::Stats;
 
 type SessionKey = (Arc<str>, Arc<str>);
@@ -30,6 +33,7 @@ pub struct Shared {
     pub retained: RwLock<RetainedMessages>,
     pub stats: Stats,
     pub started: Instant,
+    pub store: Option<Arc<BrokerStore>>,
     next_id: AtomicU64,
 }
 
@@ -38,11 +42,26 @@ pub struct Opened {
     pub session: Arc<SessionHandle>,
     pub present: bool,
     pub gen: u64,
+    /// Store sequence the CONNACK must wait for (0 = none).
+    pub seq: u64,
+}
+
+/// What routing one message did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Routed {
+    /// Sessions it was delivered to.
+    pub delivered: usize,
+    /// Store sequence covering what was stored for it (0 = nothing).
+    pub seq: u64,
 }
 
 impl Shared {
     /// Shared state with no sessions.
-    pub fn new(config: BrokerConfig, hooks: Arc<dyn Hooks>) -> Shared {
+    pub fn new(
+        config: BrokerConfig,
+        hooks: Arc<dyn Hooks>,
+        store: Option<Arc<BrokerStore>>,
+    ) -> Shared {
         Shared {
             config,
             hooks,
@@ -51,6 +70,7 @@ impl Shared {
             retained: RwLock::default(),
             stats: Stats::default(),
             started: Instant::now(),
+            store,
             next_id: AtomicU64::new(1),
         }
     }
@@ -58,6 +78,11 @@ impl Shared {
     /// A fresh id for sessions and connection generations.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Submits a store operation if persistence is on; returns its sequence (0 if off).
+    pub fn persist(&self, op: impl FnOnce() -> Op) -> u64 {
+        self.store.as_ref().map_or(0, |s| s.submit(op()))
     }
 
     /// Opens (or resumes) the session of `client_id` for a connection, taking it over from any
@@ -79,17 +104,42 @@ impl Shared {
                 let _ = k.try_send(ReasonCode::SESSION_TAKEN_OVER);
             }
             if !clean_start && !st.ended {
+                let was_persistent = st.expiry > 0;
                 st.conn_gen = gen;
                 st.kick = Some(kick);
                 st.expiry = expiry;
                 // A new connection to the session cancels a delayed will.
                 st.pending_will = None;
+                let subs: Vec<(String, SubRecord)> = if !was_persistent && expiry > 0 {
+                    st.subscriptions
+                        .iter()
+                        .map(|(f, r)| (f.clone(), *r))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 drop(st);
                 old.set_online(true);
+                let mut seq = match expiry {
+                    0 if was_persistent => self.persist(|| Op::SessionDelete {
+                        ns: key.0.clone(),
+                        client_id: key.1.clone(),
+                    }),
+                    0 => 0,
+                    _ => self.persist(|| Op::SessionUpsert {
+                        ns: key.0.clone(),
+                        client_id: key.1.clone(),
+                        expiry,
+                    }),
+                };
+                for (filter, r) in subs {
+                    seq = self.persist_subscription(&old, &filter, r);
+                }
                 return Opened {
                     session: old,
                     present: true,
                     gen,
+                    seq,
                 };
             }
             st.conn_gen = gen;
@@ -111,17 +161,28 @@ impl Shared {
             st.kick = Some(kick);
         }
         session.set_online(true);
-        sessions.insert(key, session.clone());
+        sessions.insert(key.clone(), session.clone());
+        drop(sessions);
+        let seq = if expiry > 0 {
+            self.persist(|| Op::SessionUpsert {
+                ns: key.0,
+                client_id: key.1,
+                expiry,
+            })
+        } else {
+            0
+        };
         Opened {
             session,
             present: false,
             gen,
+            seq,
         }
     }
 
     /// Ends a session: its subscriptions go, a pending will is published now.
     pub fn end_session(self: &Arc<Self>, session: &Arc<SessionHandle>) {
-        let (subs, will, leftovers) = {
+        let (subs, will, leftovers, persistent) = {
             let mut st = session.state.lock();
             if st.ended {
                 return;
@@ -131,9 +192,15 @@ impl Shared {
             let mut leftovers: Vec<Delivery> = st.inflight.drain(..).map(|i| i.delivery).collect();
             leftovers.extend(st.queue.drain(..));
             st.queued_bytes = 0;
-            (subs, st.pending_will.take(), leftovers)
+            (subs, st.pending_will.take(), leftovers, st.expiry > 0)
         };
         session.set_online(false);
+        if persistent {
+            self.persist(|| Op::SessionDelete {
+                ns: session.namespace.clone(),
+                client_id: session.client_id.clone(),
+            });
+        }
         {
             let mut router = self.router.write();
             for f in &subs {
@@ -141,7 +208,7 @@ impl Shared {
                 router.unsubscribe(&session.namespace, inner, group, session.id);
             }
         }
-        self.redistribute_shared(session, leftovers);
+        self.redistribute_shared(session, leftovers, false);
         if let Some((will, _)) = will {
             self.publish_will(&session.namespace, &will, session.id);
         }
@@ -149,8 +216,18 @@ impl Shared {
     }
 
     /// Hands messages that came through shared subscriptions to another member of their group.
-    pub fn redistribute_shared(&self, from: &SessionHandle, deliveries: Vec<Delivery>) {
+    /// `delete_rows`: whether their stored rows must be removed (not when the whole session's
+    /// rows already were).
+    pub fn redistribute_shared(
+        &self,
+        from: &SessionHandle,
+        deliveries: Vec<Delivery>,
+        delete_rows: bool,
+    ) {
         for d in deliveries {
+            if let (true, Some(id)) = (delete_rows, d.row) {
+                self.persist(|| Op::QueueDelete { id });
+            }
             let Some(key) = d.share.clone() else { continue };
             let m = self
                 .router
@@ -161,6 +238,7 @@ impl Shared {
                 let delivery = Delivery {
                     qos,
                     sub_ids: m.sub_id.into_iter().collect(),
+                    row: None,
                     ..d
                 };
                 self.enqueue(&m.session, delivery);
@@ -187,7 +265,15 @@ impl Shared {
                 take_shared_unacked(&mut st)
             };
             session.set_online(false);
-            self.redistribute_shared(session, shared_unacked);
+            self.redistribute_shared(session, shared_unacked, true);
+            if expiry > 0 {
+                let (ns, client_id) = (session.namespace.clone(), session.client_id.clone());
+                self.persist(|| Op::SessionDisconnected {
+                    ns,
+                    client_id,
+                    at_ms: persistence::now_ms(),
+                });
+            }
         }
         if let Some(will) = will {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
@@ -216,10 +302,14 @@ impl Shared {
             }
             // Otherwise a new connection resumed the session: no will (spec 3.1.3.2.2).
         }
-        if !current {
-            return;
+        if current {
+            self.schedule_expiry(session, gen, expiry);
         }
-        match expiry {
+    }
+
+    /// Ends an offline session after `secs` unless generation `gen` no longer owns it.
+    pub fn schedule_expiry(self: &Arc<Self>, session: &Arc<SessionHandle>, gen: u64, secs: u32) {
+        match secs {
             0 => self.remove_session(session, gen),
             NEVER_EXPIRES => {}
             secs => {
@@ -258,37 +348,51 @@ impl Shared {
             .message_expiry_interval
             .take()
             .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
-        let msg = Message {
-            namespace: namespace.clone(),
-            topic: will.topic.clone(),
-            payload: will.payload.clone(),
-            qos: will.qos,
-            retain: will.retain && self.config.retain_available,
-            properties,
-            expires_at,
-            origin,
-        };
+        let retain = will.retain && self.config.retain_available;
+        let mut msg = Message::new(
+            namespace.clone(),
+            will.topic.clone(),
+            will.payload.clone(),
+            will.qos,
+            retain,
+        );
+        msg.properties = properties;
+        msg.expires_at = expires_at;
+        msg.origin = origin;
         tracing::debug!(topic = %msg.topic, "publishing will");
         self.route(Arc::new(msg));
     }
 
     /// Stores (if retained) and delivers a message to every matching subscription.
-    /// Returns the number of sessions it was delivered to.
-    pub fn route(&self, msg: Arc<Message>) -> usize {
+    pub fn route(&self, msg: Arc<Message>) -> Routed {
+        let mut routed = Routed::default();
         if msg.retain {
             self.retained.write().set(msg.clone());
+            let (ns, topic) = (msg.namespace.clone(), msg.topic.clone());
+            // `$SYS` is rebuilt every few seconds; storing it would only cost writes.
+            routed.seq = if topic.starts_with("$SYS/") {
+                0
+            } else if msg.payload.is_empty() {
+                self.persist(|| Op::RetainClear { ns, topic })
+            } else {
+                self.persist(|| Op::RetainSet {
+                    ns,
+                    topic,
+                    blob: persistence::message_blob(&msg),
+                    expires_ms: persistence::expires_ms(&msg),
+                })
+            };
         }
         let mut matches: Vec<Match> = Vec::new();
         self.router
             .read()
             .matches(&msg.namespace, &msg.topic, &mut matches);
         if matches.is_empty() {
-            return 0;
+            return routed;
         }
         // One delivery per session: overlapping subscriptions merge into the highest QoS and
         // all subscription identifiers (spec 3.3.4). Shared subscriptions deliver separately.
         matches.sort_by_key(|m| (m.share.is_some(), m.session.id));
-        let mut delivered = 0;
         let mut i = 0;
         while i < matches.len() {
             let m = &matches[i];
@@ -320,28 +424,32 @@ impl Shared {
                 retain: rap && msg.retain,
                 sub_ids,
                 share: m.share.clone(),
+                row: None,
             };
-            self.enqueue(&m.session, delivery);
-            delivered += 1;
+            routed.seq = routed.seq.max(self.enqueue(&m.session, delivery));
+            routed.delivered += 1;
         }
-        delivered
+        routed
     }
 
-    fn enqueue(&self, session: &SessionHandle, delivery: Delivery) {
-        if session.deliver(delivery, &self.config) == Enqueued::Overflow {
+    /// Queues one delivery into a session; returns the store sequence to wait for (0 = none).
+    fn enqueue(&self, session: &SessionHandle, delivery: Delivery) -> u64 {
+        let (result, seq) = session.deliver(delivery, &self.config, self.store.as_deref());
+        if result == Enqueued::Overflow {
             self.stats.queue_overflow(&session.client_id);
         }
+        seq
     }
 
     /// Adds a subscription and sends the retained messages its retain handling asks for.
-    /// Returns whether the session already had it.
+    /// Returns the store sequence to wait for before SUBACK (0 = none).
     pub fn subscribe(
         &self,
         session: &Arc<SessionHandle>,
         filter: &str,
         options: SubOptions,
         sub_id: Option<u32>,
-    ) -> bool {
+    ) -> u64 {
         let (group, inner) = split_shared(filter);
         let entry = SubEntry {
             session: session.clone(),
@@ -352,10 +460,13 @@ impl Shared {
             .router
             .write()
             .subscribe(&session.namespace, inner, group, entry);
-        session.state.lock().subscriptions.insert(
-            filter.to_string(),
-            crate::session::SubRecord { options, sub_id },
-        );
+        let record = SubRecord { options, sub_id };
+        session
+            .state
+            .lock()
+            .subscriptions
+            .insert(filter.to_string(), record);
+        let seq = self.persist_subscription(session, filter, record);
         let send_retained = group.is_none()
             && match options.retain_handling {
                 0 => true,
@@ -375,22 +486,49 @@ impl Shared {
                     retain: true,
                     sub_ids: sub_id.into_iter().collect(),
                     share: None,
+                    row: None,
                 };
                 self.enqueue(session, delivery);
             }
         }
-        existed
+        seq
     }
 
-    /// Removes a subscription; returns whether it existed.
-    pub fn unsubscribe(&self, session: &SessionHandle, filter: &str) -> bool {
+    fn persist_subscription(&self, session: &SessionHandle, filter: &str, r: SubRecord) -> u64 {
+        if session.state.lock().expiry == 0 {
+            return 0;
+        }
+        self.persist(|| Op::SubAdd {
+            ns: session.namespace.clone(),
+            client_id: session.client_id.clone(),
+            filter: filter.to_string(),
+            options: persistence::options_byte(r.options),
+            sub_id: r.sub_id,
+        })
+    }
+
+    /// Removes a subscription; returns whether it existed and the store sequence to wait for.
+    pub fn unsubscribe(&self, session: &SessionHandle, filter: &str) -> (bool, u64) {
         let (group, inner) = split_shared(filter);
         let removed = self
             .router
             .write()
             .unsubscribe(&session.namespace, inner, group, session.id);
-        session.state.lock().subscriptions.remove(filter);
-        removed
+        let persistent = {
+            let mut st = session.state.lock();
+            st.subscriptions.remove(filter);
+            st.expiry > 0
+        };
+        let seq = if removed && persistent {
+            self.persist(|| Op::SubRemove {
+                ns: session.namespace.clone(),
+                client_id: session.client_id.clone(),
+                filter: filter.to_string(),
+            })
+        } else {
+            0
+        };
+        (removed, seq)
     }
 }
 

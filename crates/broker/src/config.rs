@@ -75,6 +75,10 @@ pub struct BrokerConfig {
     pub sys_interval: u64,
     /// Expiry, in seconds, of 3.1.1 persistent sessions (0 = never).
     pub persistent_client_expiration: u64,
+    /// Keep retained messages and persistent sessions on disk (`data_dir/mqtt.db`).
+    pub persistence: bool,
+    /// fsync every commit (survives power loss, not only process crashes); slower.
+    pub persistence_fsync: bool,
     pub users: Vec<UserEntry>,
     pub acl: Vec<AclRule>,
 }
@@ -95,6 +99,8 @@ impl Default for BrokerConfig {
             retain_available: true,
             sys_interval: 10,
             persistent_client_expiration: 0,
+            persistence: true,
+            persistence_fsync: false,
             users: Vec::new(),
             acl: Vec::new(),
         }

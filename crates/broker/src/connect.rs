@@ -104,6 +104,11 @@ where
         .await;
         return Err(Refused);
     }
+    if v5 && !cfg.retain_available && connect.will.as_ref().is_some_and(|w| w.retain) {
+        // A retained will cannot be honoured (3.2.2.3.10).
+        send_connack(stream, protocol, refused(ReasonCode::RETAIN_NOT_SUPPORTED)).await;
+        return Err(Refused);
+    }
     let mut assigned = false;
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         if !v5 && !connect.clean_start {
@@ -144,6 +149,7 @@ where
         password: connect.password.as_ref(),
         peer,
         cert_fingerprint,
+        cert_common_name: None,
     };
     let identity = match shared.hooks.authenticate(req).await {
         Ok(id) => id,
@@ -199,6 +205,10 @@ where
         code: ReasonCode::SUCCESS,
         properties: props,
     };
+    if let (Some(store), true) = (&shared.store, opened.seq > 0) {
+        // The session exists on disk before the client is told it does.
+        store.wait(opened.seq).await;
+    }
     if !send_connack(stream, protocol, ack).await {
         shared.connection_closed(&opened.session, opened.gen, None);
         return Err(Refused);

@@ -6,7 +6,7 @@
 //! takes messages from the session queue only while the write buffer has room: a stuck
 //! subscriber's backlog stays in its bounded session queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +70,10 @@ pub struct Connection {
     /// Topic aliases the broker assigned, by topic.
     pub aliases_out: HashMap<Arc<str>, u16>,
     pub wbuf: BytesMut,
+    /// Acknowledgements waiting for the store to commit what they promise, with its sequence.
+    pub held: VecDeque<(u64, Packet)>,
+    /// The store's committed sequence (persistence on).
+    pub committed: Option<watch::Receiver<u64>>,
 }
 
 /// What the client told us it can take.
@@ -141,6 +145,8 @@ pub async fn serve<S>(
         aliases_in: HashMap::new(),
         aliases_out: HashMap::new(),
         wbuf: BytesMut::new(),
+        held: VecDeque::new(),
+        committed: shared.store.as_ref().map(|s| s.committed()),
     };
     drop(connect);
     if opened.present {
@@ -228,8 +234,14 @@ impl Connection {
                         Ok(0) | Err(_) => return Close { reason: None, will: true },
                         Ok(n) => {
                             self.shared.stats.sent_bytes(n);
-                            if self.wbuf.is_empty() && self.wbuf.capacity() > MAX_IDLE_BUFFER {
-                                self.wbuf = BytesMut::new();
+                            if self.wbuf.is_empty() {
+                                // TLS and WebSocket layers buffer until flushed.
+                                if writer.flush().await.is_err() {
+                                    return Close { reason: None, will: true };
+                                }
+                                if self.wbuf.capacity() > MAX_IDLE_BUFFER {
+                                    self.wbuf = BytesMut::new();
+                                }
                             }
                         }
                     }
@@ -255,6 +267,7 @@ impl Connection {
                     }
                 }
                 _ = self.session.notify.notified() => {}
+                _ = committed_changed(&mut self.committed), if !self.held.is_empty() => self.release_held(),
                 _ = sleep_until(deadline) => {
                     tracing::info!(client_id = %self.client_id, keep_alive, "keep-alive timeout");
                     metrics::counter!("mqtt_keepalive_timeouts_total").increment(1);
@@ -276,6 +289,16 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+async fn committed_changed(committed: &mut Option<watch::Receiver<u64>>) {
+    let ok = match committed {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => false,
+    };
+    if !ok {
+        std::future::pending::<()>().await;
     }
 }
 

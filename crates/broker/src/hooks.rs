@@ -26,6 +26,10 @@ pub struct ConnectRequest<'a> {
     pub peer: Option<std::net::SocketAddr>,
     /// Certificate fingerprint (SHA-256, hex) when the client authenticated with TLS.
     pub cert_fingerprint: Option<&'a str>,
+    /// The verified client certificate's subject Common Name. The connection only knows the
+    /// fingerprint; the binary's TLS layer fills this in (it wraps the hooks), so hooks below
+    /// it see both.
+    pub cert_common_name: Option<&'a str>,
 }
 
 /// Who a connection is, decided once at CONNECT.

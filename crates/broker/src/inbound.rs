@@ -1,5 +1,9 @@
 //! Packets from the client: PUBLISH (with aliases, authorisation, QoS 1/2 handshakes),
 //! acknowledgements of our messages, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT.
+//!
+//! Acknowledgements that promise durability (PUBACK, PUBREC, SUBACK, UNSUBACK) go through
+//! [`Connection::send_after`], which holds them back until the store has committed what they
+//! depend on, keeping their order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use tokio::time::Instant;
 use crate::connection::{Close, Connection};
 use crate::hooks::Intercept;
 use crate::message::Message;
+use crate::persistence::{Op, STATE_COMP};
 use crate::session::{InflightState, NEVER_EXPIRES};
 
 impl Connection {
@@ -24,15 +29,12 @@ impl Connection {
                 self.on_ack(r.packet_id, InflightState::Ack);
                 Ok(())
             }
-            Packet::PubRec(r) => self.on_pubrec(r),
+            Packet::PubRec(r) => {
+                self.on_pubrec(r);
+                Ok(())
+            }
             Packet::PubRel(r) => {
-                let found = self.session.state.lock().incoming_qos2.remove(&r.packet_id);
-                let code = if found || !self.protocol.is_v5() {
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-                };
-                self.send(Packet::PubComp(ack(r.packet_id, code)));
+                self.on_pubrel(r.packet_id);
                 Ok(())
             }
             Packet::PubComp(r) => {
@@ -69,6 +71,33 @@ impl Connection {
     /// Appends a packet to the write buffer.
     pub fn send(&mut self, packet: Packet) {
         encode_packet(&packet, self.protocol, &mut self.wbuf);
+    }
+
+    /// Sends `packet` once store sequence `seq` is committed, after any packet already held.
+    pub fn send_after(&mut self, seq: u64, packet: Packet) {
+        let committed = self.committed.as_ref().map_or(u64::MAX, |c| *c.borrow());
+        if self.held.is_empty() && seq <= committed {
+            self.send(packet);
+        } else {
+            self.held.push_back((seq, packet));
+        }
+    }
+
+    /// Sends the held packets whose writes are committed, in order.
+    pub fn release_held(&mut self) {
+        let committed = self
+            .committed
+            .as_mut()
+            .map_or(u64::MAX, |c| *c.borrow_and_update());
+        while self.held.front().is_some_and(|(seq, _)| *seq <= committed) {
+            if let Some((_, p)) = self.held.pop_front() {
+                self.send(p);
+            }
+        }
+    }
+
+    fn persistent(&self) -> bool {
+        self.shared.store.is_some() && self.session.state.lock().expiry > 0
     }
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
@@ -112,7 +141,7 @@ impl Connection {
             if st.incoming_qos2.contains(&pid) {
                 // A retransmission before PUBREL: acknowledge again, deliver once (4.3.3).
                 drop(st);
-                self.send(Packet::PubRec(ack(pid, ReasonCode::SUCCESS)));
+                self.send_after(0, Packet::PubRec(ack(pid, ReasonCode::SUCCESS)));
                 return Ok(());
             }
             if st.incoming_qos2.len() >= usize::from(cfg.receive_maximum) {
@@ -126,7 +155,7 @@ impl Connection {
             return match p.qos {
                 QoS::AtMostOnce => Err(Close::error(ReasonCode::PAYLOAD_FORMAT_INVALID)),
                 qos => {
-                    self.send_pub_ack(qos, pid, ReasonCode::PAYLOAD_FORMAT_INVALID);
+                    self.send_pub_ack(0, qos, pid, ReasonCode::PAYLOAD_FORMAT_INVALID);
                     Ok(())
                 }
             };
@@ -143,18 +172,21 @@ impl Connection {
             } else {
                 ReasonCode::SUCCESS
             };
-            self.send_pub_ack(p.qos, pid, code);
+            self.send_pub_ack(0, p.qos, pid, code);
             return Ok(());
         }
         let msg = self.message_from(p);
         let qos = msg.qos;
+        let mut seq = 0;
         let code = match self
             .shared
             .hooks
             .intercept(&self.identity, &self.client_id, &msg)
         {
             Intercept::Continue => {
-                if self.shared.route(Arc::new(msg)) == 0 && v5 {
+                let routed = self.shared.route(Arc::new(msg));
+                seq = routed.seq;
+                if routed.delivered == 0 && v5 {
                     ReasonCode::NO_MATCHING_SUBSCRIBERS
                 } else {
                     ReasonCode::SUCCESS
@@ -166,8 +198,15 @@ impl Connection {
         };
         if qos == QoS::ExactlyOnce && code.is_success() {
             self.session.state.lock().incoming_qos2.insert(pid);
+            if self.persistent() {
+                let (ns, client_id) = (
+                    self.session.namespace.clone(),
+                    self.session.client_id.clone(),
+                );
+                seq = self.shared.persist(|| Op::Qos2Add { ns, client_id, pid });
+            }
         }
-        self.send_pub_ack(qos, pid, code);
+        self.send_pub_ack(seq, qos, pid, code);
         Ok(())
     }
 
@@ -177,48 +216,84 @@ impl Connection {
             .message_expiry_interval
             .take()
             .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
-        Message {
-            namespace: self.identity.namespace.clone(),
-            topic: p.topic,
-            payload: p.payload,
-            qos: p.qos,
-            retain: p.retain,
-            properties,
-            expires_at,
-            origin: self.session.id,
+        let mut msg = Message::new(
+            self.identity.namespace.clone(),
+            p.topic,
+            p.payload,
+            p.qos,
+            p.retain,
+        );
+        msg.properties = properties;
+        msg.expires_at = expires_at;
+        msg.origin = self.session.id;
+        msg
+    }
+
+    fn send_pub_ack(&mut self, seq: u64, qos: QoS, pid: u16, code: ReasonCode) {
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send_after(seq, Packet::PubAck(ack(pid, code))),
+            QoS::ExactlyOnce => self.send_after(seq, Packet::PubRec(ack(pid, code))),
         }
     }
 
-    fn send_pub_ack(&mut self, qos: QoS, pid: u16, code: ReasonCode) {
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(Packet::PubAck(ack(pid, code))),
-            QoS::ExactlyOnce => self.send(Packet::PubRec(ack(pid, code))),
+    fn on_pubrel(&mut self, pid: u16) {
+        let found = self.session.state.lock().incoming_qos2.remove(&pid);
+        if found && self.persistent() {
+            let (ns, client_id) = (
+                self.session.namespace.clone(),
+                self.session.client_id.clone(),
+            );
+            self.shared
+                .persist(|| Op::Qos2Remove { ns, client_id, pid });
         }
+        let code = if found || !self.protocol.is_v5() {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        // PUBCOMP promises nothing durable: a lost removal only means a later duplicate id is
+        // acknowledged without delivery, which the client's own state already rules out.
+        self.send_after(0, Packet::PubComp(ack(pid, code)));
     }
 
     fn on_ack(&mut self, pid: u16, expect: InflightState) {
-        let mut st = self.session.state.lock();
-        if let Some(i) = st.inflight_position(pid) {
-            if st.inflight[i].state == expect {
-                st.inflight.remove(i);
+        let row = {
+            let mut st = self.session.state.lock();
+            match st.inflight_position(pid) {
+                Some(i) if st.inflight[i].state == expect => {
+                    st.inflight.remove(i).and_then(|f| f.delivery.row)
+                }
+                _ => None,
             }
+        };
+        if let Some(id) = row {
+            self.shared.persist(|| Op::QueueDelete { id });
         }
     }
 
-    fn on_pubrec(&mut self, r: PubResponse) -> Result<(), Close> {
+    fn on_pubrec(&mut self, r: PubResponse) {
         let pid = r.packet_id;
         let found = {
             let mut st = self.session.state.lock();
             match st.inflight_position(pid) {
                 Some(i) if r.code.is_success() => {
                     st.inflight[i].state = InflightState::Comp;
+                    if let Some(id) = st.inflight[i].delivery.row {
+                        self.shared.persist(|| Op::QueueState {
+                            id,
+                            pid,
+                            state: STATE_COMP,
+                        });
+                    }
                     true
                 }
                 Some(i) => {
                     // The receiver refused the message: the flow ends here (4.3.3).
-                    st.inflight.remove(i);
-                    return Ok(());
+                    if let Some(id) = st.inflight.remove(i).and_then(|f| f.delivery.row) {
+                        self.shared.persist(|| Op::QueueDelete { id });
+                    }
+                    return;
                 }
                 None => false,
             }
@@ -229,7 +304,6 @@ impl Connection {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
         self.send(Packet::PubRel(ack(pid, code)));
-        Ok(())
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
@@ -254,11 +328,7 @@ impl Connection {
             }
             let code = if !valid {
                 tracing::info!(client_id = %self.client_id, filter = %sub.filter, "invalid topic filter");
-                if v5 {
-                    ReasonCode::TOPIC_FILTER_INVALID
-                } else {
-                    ReasonCode::V3_SUBACK_FAILURE
-                }
+                ReasonCode::TOPIC_FILTER_INVALID
             } else if !self.shared.hooks.authorize_subscribe(
                 &self.identity,
                 &self.client_id,
@@ -276,41 +346,47 @@ impl Connection {
             };
             codes.push(code);
         }
-        // SUBACK goes out before any retained message the subscriptions bring (3.8.4).
-        self.send(Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            codes: codes.clone(),
-            properties: Properties::default(),
-        }));
+        let mut seq = 0;
+        // Subscriptions are in place (and their retained messages queued) before SUBACK is
+        // written, but the queue is only drained after it, so SUBACK comes first (3.8.4).
         for (sub, code) in s.subscriptions.iter().zip(&codes) {
             if code.is_success() {
-                self.shared
-                    .subscribe(&self.session, &sub.filter, sub.options, sub_id);
+                seq =
+                    seq.max(
+                        self.shared
+                            .subscribe(&self.session, &sub.filter, sub.options, sub_id),
+                    );
             }
         }
+        let suback = SubAck {
+            packet_id: s.packet_id,
+            codes,
+            properties: Properties::default(),
+        };
+        self.send_after(seq, Packet::SubAck(suback));
         Ok(())
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let v5 = self.protocol.is_v5();
-        let codes = u
-            .filters
-            .iter()
-            .map(|f| {
-                let existed = self.shared.unsubscribe(&self.session, f);
-                if existed {
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::NO_SUBSCRIPTION_EXISTED
-                }
-            })
-            .collect();
+        let mut seq = 0;
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let (existed, s) = self.shared.unsubscribe(&self.session, f);
+            seq = seq.max(s);
+            codes.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
         let codes = if v5 { codes } else { Vec::new() };
-        self.send(Packet::UnsubAck(UnsubAck {
+        let unsuback = UnsubAck {
             packet_id: u.packet_id,
             codes,
             properties: Properties::default(),
-        }));
+        };
+        self.send_after(seq, Packet::UnsubAck(unsuback));
     }
 
     fn on_disconnect(&mut self, code: ReasonCode, expiry: Option<u32>) -> Result<(), Close> {
@@ -319,7 +395,21 @@ impl Connection {
                 // Raising the expiry from 0 at DISCONNECT is a protocol error (3.14.2.2.2).
                 return Err(Close::error(ReasonCode::PROTOCOL_ERROR));
             }
-            self.session.state.lock().expiry = if e == u32::MAX { NEVER_EXPIRES } else { e };
+            let e = if e == u32::MAX { NEVER_EXPIRES } else { e };
+            let old = std::mem::replace(&mut self.session.state.lock().expiry, e);
+            let (ns, client_id) = (
+                self.session.namespace.clone(),
+                self.session.client_id.clone(),
+            );
+            if e > 0 {
+                self.shared.persist(|| Op::SessionUpsert {
+                    ns,
+                    client_id,
+                    expiry: e,
+                });
+            } else if old > 0 {
+                self.shared.persist(|| Op::SessionDelete { ns, client_id });
+            }
         }
         let will = code == ReasonCode::DISCONNECT_WITH_WILL;
         Err(Close { reason: None, will })

@@ -6,6 +6,7 @@
 //!   `connect`: the CONNECT handshake; `inbound`: packets from the client;
 //!   `outbound`: messages to the client.
 //! - `broker`: shared state: sessions, routing, wills, retained messages.
+//! - `persistence`: the SQLite store and its group-commit writer; `restore`: loading it back.
 //! - `session`: per-session queues and in-flight windows; `router`: the subscription tree;
 //!   `retained`: retained messages; `message`: what is routed.
 //! - [`hooks`]: authentication, authorisation and interception ([`hooks::StaticHooks`] by default).
@@ -24,6 +25,8 @@ mod inbound;
 pub mod link;
 pub mod message;
 mod outbound;
+mod persistence;
+mod restore;
 mod retained;
 mod router;
 mod server;
@@ -41,6 +44,8 @@ pub use config::BrokerConfig;
 pub use hooks::{Hooks, Identity, StaticHooks};
 pub use link::Link;
 pub use message::{Delivery, Message};
+use persistence::BrokerStore;
+pub use persistence::StoreError;
 pub use stats::Stats;
 
 /// A running broker's handle; cheap to clone.
@@ -53,7 +58,27 @@ impl Broker {
     /// A broker with the given hooks.
     pub fn new(config: BrokerConfig, hooks: Arc<dyn Hooks>) -> Broker {
         Broker {
-            shared: Arc::new(broker::Shared::new(config, hooks)),
+            shared: Arc::new(broker::Shared::new(config, hooks, None)),
+        }
+    }
+
+    /// A broker whose retained messages and persistent sessions live in the SQLite file at
+    /// `path`, restored from it now. Must be called inside a tokio runtime.
+    pub fn open(
+        config: BrokerConfig,
+        hooks: Arc<dyn Hooks>,
+        path: &std::path::Path,
+    ) -> Result<Broker, StoreError> {
+        let (store, loaded) = BrokerStore::open(path, config.persistence_fsync)?;
+        let shared = Arc::new(broker::Shared::new(config, hooks, Some(store)));
+        shared.restore(loaded);
+        Ok(Broker { shared })
+    }
+
+    /// Commits pending writes and stops the store's writer (after the listeners have stopped).
+    pub fn close(&self) {
+        if let Some(store) = &self.shared.store {
+            store.close();
         }
     }
 
@@ -111,7 +136,7 @@ impl Broker {
     /// Publishes a message from outside any session.
     pub fn publish(&self, msg: Message) -> usize {
         self.shared.stats.message_received();
-        self.shared.route(Arc::new(msg))
+        self.shared.route(Arc::new(msg)).delivered
     }
 
     /// Number of sessions (connected or not).

@@ -78,7 +78,7 @@ impl Link {
     pub fn publish_message(&self, mut msg: Message) -> usize {
         msg.namespace = self.identity.namespace.clone();
         self.shared.stats.message_received();
-        self.shared.route(Arc::new(msg))
+        self.shared.route(Arc::new(msg)).delivered
     }
 
     /// Subscribes to a filter (shared filters allowed).
@@ -107,7 +107,7 @@ impl Link {
 
     /// Removes a subscription.
     pub fn unsubscribe(&self, filter: &str) -> bool {
-        self.shared.unsubscribe(&self.session, filter)
+        self.shared.unsubscribe(&self.session, filter).0
     }
 
     /// Waits for the next message delivered to this link.

@@ -1,6 +1,6 @@
 //! An application message as the broker routes it, and one delivery of it to one session.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use mqtt_codec::{Properties, QoS};
@@ -21,6 +21,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Session id of the publisher (for no-local), 0 when none.
     pub origin: u64,
+    /// Row id once stored for a persistent session.
+    pub store_id: OnceLock<u64>,
 }
 
 impl Message {
@@ -41,6 +43,7 @@ impl Message {
             properties: Properties::default(),
             expires_at: None,
             origin: 0,
+            store_id: OnceLock::new(),
         }
     }
 
@@ -76,4 +79,6 @@ pub struct Delivery {
     /// Set when it came through a shared subscription `(group, filter)`, so it can be handed to
     /// another member if this one goes away without acknowledging it.
     pub share: Option<Arc<(Arc<str>, Arc<str>)>>,
+    /// Its queue row when stored for a persistent session.
+    pub row: Option<u64>,
 }

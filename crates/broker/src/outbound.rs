@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use crate::connection::{Connection, FILL_LOW_WATER};
 use crate::inbound::ack;
 use crate::message::Delivery;
+use crate::persistence::{Op, STATE_ACK, STATE_REC};
 use crate::session::{Inflight, InflightState};
 
 thread_local! {
@@ -18,6 +19,14 @@ impl Connection {
     /// Moves queued deliveries into the write buffer while there is room.
     pub fn fill_outbound(&mut self) {
         if self.wbuf.len() >= FILL_LOW_WATER {
+            return;
+        }
+        if self
+            .held
+            .iter()
+            .any(|(_, p)| matches!(p, Packet::SubAck(_)))
+        {
+            // Retained messages of a new subscription must not overtake its SUBACK.
             return;
         }
         let now = Instant::now();
@@ -32,6 +41,7 @@ impl Connection {
             let Some(d) = st.pop() else { break };
             if d.msg.expired(now) {
                 self.shared.stats.expired();
+                self.forget(&d);
                 continue;
             }
             if d.qos != QoS::AtMostOnce && st.inflight.len() >= self.limits.receive_maximum {
@@ -48,17 +58,25 @@ impl Connection {
                 // Too large for the client: discarded as if delivered (spec 3.1.2.25).
                 tracing::debug!(client_id = %self.client_id, topic = %d.msg.topic, "message exceeds client's maximum packet size, dropped");
                 metrics::counter!("mqtt_messages_dropped_total", "reason" => "too_large_for_client").increment(1);
+                self.forget(&d);
                 continue;
             }
             self.apply_alias(&mut publish);
             encode_publish(&publish, self.protocol, &mut self.wbuf);
             sent += 1;
             if d.qos != QoS::AtMostOnce {
-                let state = if d.qos == QoS::AtLeastOnce {
-                    InflightState::Ack
+                let (state, stored) = if d.qos == QoS::AtLeastOnce {
+                    (InflightState::Ack, STATE_ACK)
                 } else {
-                    InflightState::Rec
+                    (InflightState::Rec, STATE_REC)
                 };
+                if let Some(id) = d.row {
+                    self.shared.persist(|| Op::QueueState {
+                        id,
+                        pid,
+                        state: stored,
+                    });
+                }
                 st.inflight.push_back(Inflight {
                     pid,
                     delivery: d,
@@ -69,6 +87,13 @@ impl Connection {
         drop(st);
         if sent > 0 {
             self.shared.stats.messages_sent(sent);
+        }
+    }
+
+    /// Removes a dropped delivery's stored row.
+    fn forget(&self, d: &Delivery) {
+        if let Some(id) = d.row {
+            self.shared.persist(|| Op::QueueDelete { id });
         }
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::config::{BrokerConfig, OverflowPolicy};
 use crate::message::Delivery;
+use crate::persistence::{self, BrokerStore, Op, QueueRow};
 
 /// Session expiry meaning "never".
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -47,8 +48,6 @@ pub struct Inflight {
 }
 
 /// A subscription as the session remembers it (to list, replace and remove it).
-// The options are kept for persistence and inspection, which come with the broker-strength issue.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy)]
 pub struct SubRecord {
     pub options: SubOptions,
@@ -126,28 +125,78 @@ impl SessionHandle {
         self.online.store(online, Ordering::Release);
     }
 
-    /// Queues a delivery, applying the bounds of `config`, and wakes the connection.
-    pub fn deliver(&self, d: Delivery, config: &BrokerConfig) -> Enqueued {
+    /// Queues a delivery, applying the bounds of `config`, stores it if the session is
+    /// persistent, and wakes the connection. Returns the store sequence to wait for (0 = none).
+    pub fn deliver(
+        &self,
+        mut d: Delivery,
+        config: &BrokerConfig,
+        store: Option<&BrokerStore>,
+    ) -> (Enqueued, u64) {
         let online = self.is_online();
+        let mut seq = 0;
         let result = {
             let mut st = self.state.lock();
             if st.ended {
-                return Enqueued::Skipped;
+                return (Enqueued::Skipped, 0);
             }
-            st.enqueue(d, config, online)
+            let store = store.filter(|_| st.expiry > 0 && d.qos != QoS::AtMostOnce);
+            let row = store.map(|s| {
+                let id = s.next_id();
+                d.row = Some(id);
+                QueueRow {
+                    id,
+                    ns: self.namespace.clone(),
+                    client_id: self.client_id.clone(),
+                    msg_id: 0,
+                    qos: d.qos,
+                    retain: d.retain,
+                    sub_ids: d.sub_ids.clone(),
+                    share: d.share.as_deref().cloned(),
+                }
+            });
+            let msg = d.msg.clone();
+            let mut dropped = Vec::new();
+            let (result, queued) = st.enqueue(d, config, online, &mut dropped);
+            if let Some(store) = store {
+                for id in dropped {
+                    seq = store.submit(Op::QueueDelete { id });
+                }
+                if let (true, Some(mut row)) = (queued, row) {
+                    row.msg_id = *msg.store_id.get_or_init(|| {
+                        let id = store.next_id();
+                        let blob = persistence::message_blob(&msg);
+                        store.submit(Op::MsgInsert {
+                            id,
+                            blob,
+                            expires_ms: persistence::expires_ms(&msg),
+                        });
+                        id
+                    });
+                    seq = store.submit(Op::QueueAdd(Box::new(row)));
+                }
+            }
+            result
         };
         if result == Enqueued::Queued || online {
             self.notify.notify_one();
         }
-        result
+        (result, seq)
     }
 }
 
 impl SessionState {
-    /// Queues `d` within the configured bounds.
-    pub fn enqueue(&mut self, d: Delivery, config: &BrokerConfig, online: bool) -> Enqueued {
+    /// Queues `d` within the configured bounds. Rows of stored deliveries dropped on the way are
+    /// pushed to `dropped`; the flag says whether `d` itself was queued.
+    pub fn enqueue(
+        &mut self,
+        d: Delivery,
+        config: &BrokerConfig,
+        online: bool,
+        dropped: &mut Vec<u64>,
+    ) -> (Enqueued, bool) {
         if !online && d.qos == QoS::AtMostOnce && !config.queue_qos0_messages {
-            return Enqueued::Skipped;
+            return (Enqueued::Skipped, false);
         }
         let cost = d.msg.cost();
         let full = |st: &SessionState| {
@@ -160,29 +209,38 @@ impl SessionState {
                 OverflowPolicy::DropOldest => {
                     while full(self) {
                         match self.queue.pop_front() {
-                            Some(old) => self.queued_bytes -= old.msg.cost(),
+                            Some(old) => {
+                                self.queued_bytes -= old.msg.cost();
+                                dropped.extend(old.row);
+                            }
                             None => break,
                         }
                     }
                     if full(self) {
-                        return Enqueued::Overflow;
+                        return (Enqueued::Overflow, false);
                     }
                 }
                 OverflowPolicy::Disconnect if online => {
                     if let Some(k) = &self.kick {
                         let _ = k.try_send(ReasonCode::QUOTA_EXCEEDED);
                     }
-                    return Enqueued::Overflow;
+                    return (Enqueued::Overflow, false);
                 }
-                _ => return Enqueued::Overflow,
+                _ => return (Enqueued::Overflow, false),
             }
             self.queued_bytes += cost;
             self.queue.push_back(d);
-            return Enqueued::Overflow;
+            return (Enqueued::Overflow, true);
         }
         self.queued_bytes += cost;
         self.queue.push_back(d);
-        Enqueued::Queued
+        (Enqueued::Queued, true)
+    }
+
+    /// Appends a delivery at the back of the queue, outside the bounds (restoring state).
+    pub fn push_back(&mut self, d: Delivery) {
+        self.queued_bytes += d.msg.cost();
+        self.queue.push_back(d);
     }
 
     /// Takes the next queued delivery.

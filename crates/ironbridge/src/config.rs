@@ -9,14 +9,21 @@ use broker::BrokerConfig;
 use serde::Deserialize;
 
 use crate::cli::ServeArgs;
+use crate::tls::TlsConfig;
+
+/// The MQTT-over-TLS address used when `[tls]` has a certificate but no `mqtts` address is given.
+pub const DEFAULT_MQTTS: &str = "0.0.0.0:8883";
 
 /// Listener addresses (`[listeners]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Listeners {
     pub mqtt: SocketAddr,
+    /// MQTT over TLS; defaults to [`DEFAULT_MQTTS`] when `[tls]` is configured.
     pub mqtts: Option<SocketAddr>,
     pub http: SocketAddr,
+    /// HTTPS (for `wss://`), off unless set; uses the `[tls]` certificate.
+    pub https: Option<SocketAddr>,
     pub coap: SocketAddr,
     pub ws_path: String,
 }
@@ -26,6 +33,7 @@ impl Default for Listeners {
         Listeners {
             mqtt: "0.0.0.0:1883".parse().expect("valid"),
             mqtts: None,
+            https: None,
             http: "0.0.0.0:8080".parse().expect("valid"),
             coap: "0.0.0.0:5683".parse().expect("valid"),
             ws_path: "/mqtt".into(),
@@ -40,6 +48,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listeners: Listeners,
     pub mqtt: BrokerConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -48,6 +57,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             listeners: Listeners::default(),
             mqtt: BrokerConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -79,6 +89,20 @@ impl Config {
         }
         if args.allow_anonymous {
             config.mqtt.allow_anonymous = true;
+        }
+        let ws_path = &config.listeners.ws_path;
+        if !ws_path.starts_with('/') || ["/healthz", "/metrics"].contains(&ws_path.as_str()) {
+            anyhow::bail!("ws_path {ws_path:?}: must start with / and not be /healthz or /metrics");
+        }
+        config.tls.validate()?;
+        if config.tls.is_configured() {
+            if config.listeners.mqtts.is_none() {
+                config.listeners.mqtts = Some(DEFAULT_MQTTS.parse().expect("valid"));
+            }
+        } else if config.listeners.mqtts.is_some() || config.listeners.https.is_some() {
+            anyhow::bail!(
+                "the mqtts and https listeners need a certificate: set [tls] cert and key"
+            );
         }
         Ok(config)
     }
@@ -116,6 +140,51 @@ mod tests {
         assert_eq!(c.mqtt.max_keepalive, 30);
         assert_eq!(c.mqtt.acl.len(), 1);
         assert!(!c.mqtt.allow_anonymous);
+    }
+
+    #[test]
+    fn tls_turns_on_mqtts_at_8883_unless_given() {
+        let dir = std::env::temp_dir().join(format!("ib-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[listeners]\nhttps = \"127.0.0.1:0\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.listeners.mqtts, Some(DEFAULT_MQTTS.parse().unwrap()));
+        assert_eq!(c.listeners.https.unwrap().port(), 0);
+        args.mqtts = Some("127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            Config::load(&args).unwrap().listeners.mqtts.unwrap().port(),
+            9
+        );
+    }
+
+    #[test]
+    fn tls_listeners_without_a_certificate_are_errors() {
+        let args = ServeArgs {
+            mqtts: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let e = Config::load(&args).unwrap_err().to_string();
+        assert!(e.contains("[tls]"), "{e}");
+        assert_eq!(
+            Config::load(&ServeArgs::default()).unwrap().listeners.mqtts,
+            None
+        );
+        for bad in ["mqtt", "/metrics"] {
+            let args = ServeArgs {
+                ws_path: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(Config::load(&args).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,28 +2,43 @@
 //!
 //! # Layout
 //! - `cli`: the command line; `config`: the config file and its overlay by flags.
-//! - `http`: the HTTP listener (health, metrics).
+//! - `http`: the HTTP listener (health, metrics, MQTT over WebSocket); `https`: the same
+//!   router over TLS (`wss://`).
+//! - `tls`: the `[tls]` config, rustls set-up, handshakes and the `mqtts` listener;
+//!   `cert_identity`: client-certificate identity for the hooks.
+//! - `ws`: the MQTT-over-WebSocket endpoint; `ws_stream`: a WebSocket as a byte stream;
 //! - `demo`: simulated devices for `ironbridge demo`.
 
+mod cert_identity;
 mod cli;
 mod config;
 mod demo;
 mod http;
+mod https;
+mod tls;
+mod ws;
+mod ws_stream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
+use crate::cert_identity::{CertIdentityHooks, CertNames};
 use crate::cli::{Cli, Command, ServeArgs};
 use crate::config::Config;
+use crate::http::PeerInfo;
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rustls=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -42,31 +57,62 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
+    let signal = shutdown_signal()?;
     let config = Config::load(&args)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    if config.listeners.mqtts.is_some() {
-        anyhow::bail!("--mqtts: the TLS listener is not available in this build yet");
-    }
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let broker = broker::Broker::with_static_hooks(config.mqtt.clone());
+    // TLS clients' certificate names, known while they are connected (see cert_identity).
+    let names = CertNames::default();
+    let mut hooks: Arc<dyn broker::Hooks> =
+        Arc::new(broker::StaticHooks::from_config(&config.mqtt));
+    if config.tls.is_configured() {
+        let identity = config.tls.use_identity_as_username;
+        hooks = Arc::new(CertIdentityHooks::new(hooks, names.clone(), identity));
+    }
+    let broker = if config.mqtt.persistence {
+        let path = config.data_dir.join("mqtt.db");
+        broker::Broker::open(config.mqtt.clone(), hooks, &path)
+            .with_context(|| format!("opening broker store {}", path.display()))?
+    } else {
+        broker::Broker::new(config.mqtt.clone(), hooks)
+    };
     if !config.mqtt.allow_anonymous && config.mqtt.users.is_empty() {
         tracing::warn!(
             "anonymous access is off and no users are configured: no client can connect"
         );
     }
 
-    let mqtt = TcpListener::bind(config.listeners.mqtt)
-        .await
-        .with_context(|| format!("binding mqtt {}", config.listeners.mqtt))?;
-    let http = TcpListener::bind(config.listeners.http)
-        .await
-        .with_context(|| format!("binding http {}", config.listeners.http))?;
+    // Every listener is bound (and its certificate loaded) before any is served, so that
+    // `/healthz` answering means all are up.
+    let mqtt = bind("mqtt", config.listeners.mqtt).await?;
+    let http = bind("http", config.listeners.http).await?;
+    let mqtts = match config.listeners.mqtts {
+        Some(addr) => {
+            let acceptor = TlsAcceptor::from(config.tls.server_config(&[])?);
+            Some((bind("mqtts", addr).await?, acceptor))
+        }
+        None => None,
+    };
+    let https = match config.listeners.https {
+        Some(addr) => {
+            let acceptor = TlsAcceptor::from(config.tls.server_config(&[b"http/1.1"])?);
+            Some((bind("https", addr).await?, acceptor))
+        }
+        None => None,
+    };
     let mqtt_addr = mqtt.local_addr()?;
-    println!("listening mqtt {mqtt_addr}");
+    // `mqtt` comes last, so that a reader waiting for it has seen every other line.
     println!("listening http {}", http.local_addr()?);
+    if let Some((l, _)) = &https {
+        println!("listening https {}", l.local_addr()?);
+    }
+    if let Some((l, _)) = &mqtts {
+        println!("listening mqtts {}", l.local_addr()?);
+    }
+    println!("listening mqtt {mqtt_addr}");
     tracing::info!(coap = %config.listeners.coap, "CoAP is not served yet (devices issue)");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -75,23 +121,59 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         let (b, rx) = (broker.clone(), stop_rx.clone());
         tasks.spawn(async move { b.serve_tcp(mqtt, rx).await });
     }
+    if let Some((listener, acceptor)) = mqtts {
+        let (b, n, rx) = (broker.clone(), names.clone(), stop_rx.clone());
+        tasks.spawn(async move { tls::serve_mqtts(b, listener, acceptor, n, rx).await });
+    }
     {
         let (b, rx) = (broker.clone(), stop_rx.clone());
         tasks.spawn(async move { b.run_sys(rx).await });
     }
-    {
-        let app = http::app(http::HttpState {
+    let ws_sessions = TaskTracker::new();
+    let app = http::app(
+        http::HttpState {
             metrics: prometheus,
             broker: broker.clone(),
-        });
-        let mut rx = stop_rx.clone();
+            mqtt_ws: ws::MqttOverWs {
+                broker: broker.clone(),
+                names: names.clone(),
+                shutdown: stop_rx.clone(),
+                sessions: ws_sessions.clone(),
+            },
+        },
+        &config.listeners.ws_path,
+    );
+    {
+        let app = app
+            .clone()
+            .into_make_service_with_connect_info::<PeerInfo>();
+        let stop = stopped(stop_rx.clone());
         tasks.spawn(async move {
-            let stop = async move {
-                let _ = rx.changed().await;
-            };
             if let Err(e) = axum::serve(http, app).with_graceful_shutdown(stop).await {
                 tracing::error!(error = %e, "http server failed");
             }
+        });
+    }
+    if let Some((listener, acceptor)) = https {
+        let listener = https::TlsListener::new(listener, acceptor)?;
+        let app = app.into_make_service_with_connect_info::<PeerInfo>();
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "https server failed");
+            }
+        });
+    }
+    {
+        // WebSocket sessions outlive their HTTP requests; shutdown waits for their goodbyes.
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            stop.await;
+            ws_sessions.close();
+            ws_sessions.wait().await;
         });
     }
     if demo {
@@ -103,7 +185,7 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         );
     }
 
-    shutdown_signal().await;
+    signal.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drain = async { while tasks.join_next().await.is_some() {} };
@@ -113,20 +195,32 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
     {
         tracing::warn!("some tasks did not stop within 10 s");
     }
+    // Listeners are down: commit what was acknowledged and stop the store.
+    broker.close();
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+async fn bind(name: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {name} {addr}"))
+}
+
+/// Resolves once shutdown has been signalled.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Installs the SIGINT/SIGTERM handlers now (before the listeners announce themselves, so a
+/// signal sent right after start-up is never fatal) and returns the future that waits for one.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }

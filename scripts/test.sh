@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command: Rust checks, then the differential MQTT conformance
+# suite against Ironbridge and against Debian's mosquitto.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash scripts/setup.sh
+
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test --workspace
+cargo build
+
+export IRONBRIDGE_BIN="${IRONBRIDGE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/ironbridge}"
+
+# Run both suites even if the first fails, so one CI run shows both results.
+status=0
+.venv/bin/python -m pytest tests/python --broker=ironbridge -q || status=$?
+.venv/bin/python -m pytest tests/python --broker=mosquitto -q || status=$?
+exit "$status"
