@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::BrokerConfig;
 use crate::hooks::Hooks;
+use crate::limits::ConnectRate;
 use crate::message::{Delivery, Message};
 use crate::persistence::{self, BrokerStore, Op};
 use crate::retained::RetainedMessages;
@@ -32,6 +33,7 @@ pub struct Shared {
     pub sessions: Mutex<HashMap<SessionKey, Arc<SessionHandle>>>,
     pub retained: RwLock<RetainedMessages>,
     pub stats: Stats,
+    pub connect_rate: ConnectRate,
     pub started: Instant,
     pub store: Option<Arc<BrokerStore>>,
     next_id: AtomicU64,
@@ -62,6 +64,7 @@ impl Shared {
         hooks: Arc<dyn Hooks>,
         store: Option<Arc<BrokerStore>>,
     ) -> Shared {
+        let connect_rate = ConnectRate::new(config.max_connection_rate);
         Shared {
             config,
             hooks,
@@ -69,6 +72,7 @@ impl Shared {
             sessions: Mutex::default(),
             retained: RwLock::default(),
             stats: Stats::default(),
+            connect_rate,
             started: Instant::now(),
             store,
             next_id: AtomicU64::new(1),

@@ -75,6 +75,18 @@ pub struct BrokerConfig {
     pub sys_interval: u64,
     /// Expiry, in seconds, of 3.1.1 persistent sessions (0 = never).
     pub persistent_client_expiration: u64,
+    /// Most clients connected at once (0 = unlimited).
+    pub max_connections: usize,
+    /// Connection attempts per second per source address (0 = unlimited).
+    pub max_connection_rate: u32,
+    /// PUBLISH packets per second per client (0 = unlimited); beyond it, DISCONNECT 0x96.
+    pub max_publish_rate: u32,
+    /// Longest topic name or filter in bytes (0 = only the protocol's 65535).
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter (0 = unlimited).
+    pub max_topic_levels: usize,
+    /// Most subscriptions per client (0 = unlimited).
+    pub max_subscriptions: usize,
     /// Keep retained messages and persistent sessions on disk (`data_dir/mqtt.db`).
     pub persistence: bool,
     /// fsync every commit (survives power loss, not only process crashes); slower.
@@ -99,6 +111,12 @@ impl Default for BrokerConfig {
             retain_available: true,
             sys_interval: 10,
             persistent_client_expiration: 0,
+            max_connections: 0,
+            max_connection_rate: 0,
+            max_publish_rate: 0,
+            max_topic_length: 0,
+            max_topic_levels: 128,
+            max_subscriptions: 0,
             persistence: true,
             persistence_fsync: false,
             users: Vec::new(),

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::{Opened, Shared};
 use crate::hooks::{ConnectRequest, Identity};
+use crate::limits::{self, Limit};
 use crate::session::NEVER_EXPIRES;
 
 /// How long a new connection may take to send CONNECT.
@@ -94,6 +95,29 @@ where
     let v5 = protocol.is_v5();
     let cfg = &shared.config;
 
+    let over_limit = if cfg.max_connections > 0
+        && shared
+            .stats
+            .clients_connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= cfg.max_connections as u64
+    {
+        Some(Limit::MaxConnections)
+    } else if peer.is_some_and(|p| !shared.connect_rate.allow(p.ip())) {
+        Some(Limit::ConnectRate)
+    } else {
+        None
+    };
+    if let Some(limit) = over_limit {
+        limits::hit(limit, &connect.client_id, &format!("peer {peer:?}"));
+        let code = if v5 {
+            limit.reason()
+        } else {
+            ReasonCode::V3_SERVER_UNAVAILABLE
+        };
+        send_connack(stream, protocol, refused(code)).await;
+        return Err(Refused);
+    }
     if v5 && connect.properties.authentication_method.is_some() {
         tracing::info!(?peer, client_id = %connect.client_id, "enhanced authentication not supported");
         send_connack(

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::broker::Shared;
 use crate::connect::{handshake, Accepted};
 use crate::hooks::Identity;
+use crate::limits::PublishRate;
 use crate::session::SessionHandle;
 
 /// Stop reading from the client while this much is waiting to be written.
@@ -70,6 +71,8 @@ pub struct Connection {
     /// Topic aliases the broker assigned, by topic.
     pub aliases_out: HashMap<Arc<str>, u16>,
     pub wbuf: BytesMut,
+    /// Publish rate bucket, when a rate limit is configured.
+    pub publish_rate: Option<PublishRate>,
     /// Acknowledgements waiting for the store to commit what they promise, with its sequence.
     pub held: VecDeque<(u64, Packet)>,
     /// The store's committed sequence (persistence on).
@@ -145,6 +148,7 @@ pub async fn serve<S>(
         aliases_in: HashMap::new(),
         aliases_out: HashMap::new(),
         wbuf: BytesMut::new(),
+        publish_rate: PublishRate::new(shared.config.max_publish_rate),
         held: VecDeque::new(),
         committed: shared.store.as_ref().map(|s| s.committed()),
     };

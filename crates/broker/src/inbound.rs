@@ -14,8 +14,10 @@ use mqtt_codec::{
 };
 use tokio::time::Instant;
 
+use crate::broker::split_shared;
 use crate::connection::{Close, Connection};
 use crate::hooks::Intercept;
+use crate::limits::{self, Limit};
 use crate::message::Message;
 use crate::persistence::{Op, STATE_COMP};
 use crate::session::{InflightState, NEVER_EXPIRES};
@@ -131,6 +133,26 @@ impl Connection {
         }
         if !topic::valid_topic_name(&p.topic) {
             return Err(Close::error(ReasonCode::TOPIC_NAME_INVALID));
+        }
+        if let Some(rate) = &mut self.publish_rate {
+            if !rate.take() {
+                limits::hit(Limit::PublishRate, &self.client_id, &p.topic);
+                return Err(Close::error(Limit::PublishRate.reason()));
+            }
+        }
+        if let Err(limit) = limits::check_topic(cfg, &p.topic) {
+            limits::hit(
+                limit,
+                &self.client_id,
+                &format!("topic of {} bytes", p.topic.len()),
+            );
+            let code = if v5 {
+                limit.reason()
+            } else {
+                ReasonCode::SUCCESS
+            };
+            self.send_pub_ack(0, p.qos, p.packet_id, code);
+            return Ok(());
         }
         if p.retain && !cfg.retain_available {
             return Err(Close::error(ReasonCode::RETAIN_NOT_SUPPORTED));
@@ -310,6 +332,8 @@ impl Connection {
         let v5 = self.protocol.is_v5();
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
+        // New subscriptions granted so far in this packet, for the per-client maximum.
+        let mut added = 0;
         for sub in &s.subscriptions {
             let shared = topic::parse_shared(&sub.filter);
             let valid = match shared {
@@ -326,9 +350,26 @@ impl Connection {
                 tracing::info!(client_id = %self.client_id, filter = %sub.filter, "invalid topic filter, closing");
                 return Err(Close::error(ReasonCode::MALFORMED_PACKET));
             }
+            let (_, inner) = split_shared(&sub.filter);
+            let over = limits::check_topic(&self.shared.config, inner)
+                .err()
+                .or_else(|| {
+                    let max = self.shared.config.max_subscriptions;
+                    let st = self.session.state.lock();
+                    let new = !st.subscriptions.contains_key(&sub.filter);
+                    (max > 0 && new && st.subscriptions.len() + added >= max)
+                        .then_some(Limit::Subscriptions)
+                });
             let code = if !valid {
                 tracing::info!(client_id = %self.client_id, filter = %sub.filter, "invalid topic filter");
                 ReasonCode::TOPIC_FILTER_INVALID
+            } else if let Some(limit) = over {
+                limits::hit(limit, &self.client_id, &sub.filter);
+                match (v5, limit) {
+                    (false, _) => ReasonCode::V3_SUBACK_FAILURE,
+                    (true, Limit::Subscriptions) => ReasonCode::QUOTA_EXCEEDED,
+                    (true, _) => ReasonCode::TOPIC_FILTER_INVALID,
+                }
             } else if !self.shared.hooks.authorize_subscribe(
                 &self.identity,
                 &self.client_id,
@@ -342,6 +383,14 @@ impl Connection {
                     ReasonCode::V3_SUBACK_FAILURE
                 }
             } else {
+                added += usize::from(
+                    !self
+                        .session
+                        .state
+                        .lock()
+                        .subscriptions
+                        .contains_key(&sub.filter),
+                );
                 ReasonCode(sub.options.qos as u8)
             };
             codes.push(code);

@@ -22,6 +22,7 @@ mod connect;
 mod connection;
 pub mod hooks;
 mod inbound;
+mod limits;
 pub mod link;
 pub mod message;
 mod outbound;
