@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use mqtt_codec::{topic, QoS, ReasonCode, SubOptions, Will};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::BrokerConfig;
@@ -20,7 +19,7 @@ use crate::message::{Delivery, Message};
 use crate::persistence::{self, BrokerStore, Op};
 use crate::retained::RetainedMessages;
 use crate::router::{Match, Router, SubEntry};
-use crate::session::{Enqueued, SessionHandle, SubRecord, NEVER_EXPIRES};
+use crate::session::{Enqueued, Kick, SessionHandle, SubRecord, NEVER_EXPIRES};
 use crate::stats::Stats;
 
 type SessionKey = (Arc<str>, Arc<str>);
@@ -97,7 +96,7 @@ impl Shared {
         client_id: &Arc<str>,
         clean_start: bool,
         expiry: u32,
-        kick: mpsc::Sender<ReasonCode>,
+        kick: Arc<Kick>,
     ) -> Opened {
         let gen = self.next_id();
         let key = (namespace.clone(), client_id.clone());
@@ -105,7 +104,7 @@ impl Shared {
         if let Some(old) = sessions.get(&key).cloned() {
             let mut st = old.state.lock();
             if let Some(k) = st.kick.take() {
-                let _ = k.try_send(ReasonCode::SESSION_TAKEN_OVER);
+                k.send(ReasonCode::SESSION_TAKEN_OVER);
             }
             if !clean_start && !st.ended {
                 let was_persistent = st.expiry > 0;
@@ -284,7 +283,7 @@ impl Shared {
             if delay == 0 || ended || (current && expiry == 0) {
                 self.publish_will(&session.namespace, &will, session.id);
             } else if current {
-                session.state.lock().pending_will = Some((will, gen));
+                session.state.lock().pending_will = Some((Box::new(will), gen));
                 let this = self.clone();
                 let s = session.clone();
                 let wait = delay.min(expiry);

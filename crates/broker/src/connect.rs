@@ -9,12 +9,11 @@ use mqtt_codec::{
     encode_packet, ConnAck, Connect, DecodeError, Decoder, Packet, Properties, Protocol, ReasonCode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use crate::broker::{Opened, Shared};
 use crate::hooks::{ConnectRequest, Identity};
 use crate::limits::{self, Limit};
-use crate::session::NEVER_EXPIRES;
+use crate::session::{Kick, NEVER_EXPIRES};
 
 /// How long a new connection may take to send CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,7 +25,7 @@ pub struct Accepted {
     pub client_id: Arc<str>,
     pub identity: Identity,
     pub opened: Opened,
-    pub kick_rx: mpsc::Receiver<ReasonCode>,
+    pub kick: Arc<Kick>,
     /// Keep-alive in force (after the server's override), 0 = none.
     pub keep_alive: u16,
     pub decoder: Decoder,
@@ -196,13 +195,13 @@ where
         cfg.persistent_client_expiration
             .min(u64::from(u32::MAX - 1)) as u32
     };
-    let (kick_tx, kick_rx) = mpsc::channel(1);
+    let kick = Arc::new(Kick::default());
     let opened = shared.open_session(
         &identity.namespace,
         &client_id,
         connect.clean_start,
         expiry,
-        kick_tx,
+        kick.clone(),
     );
 
     let mut props = Properties::default();
@@ -244,7 +243,7 @@ where
         client_id,
         identity,
         opened,
-        kick_rx,
+        kick,
         keep_alive,
         decoder,
     })

@@ -16,14 +16,14 @@ use mqtt_codec::{
     encode_packet, Decoder, Disconnect, Packet, Properties, Protocol, ReasonCode, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::broker::Shared;
 use crate::connect::{handshake, Accepted};
 use crate::hooks::Identity;
 use crate::limits::PublishRate;
-use crate::session::SessionHandle;
+use crate::session::{Kick, SessionHandle};
 
 /// Stop reading from the client while this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -116,7 +116,7 @@ pub async fn serve<S>(
         client_id,
         identity,
         opened,
-        mut kick_rx,
+        kick,
         keep_alive,
         mut decoder,
     } = acc;
@@ -162,7 +162,7 @@ pub async fn serve<S>(
             &mut rbuf,
             &mut decoder,
             keep_alive,
-            &mut kick_rx,
+            &kick,
             &mut shutdown,
         )
         .await;
@@ -197,7 +197,7 @@ impl Connection {
         rbuf: &mut BytesMut,
         decoder: &mut Decoder,
         keep_alive: u16,
-        kick_rx: &mut mpsc::Receiver<ReasonCode>,
+        kick: &Kick,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Close
     where
@@ -223,8 +223,7 @@ impl Connection {
             let spare = rbuf.capacity() - rbuf.len();
             tokio::select! {
                 biased;
-                reason = kick_rx.recv() => {
-                    let reason = reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER);
+                reason = kick.recv() => {
                     tracing::info!(client_id = %self.client_id, %reason, "disconnecting client");
                     return Close::error(reason);
                 }

@@ -32,6 +32,11 @@ pub struct ConnectRequest<'a> {
     pub cert_common_name: Option<&'a str>,
 }
 
+thread_local! {
+    /// The default namespace, shared rather than allocated per connection.
+    static DEFAULT_NAMESPACE: Arc<str> = Arc::from("");
+}
+
 /// Who a connection is, decided once at CONNECT.
 #[derive(Clone)]
 pub struct Identity {
@@ -50,7 +55,7 @@ impl Identity {
     pub fn new(username: Option<&str>) -> Identity {
         Identity {
             username: username.map(Arc::from),
-            namespace: Arc::from(""),
+            namespace: DEFAULT_NAMESPACE.with(|n| n.clone()),
             superuser: false,
             data: None,
         }

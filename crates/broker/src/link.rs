@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mqtt_codec::{topic, QoS, ReasonCode, SubOptions};
-use tokio::sync::mpsc;
+use mqtt_codec::{topic, QoS, SubOptions};
 
 use crate::broker::Shared;
 use crate::hooks::Identity;
 use crate::message::{Delivery, Message};
-use crate::session::SessionHandle;
+use crate::session::{Kick, SessionHandle};
 
 /// Why a link operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,19 +28,17 @@ pub struct Link {
     session: Arc<SessionHandle>,
     identity: Identity,
     gen: u64,
-    _kick: mpsc::Receiver<ReasonCode>,
 }
 
 impl Link {
     pub(crate) fn open(shared: Arc<Shared>, client_id: &str, identity: Identity) -> Link {
-        let (tx, rx) = mpsc::channel(1);
-        let opened = shared.open_session(&identity.namespace, &Arc::from(client_id), true, 0, tx);
+        let kick = Arc::new(Kick::default());
+        let opened = shared.open_session(&identity.namespace, &Arc::from(client_id), true, 0, kick);
         Link {
             shared,
             session: opened.session,
             identity,
             gen: opened.gen,
-            _kick: rx,
         }
     }
 

@@ -3,16 +3,49 @@
 //! publishers that deliver into it. The lock is held only for queue operations, never across I/O.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use mqtt_codec::{QoS, ReasonCode, SubOptions, Will};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::config::{BrokerConfig, OverflowPolicy};
 use crate::message::Delivery;
 use crate::persistence::{self, BrokerStore, Op, QueueRow};
+
+/// Tells one connection to close with a reason code (takeover, overflow policy). Lighter than a
+/// channel: every connection has one.
+#[derive(Default)]
+pub struct Kick {
+    reason: AtomicU8,
+    notify: Notify,
+}
+
+impl Kick {
+    /// Asks the connection to close with `reason` (the first reason wins).
+    pub fn send(&self, reason: ReasonCode) {
+        let code = if reason.0 == 0 {
+            ReasonCode::UNSPECIFIED_ERROR.0
+        } else {
+            reason.0
+        };
+        let _ = self
+            .reason
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.notify.notify_one();
+    }
+
+    /// Waits until the connection is asked to close.
+    pub async fn recv(&self) -> ReasonCode {
+        loop {
+            match self.reason.load(Ordering::Acquire) {
+                0 => self.notify.notified().await,
+                code => return ReasonCode(code),
+            }
+        }
+    }
+}
 
 /// Session expiry meaning "never".
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -80,9 +113,9 @@ pub struct SessionState {
     /// Generation of the connection that owns the session now (0 = none ever).
     pub conn_gen: u64,
     /// Tells the owning connection to close with a reason code.
-    pub kick: Option<mpsc::Sender<ReasonCode>>,
+    pub kick: Option<Arc<Kick>>,
     /// A will waiting for its delay to pass.
-    pub pending_will: Option<(Will, u64)>,
+    pub pending_will: Option<(Box<Will>, u64)>,
     /// Set when the session has ended (expired, discarded by clean start, taken over by a clean one).
     pub ended: bool,
     /// Messages dropped because the queue was full.
@@ -222,7 +255,7 @@ impl SessionState {
                 }
                 OverflowPolicy::Disconnect if online => {
                     if let Some(k) = &self.kick {
-                        let _ = k.try_send(ReasonCode::QUOTA_EXCEEDED);
+                        k.send(ReasonCode::QUOTA_EXCEEDED);
                     }
                     return (Enqueued::Overflow, false);
                 }

@@ -234,5 +234,10 @@ fn silent_clients_are_dropped_after_the_handshake_timeout() {
         waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
         "closed after {waited:?}"
     );
-    assert_eq!(metric(s.addr("http"), FAILURES), 1.0);
+    // The counter is bumped as the server gives up, which may be just after the socket closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(s.addr("http"), FAILURES) < 1.0 {
+        assert!(Instant::now() < deadline, "handshake failure not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
