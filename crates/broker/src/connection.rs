@@ -28,7 +28,7 @@ use crate::session::{Kick, SessionHandle};
 /// Stop reading from the client while this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// First read buffer size, and the most a read buffer grows to.
-const MIN_READ: usize = 512;
+const MIN_READ: usize = 256;
 const MAX_READ: usize = 64 * 1024;
 /// Empty buffers larger than this are released rather than kept for an idle client.
 const MAX_IDLE_BUFFER: usize = 16 * 1024;
@@ -206,7 +206,12 @@ impl Connection {
         let (mut reader, mut writer) = tokio::io::split(stream);
         // Keep-alive: the client must send something within 1.5 × keep-alive (spec 3.1.2.10).
         let grace = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-        let mut deadline = grace.map(|g| Instant::now() + g);
+        // One timer for the connection's life: reads only note the time, and the timer, when it
+        // fires, either closes the connection or moves to the new deadline. Re-arming a timer on
+        // every read would cost a timer-wheel update per packet.
+        let mut last_read = Instant::now();
+        let keepalive = tokio::time::sleep(grace.unwrap_or(Duration::from_secs(86_400 * 365)));
+        tokio::pin!(keepalive);
         // Packets that were read together with CONNECT.
         if let Err(close) = self.decode_all(rbuf, decoder) {
             return close;
@@ -254,7 +259,7 @@ impl Connection {
                         Ok(0) | Err(_) => return Close { reason: None, will: true },
                         Ok(n) => {
                             self.shared.stats.received_bytes(n);
-                            deadline = grace.map(|g| Instant::now() + g);
+                            last_read = Instant::now();
                             if let Err(close) = self.decode_all(rbuf, decoder) {
                                 let _ = writer.write_all(&self.wbuf).await;
                                 self.wbuf.clear();
@@ -271,7 +276,12 @@ impl Connection {
                 }
                 _ = self.session.notify.notified() => {}
                 _ = committed_changed(&mut self.committed), if !self.held.is_empty() => self.release_held(),
-                _ = sleep_until(deadline) => {
+                _ = &mut keepalive, if grace.is_some() => {
+                    let due = last_read + grace.unwrap_or_default();
+                    if Instant::now() < due {
+                        keepalive.as_mut().reset(due);
+                        continue;
+                    }
                     tracing::info!(client_id = %self.client_id, keep_alive, "keep-alive timeout");
                     metrics::counter!("mqtt_keepalive_timeouts_total").increment(1);
                     return Close::error(ReasonCode::KEEP_ALIVE_TIMEOUT);
@@ -302,12 +312,5 @@ async fn committed_changed(committed: &mut Option<watch::Receiver<u64>>) {
     };
     if !ok {
         std::future::pending::<()>().await;
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
