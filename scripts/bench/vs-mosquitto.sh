@@ -68,4 +68,4 @@ done
 # Idle connections last (they raise each broker's RSS for good).
 run ironbridge "$IB_PORT" "$IB_PID" s5 --connections 10000 --keepalive 600
 run mosquitto "$MQ_PORT" "$MQ_PID" s5 --connections 10000 --keepalive 600
-python3 ../shared/bench/mqttload/scripts/summarize.py "$OUT"
+python3 scripts/bench/summarize.py "$OUT"

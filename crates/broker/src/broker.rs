@@ -387,7 +387,8 @@ impl Shared {
             };
         }
         let mut matches: Vec<Match> = Vec::new();
-        self.router
+        let nodes = self
+            .router
             .read()
             .matches(&msg.namespace, &msg.topic, &mut matches);
         if matches.is_empty() {
@@ -395,7 +396,10 @@ impl Shared {
         }
         // One delivery per session: overlapping subscriptions merge into the highest QoS and
         // all subscription identifiers (spec 3.3.4). Shared subscriptions deliver separately.
-        matches.sort_by_key(|m| (m.share.is_some(), m.session.id));
+        // Only matches from several filters can name a session twice.
+        if nodes > 1 {
+            matches.sort_by_key(|m| (m.share.is_some(), m.session.id));
+        }
         let mut i = 0;
         while i < matches.len() {
             let m = &matches[i];

@@ -2,7 +2,7 @@
 //! the in-flight window, with packet ids, topic aliases, expiry and the client's packet-size limit;
 //! and retransmission of unacknowledged messages when a session resumes.
 
-use mqtt_codec::{encode_publish, publish_len, Packet, Properties, Publish, QoS, ReasonCode};
+use mqtt_codec::{encode_publish_ref, publish_ref_len, Packet, PublishRef, QoS, ReasonCode};
 use tokio::time::Instant;
 
 use crate::connection::{Connection, FILL_LOW_WATER};
@@ -10,10 +10,6 @@ use crate::inbound::ack;
 use crate::message::Delivery;
 use crate::persistence::{Op, STATE_ACK, STATE_REC};
 use crate::session::{Inflight, InflightState};
-
-thread_local! {
-    static EMPTY_TOPIC: std::sync::Arc<str> = std::sync::Arc::from("");
-}
 
 impl Connection {
     /// Moves queued deliveries into the write buffer while there is room.
@@ -53,16 +49,13 @@ impl Connection {
             } else {
                 st.next_packet_id()
             };
-            let mut publish = self.outgoing_publish(&d, pid, false, now);
-            if publish_len(&publish, self.protocol) > self.limits.max_packet_size {
+            if !self.write_publish(&d, pid, false, now) {
                 // Too large for the client: discarded as if delivered (spec 3.1.2.25).
                 tracing::debug!(client_id = %self.client_id, topic = %d.msg.topic, "message exceeds client's maximum packet size, dropped");
                 metrics::counter!("mqtt_messages_dropped_total", "reason" => "too_large_for_client").increment(1);
                 self.forget(&d);
                 continue;
             }
-            self.apply_alias(&mut publish);
-            encode_publish(&publish, self.protocol, &mut self.wbuf);
             sent += 1;
             if d.qos != QoS::AtMostOnce {
                 let (state, stored) = if d.qos == QoS::AtLeastOnce {
@@ -107,46 +100,68 @@ impl Connection {
             match i.state {
                 InflightState::Comp => self.send(Packet::PubRel(ack(i.pid, ReasonCode::SUCCESS))),
                 _ => {
-                    let p = self.outgoing_publish(&i.delivery, i.pid, true, now);
-                    self.send(Packet::Publish(p));
+                    self.write_publish(&i.delivery, i.pid, true, now);
                 }
             }
         }
     }
 
-    fn outgoing_publish(&self, d: &Delivery, pid: u16, dup: bool, now: Instant) -> Publish {
-        let properties = if self.protocol.is_v5() {
-            let mut props: Properties = d.msg.properties.clone();
-            props.subscription_identifiers = d.sub_ids.clone();
-            props.message_expiry_interval = d.msg.remaining_expiry(now);
-            props
+    /// Encodes one delivery into the write buffer, with its subscription identifiers, remaining
+    /// expiry and a topic alias (v5). Returns false, writing nothing, when the packet would exceed
+    /// the client's maximum packet size. Retransmissions (`dup`) never use aliases.
+    fn write_publish(&mut self, d: &Delivery, pid: u16, dup: bool, now: Instant) -> bool {
+        let v5 = self.protocol.is_v5();
+        let topic = &d.msg.topic;
+        // (alias, whether the client knows it already)
+        let alias = if v5 && !dup && self.limits.topic_alias_maximum > 0 {
+            match self.aliases_out.get(topic) {
+                Some(&a) => Some((a, true)),
+                None if self.aliases_out.len() < usize::from(self.limits.topic_alias_maximum) => {
+                    Some((self.aliases_out.len() as u16 + 1, false))
+                }
+                None => None,
+            }
         } else {
-            Properties::default()
+            None
         };
-        Publish {
+        let expiry = if v5 {
+            d.msg.remaining_expiry(now)
+        } else {
+            None
+        };
+        // Most messages forward their properties untouched: copy the set only when this
+        // delivery adds to it.
+        let owned;
+        let properties = if v5 && (!d.sub_ids.is_empty() || expiry.is_some() || alias.is_some()) {
+            let mut p = d.msg.properties.clone();
+            p.subscription_identifiers.clone_from(&d.sub_ids);
+            p.message_expiry_interval = expiry;
+            p.topic_alias = alias.map(|(a, _)| a);
+            owned = p;
+            &owned
+        } else {
+            &d.msg.properties
+        };
+        let publish = PublishRef {
             dup,
             qos: d.qos,
             retain: d.retain,
-            topic: d.msg.topic.clone(),
+            topic: if matches!(alias, Some((_, true))) {
+                ""
+            } else {
+                topic
+            },
             packet_id: pid,
-            payload: d.msg.payload.clone(),
+            payload: &d.msg.payload,
             properties,
+        };
+        if publish_ref_len(&publish, self.protocol) > self.limits.max_packet_size {
+            return false;
         }
-    }
-
-    /// Replaces the topic by an alias the client already knows, or assigns a new alias while
-    /// the client's maximum allows (v5 only). Retransmissions never use aliases.
-    fn apply_alias(&mut self, p: &mut Publish) {
-        if self.limits.topic_alias_maximum == 0 || !self.protocol.is_v5() {
-            return;
+        encode_publish_ref(&publish, self.protocol, &mut self.wbuf);
+        if let Some((a, false)) = alias {
+            self.aliases_out.insert(topic.clone(), a);
         }
-        if let Some(&alias) = self.aliases_out.get(&p.topic) {
-            p.properties.topic_alias = Some(alias);
-            p.topic = EMPTY_TOPIC.with(|e| e.clone());
-        } else if self.aliases_out.len() < usize::from(self.limits.topic_alias_maximum) {
-            let alias = self.aliases_out.len() as u16 + 1;
-            self.aliases_out.insert(p.topic.clone(), alias);
-            p.properties.topic_alias = Some(alias);
-        }
+        true
     }
 }

@@ -118,13 +118,16 @@ impl Router {
     }
 
     /// Every subscription matching `topic` in `namespace`; one member per shared group.
-    pub fn matches(&self, namespace: &str, topic: &str, out: &mut Vec<Match>) {
+    /// Returns how many tree nodes contributed: with at most one, no session appears twice.
+    pub fn matches(&self, namespace: &str, topic: &str, out: &mut Vec<Match>) -> usize {
         let Some(root) = self.roots.get(namespace) else {
-            return;
+            return 0;
         };
         let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
-        collect(root, &levels, 0, dollar, out);
+        let mut nodes = 0;
+        collect(root, &levels, 0, dollar, out, &mut nodes);
+        nodes
     }
 
     /// Picks another online member of a shared group, excluding `exclude`.
@@ -212,7 +215,10 @@ fn remove_entry(list: &mut Vec<SubEntry>, session: u64) -> bool {
     list.len() != before
 }
 
-fn push_node(node: &Node, out: &mut Vec<Match>) {
+fn push_node(node: &Node, out: &mut Vec<Match>, nodes: &mut usize) {
+    if !node.subs.is_empty() || !node.shared.is_empty() {
+        *nodes += 1;
+    }
     for e in &node.subs {
         out.push(Match {
             session: e.session.clone(),
@@ -241,24 +247,31 @@ fn push_node(node: &Node, out: &mut Vec<Match>) {
     }
 }
 
-fn collect(node: &Node, levels: &[&str], depth: usize, dollar: bool, out: &mut Vec<Match>) {
+fn collect(
+    node: &Node,
+    levels: &[&str],
+    depth: usize,
+    dollar: bool,
+    out: &mut Vec<Match>,
+    nodes: &mut usize,
+) {
     // A leading wildcard never matches a `$` topic.
     let wild_ok = !(depth == 0 && dollar);
     if wild_ok {
         if let Some(hash) = node.children.get("#") {
-            push_node(hash, out);
+            push_node(hash, out, nodes);
         }
     }
     let Some((level, rest)) = levels.split_first() else {
-        push_node(node, out);
+        push_node(node, out, nodes);
         return;
     };
     if let Some(child) = node.children.get(*level) {
-        collect(child, rest, depth + 1, dollar, out);
+        collect(child, rest, depth + 1, dollar, out, nodes);
     }
     if wild_ok {
         if let Some(child) = node.children.get("+") {
-            collect(child, rest, depth + 1, dollar, out);
+            collect(child, rest, depth + 1, dollar, out, nodes);
         }
     }
 }

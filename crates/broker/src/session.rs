@@ -168,6 +168,7 @@ impl SessionHandle {
     ) -> (Enqueued, u64) {
         let online = self.is_online();
         let mut seq = 0;
+        let wake;
         let result = {
             let mut st = self.state.lock();
             if st.ended {
@@ -188,10 +189,14 @@ impl SessionHandle {
                     share: d.share.as_deref().cloned(),
                 }
             });
-            let msg = d.msg.clone();
+            let msg = store.map(|_| d.msg.clone());
             let mut dropped = Vec::new();
+            let was_empty = st.queue.is_empty();
             let (result, queued) = st.enqueue(d, config, online, &mut dropped);
-            if let Some(store) = store {
+            // The connection drains the whole queue whenever it runs, and a non-empty queue
+            // means it already has a wake-up pending: only the first message needs to wake it.
+            wake = queued && was_empty;
+            if let (Some(store), Some(msg)) = (store, msg) {
                 for id in dropped {
                     seq = store.submit(Op::QueueDelete { id });
                 }
@@ -211,7 +216,7 @@ impl SessionHandle {
             }
             result
         };
-        if result == Enqueued::Queued || online {
+        if wake {
             self.notify.notify_one();
         }
         (result, seq)

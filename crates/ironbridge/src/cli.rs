@@ -21,6 +21,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the platform plus simulated devices publishing live data.
     Demo(ServeArgs),
+    /// Load generators: `ironbridge bench mqtt <scenario>` (loopback brokers only).
+    Bench(bench::BenchArgs),
 }
 
 /// Flags of `serve` (and `demo`).

@@ -53,6 +53,8 @@ fn main() -> anyhow::Result<()> {
             args.allow_anonymous = true;
             runtime.block_on(serve(args, true))
         }
+        // The load generator builds its own runtime (`--threads`).
+        Command::Bench(args) => Ok(bench::run(args)?),
     }
 }
 

@@ -49,16 +49,54 @@ pub fn encode_packet(packet: &Packet, protocol: Protocol, out: &mut BytesMut) {
     );
 }
 
+/// A PUBLISH to encode, borrowing its parts: a broker's hot path encodes one per delivery and
+/// need not build (and copy) a [`Publish`] with its property set for that.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a str,
+    pub packet_id: u16,
+    pub payload: &'a [u8],
+    /// Encoded for MQTT 5 only.
+    pub properties: &'a Properties,
+}
+
+impl<'a> From<&'a Publish> for PublishRef<'a> {
+    fn from(p: &'a Publish) -> Self {
+        PublishRef {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            payload: &p.payload,
+            properties: &p.properties,
+        }
+    }
+}
+
 /// Encoded size of a PUBLISH, fixed header included: [`encoded_len`] without the [`Packet`].
 pub fn publish_len(p: &Publish, protocol: Protocol) -> usize {
-    let remaining = publish_remaining(p, props_field_len_if(&p.properties, protocol.is_v5()));
-    1 + varint_len(remaining) + remaining
+    publish_ref_len(&PublishRef::from(p), protocol)
 }
 
 /// Appends the encoding of a PUBLISH: [`encode_packet`] without the [`Packet`].
 pub fn encode_publish(p: &Publish, protocol: Protocol, out: &mut BytesMut) {
+    encode_publish_ref(&PublishRef::from(p), protocol, out)
+}
+
+/// Encoded size of a borrowed PUBLISH, fixed header included.
+pub fn publish_ref_len(p: &PublishRef<'_>, protocol: Protocol) -> usize {
+    let remaining = publish_remaining(p, props_field_len_if(p.properties, protocol.is_v5()));
+    1 + varint_len(remaining) + remaining
+}
+
+/// Appends the encoding of a borrowed PUBLISH.
+pub fn encode_publish_ref(p: &PublishRef<'_>, protocol: Protocol, out: &mut BytesMut) {
     let v5 = protocol.is_v5();
-    let props_len = if v5 { properties_len(&p.properties) } else { 0 };
+    let props_len = if v5 { properties_len(p.properties) } else { 0 };
     let props_field = if v5 {
         varint_len(props_len) + props_len
     } else {
@@ -69,20 +107,20 @@ pub fn encode_publish(p: &Publish, protocol: Protocol, out: &mut BytesMut) {
     let flags = u8::from(p.dup) << 3 | (p.qos as u8) << 1 | u8::from(p.retain);
     out.put_u8(0x30 | flags);
     put_varint(out, remaining);
-    put_str(out, &p.topic);
+    put_str(out, p.topic);
     if p.qos != QoS::AtMostOnce {
         out.put_u16(p.packet_id);
     }
     if v5 {
         put_varint(out, props_len);
-        put_properties_content(out, &p.properties);
+        put_properties_content(out, p.properties);
     }
-    out.put_slice(&p.payload);
+    out.put_slice(p.payload);
 }
 
-fn publish_remaining(p: &Publish, props_field: usize) -> usize {
+fn publish_remaining(p: &PublishRef<'_>, props_field: usize) -> usize {
     let pid = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
-    str_len(&p.topic) + pid + props_field + p.payload.len()
+    str_len(p.topic) + pid + props_field + p.payload.len()
 }
 
 /// Flags of the fixed header for every packet but PUBLISH.
@@ -410,7 +448,9 @@ fn remaining_len(packet: &Packet, protocol: Protocol) -> usize {
     match packet {
         Packet::Connect(c) => connect_remaining(c, c.protocol.unwrap_or(protocol)),
         Packet::ConnAck(c) => 2 + props_field_len_if(&c.properties, v5),
-        Packet::Publish(p) => publish_remaining(p, props_field_len_if(&p.properties, v5)),
+        Packet::Publish(p) => {
+            publish_remaining(&PublishRef::from(p), props_field_len_if(&p.properties, v5))
+        }
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             pub_response_remaining(r, v5)
         }

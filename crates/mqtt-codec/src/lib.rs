@@ -21,7 +21,10 @@ pub mod reason;
 pub mod topic;
 
 pub use decode::{connect_protocol, decode_packet, read_frame, Decoder, Frame};
-pub use encode::{encode_packet, encode_publish, encoded_len, publish_len};
+pub use encode::{
+    encode_packet, encode_publish, encode_publish_ref, encoded_len, publish_len, publish_ref_len,
+    PublishRef,
+};
 pub use error::DecodeError;
 pub use packet::*;
 pub use properties::Properties;
