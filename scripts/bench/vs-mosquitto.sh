@@ -3,7 +3,8 @@
 # (../shared/bench/mqttload), interleaved (ironbridge, mosquitto, ironbridge, ...) so both see the
 # same machine conditions. Writes JSON lines to OUT and prints the median table.
 #
-#   scripts/bench/vs-mosquitto.sh OUT.jsonl        (env: REPS=3 DUR=10 VERSIONS="3 5")
+#   scripts/bench/vs-mosquitto.sh OUT.jsonl   (env: REPS=3 DUR=10 VERSIONS="3 5" S5=1 SCENARIOS=...
+#                                              IB_PERSISTENCE=true)
 #
 # Both brokers run with the same limits: 100 in-flight, 100000 queued; Ironbridge with persistence
 # on (its default) unless IB_PERSISTENCE=false, Mosquitto with persistence off (its default).
@@ -11,7 +12,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 OUT=${1:-target/bench/vs-mosquitto.jsonl}
-REPS=${REPS:-3}; DUR=${DUR:-10}; VERSIONS=${VERSIONS:-"3 5"}
+REPS=${REPS:-3}; DUR=${DUR:-10}; VERSIONS=${VERSIONS:-"3 5"}; S5=${S5:-1}
+# SCENARIOS="s1;s2 --inflight 64" picks a subset.
+IFS=';' read -r -a SCENARIOS <<< "${SCENARIOS:-s1;s2 --inflight 64;s3 --subscribers 500;s4 --rate 5000;s4 --rate 5000 --qos 1}"
 mkdir -p "$(dirname "$OUT")"
 ulimit -n 200000 2>/dev/null || ulimit -n 20000
 
@@ -21,8 +24,10 @@ B=target/mqttload/release/mqttload
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TMP=$(mktemp -d)
+IB_PID=; MQ_PID=
 trap 'kill $IB_PID $MQ_PID 2>/dev/null || true; rm -rf "$TMP"' EXIT
 
+start_brokers() {
 cat > "$TMP/ib.toml" <<TOML
 [mqtt]
 allow_anonymous = true
@@ -51,13 +56,16 @@ MQ_PID=$!
 for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$MQ_PORT) 2>/dev/null && break; sleep 0.1; done
 echo "ironbridge pid $IB_PID port $IB_PORT; mosquitto pid $MQ_PID port $MQ_PORT" >&2
 
+}
+stop_brokers() { kill $IB_PID $MQ_PID 2>/dev/null || true; wait $IB_PID $MQ_PID 2>/dev/null || true; rm -rf "$TMP/data"; }
 run() { # label port pid args...
   local l=$1 p=$2 pid=$3; shift 3
   timeout 180 "$B" --port "$p" --broker-pid "$pid" --duration "$DUR" --label "$l" "$@" 2>>"$OUT.log" | tee -a "$OUT" | cut -c1-160
 }
+start_brokers
 for v in $VERSIONS; do
   for rep in $(seq 1 "$REPS"); do
-    for s in "s1" "s2 --inflight 64" "s3 --subscribers 500" "s4 --rate 5000" "s4 --rate 5000 --qos 1"; do
+    for s in "${SCENARIOS[@]}"; do
       # shellcheck disable=SC2086
       run ironbridge "$IB_PORT" "$IB_PID" --mqtt-version "$v" $s
       # shellcheck disable=SC2086
@@ -65,7 +73,11 @@ for v in $VERSIONS; do
     done
   done
 done
-# Idle connections last (they raise each broker's RSS for good).
-run ironbridge "$IB_PORT" "$IB_PID" s5 --connections 10000 --keepalive 600
-run mosquitto "$MQ_PORT" "$MQ_PID" s5 --connections 10000 --keepalive 600
+# Idle connections on freshly started brokers, so RSS growth is the connections' own.
+if [ "$S5" = 1 ]; then
+  stop_brokers
+  start_brokers
+  run ironbridge "$IB_PORT" "$IB_PID" s5 --connections 10000 --keepalive 600
+  run mosquitto "$MQ_PORT" "$MQ_PID" s5 --connections 10000 --keepalive 600
+fi
 python3 scripts/bench/summarize.py "$OUT"
