@@ -28,6 +28,22 @@ Broker settings (one dict, mapped to both brokers; names are Ironbridge's `[mqtt
     tls, listeners       {key: value}   Ironbridge only: the `[tls]` / `[listeners]` tables;
                                         the started broker's `listeners` maps each
                                         `listening NAME` line to its port
+    persistence          bool           Ironbridge: on by default (data_dir/mqtt.db);
+                                        mosquitto: off unless True (`persistence true`,
+                                        `persistence_location` = the broker's work dir)
+    persistence_fsync    bool           Ironbridge only
+    queue_qos0_messages  bool
+    max_connections      int            (mosquitto: the listener's `max_connections`)
+    max_connection_rate, max_publish_rate, max_topic_length, max_topic_levels,
+    max_subscriptions    int            Ironbridge only
+    overflow_policy      "drop_new" | "drop_oldest" | "disconnect"
+                                        Ironbridge only; "drop_new" is mosquitto's behaviour
+                         A mosquitto broker given an Ironbridge-only setting skips the test
+                         (MOSQUITTO_UNSUPPORTED).
+
+Broker objects: start(), stop() (SIGTERM), kill() (SIGKILL), restart() (graceful, same port,
+config and data dir), crash_restart(graceful=False) (SIGKILL or SIGTERM, then start on the
+same port and data dir), pid, rss_kb() (VmRSS from /proc).
 
 Tests select them with ``@pytest.mark.broker_config(key=value, ...)`` and the
 ``broker`` fixture, or call the ``make_broker(**settings)`` factory.
@@ -69,6 +85,21 @@ KNOWN_SETTINGS = {
     "max_queued_bytes", "retain_available", "sys_interval", "users", "acl",
     # Ironbridge only (tests using them skip mosquitto): extra TOML tables, as dicts.
     "tls", "listeners",
+    # Persistence (Ironbridge: on by default, data_dir/mqtt.db; mosquitto: off unless
+    # persistence=True, then `persistence true` + `persistence_location` in the work dir).
+    "persistence", "persistence_fsync", "queue_qos0_messages",
+    # Limits (Ironbridge `[mqtt]` keys).  max_connections maps to mosquitto's per-listener
+    # `max_connections`; overflow_policy "drop_new" is mosquitto's (only) behaviour.
+    "max_connections", "max_connection_rate", "max_publish_rate", "max_topic_length",
+    "max_topic_levels", "max_subscriptions", "overflow_policy",
+}
+
+# Settings mosquitto has no equivalent for: a mosquitto broker started with one of them
+# (other than the listed no-op value) skips the test instead of silently ignoring it.
+MOSQUITTO_UNSUPPORTED = {
+    "max_connection_rate": 0, "max_publish_rate": 0, "max_topic_length": 0,
+    "max_topic_levels": None, "max_subscriptions": 0, "overflow_policy": "drop_new",
+    "persistence_fsync": None,
 }
 
 
@@ -211,6 +242,28 @@ class BrokerBase:
     def _after_exit(self) -> None:
         pass
 
+    def crash_restart(self, graceful: bool = False) -> "BrokerBase":
+        """SIGKILL (or SIGTERM when `graceful`), then start again on the same port with the
+        same config and data dir (persistence tests)."""
+        if graceful:
+            self.stop()
+        else:
+            self.kill()
+        self._start()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.running else None
+
+    def rss_kb(self) -> int:
+        """Resident set size of the broker process (VmRSS from /proc, in KiB)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -236,12 +289,23 @@ class MosquittoBroker(BrokerBase):
             f"allow_anonymous {'true' if s.get('allow_anonymous', True) else 'false'}",
             # when run as root mosquitto would otherwise drop to user "mosquitto"
             f"user {getpass.getuser()}",
-            "persistence false",
             "log_dest stderr",
             "log_type all",
             "connection_messages true",
             "set_tcp_nodelay true",
         ]
+        for key, noop in MOSQUITTO_UNSUPPORTED.items():
+            if key in s and s[key] != noop:
+                pytest.skip(f"mosquitto has no equivalent of the Ironbridge setting {key}={s[key]!r}")
+        if s.get("persistence"):
+            lines += ["persistence true", f"persistence_location {d}/", "persistence_file mosquitto.db"]
+        else:
+            lines.append("persistence false")
+        if "queue_qos0_messages" in s:
+            lines.append(f"queue_qos0_messages {'true' if s['queue_qos0_messages'] else 'false'}")
+        if "max_connections" in s:
+            # a listener option: applies to the `listener` line above
+            lines.append(f"max_connections {int(s['max_connections']) or -1}")
         simple = {
             "max_keepalive": "max_keepalive",
             "max_packet_size": "max_packet_size",

@@ -93,3 +93,17 @@ def test_mosquitto_dynsec_mapping_keeps_rule_order():
     assert prios[0] == prios[1] > prios[2]
     assert [a["topic"] for a in roles["user0"]] == ["x/public", "x/public", "x/#", "mine/#"]
     assert cfg["clients"][0]["username"] == "bob"
+
+
+@pytest.mark.parametrize("graceful", [False, True], ids=["sigkill", "sigterm"])
+def test_crash_restart_keeps_port_and_data_dir(make_broker, client_factory, graceful):
+    b = make_broker(persistence=True)
+    port, pid = b.port, b.pid
+    c = client_factory.raw(b, R.MQTT311)
+    assert c.connect(uid()).rc == 0
+    b.crash_restart(graceful=graceful)
+    assert b.port == port and b.running and b.pid != pid
+    c.expect_closed()
+    assert client_factory.raw(b, R.MQTT311).connect(uid()).rc == 0
+    if b.kind == "ironbridge":
+        assert b.rss_kb() > 0

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
     encode_packet, Decoder, Disconnect, Packet, Properties, Protocol, ReasonCode, Will,
 };
@@ -74,7 +74,9 @@ pub struct Connection {
     /// Publish rate bucket, when a rate limit is configured.
     pub publish_rate: Option<PublishRate>,
     /// Acknowledgements waiting for the store to commit what they promise, with its sequence.
-    pub held: VecDeque<(u64, Packet)>,
+    pub held: VecDeque<(u64, Bytes)>,
+    /// Bytes in `held`.
+    pub held_bytes: usize,
     /// The store's committed sequence (persistence on).
     pub committed: Option<watch::Receiver<u64>>,
 }
@@ -150,6 +152,7 @@ pub async fn serve<S>(
         wbuf: BytesMut::new(),
         publish_rate: PublishRate::new(shared.config.max_publish_rate),
         held: VecDeque::new(),
+        held_bytes: 0,
         committed: shared.store.as_ref().map(|s| s.committed()),
     };
     drop(connect);

@@ -6,6 +6,8 @@
 //! depend on, keeping their order.
 
 use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 
 use mqtt_codec::{
@@ -81,8 +83,16 @@ impl Connection {
         if self.held.is_empty() && seq <= committed {
             self.send(packet);
         } else {
-            self.held.push_back((seq, packet));
+            let mut out = BytesMut::new();
+            encode_packet(&packet, self.protocol, &mut out);
+            self.hold(seq, out.freeze());
         }
+    }
+
+    /// Queues encoded bytes behind the held ones, to go out once `seq` is committed.
+    pub fn hold(&mut self, seq: u64, bytes: Bytes) {
+        self.held_bytes += bytes.len();
+        self.held.push_back((seq, bytes));
     }
 
     /// Sends the held packets whose writes are committed, in order.
@@ -92,8 +102,9 @@ impl Connection {
             .as_mut()
             .map_or(u64::MAX, |c| *c.borrow_and_update());
         while self.held.front().is_some_and(|(seq, _)| *seq <= committed) {
-            if let Some((_, p)) = self.held.pop_front() {
-                self.send(p);
+            if let Some((_, bytes)) = self.held.pop_front() {
+                self.held_bytes -= bytes.len();
+                self.wbuf.extend_from_slice(&bytes);
             }
         }
     }

@@ -14,15 +14,7 @@ use crate::session::{Inflight, InflightState};
 impl Connection {
     /// Moves queued deliveries into the write buffer while there is room.
     pub fn fill_outbound(&mut self) {
-        if self.wbuf.len() >= FILL_LOW_WATER {
-            return;
-        }
-        if self
-            .held
-            .iter()
-            .any(|(_, p)| matches!(p, Packet::SubAck(_)))
-        {
-            // Retained messages of a new subscription must not overtake its SUBACK.
+        if self.wbuf.len() >= FILL_LOW_WATER || self.held_bytes >= FILL_LOW_WATER {
             return;
         }
         let now = Instant::now();
@@ -33,7 +25,7 @@ impl Connection {
             // Taken over: the new connection serves the queue now.
             return;
         }
-        while self.wbuf.len() < FILL_LOW_WATER {
+        while self.wbuf.len() < FILL_LOW_WATER && self.held_bytes < FILL_LOW_WATER {
             let Some(d) = st.pop() else { break };
             if d.msg.expired(now) {
                 self.shared.stats.expired();
@@ -49,6 +41,19 @@ impl Connection {
             } else {
                 st.next_packet_id()
             };
+            // A stored message is sent only once its packet id is on disk too, so that after a
+            // crash it is re-sent with the same id and DUP set (4.4) rather than as a new
+            // message; and nothing overtakes a held packet (a SUBACK before the retained
+            // messages its subscription brings, 3.8.4).
+            let stored = match (d.row, d.qos) {
+                (Some(id), QoS::AtLeastOnce) => Some((id, STATE_ACK)),
+                (Some(id), QoS::ExactlyOnce) => Some((id, STATE_REC)),
+                _ => None,
+            };
+            let seq = stored.map_or(0, |(id, state)| {
+                self.shared.persist(|| Op::QueueState { id, pid, state })
+            });
+            let start = self.wbuf.len();
             if !self.write_publish(&d, pid, false, now) {
                 // Too large for the client: discarded as if delivered (spec 3.1.2.25).
                 tracing::debug!(client_id = %self.client_id, topic = %d.msg.topic, "message exceeds client's maximum packet size, dropped");
@@ -56,20 +61,17 @@ impl Connection {
                 self.forget(&d);
                 continue;
             }
+            if seq > 0 || !self.held.is_empty() {
+                let bytes = self.wbuf.split_off(start).freeze();
+                self.hold(seq, bytes);
+            }
             sent += 1;
             if d.qos != QoS::AtMostOnce {
-                let (state, stored) = if d.qos == QoS::AtLeastOnce {
-                    (InflightState::Ack, STATE_ACK)
+                let state = if d.qos == QoS::AtLeastOnce {
+                    InflightState::Ack
                 } else {
-                    (InflightState::Rec, STATE_REC)
+                    InflightState::Rec
                 };
-                if let Some(id) = d.row {
-                    self.shared.persist(|| Op::QueueState {
-                        id,
-                        pid,
-                        state: stored,
-                    });
-                }
                 st.inflight.push_back(Inflight {
                     pid,
                     delivery: d,

@@ -1,80 +1,16 @@
 //! The binary as a user runs it: start-up lines, `/healthz`, `/metrics`, Mosquitto's own
 //! command-line clients as peers, and graceful shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server {
-    child: Child,
-    mqtt: String,
-    http: String,
-    _dir: TempDir,
-}
+mod support;
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(extra: &[&str]) -> Server {
-    let dir = std::env::temp_dir().join(format!("ib-cli-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
-        .args([
-            "serve",
-            "--mqtt",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--coap",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.join("data"))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut mqtt, mut http) = (None, None);
-    while mqtt.is_none() || http.is_none() {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(a) = line.strip_prefix("listening mqtt ") {
-            mqtt = Some(a.to_string());
-        } else if let Some(a) = line.strip_prefix("listening http ") {
-            http = Some(a.to_string());
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        mqtt: mqtt.unwrap(),
-        http: http.unwrap(),
-        _dir: TempDir(dir),
-    }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+/// The binary with no config file: only flags.
+fn start(extra: &[&str]) -> support::Server {
+    support::start("", extra)
 }
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
@@ -111,17 +47,17 @@ fn have(tool: &str) -> bool {
 #[test]
 fn healthz_and_metrics() {
     let s = start(&["--allow-anonymous"]);
-    let (status, body) = http_get(&s.http, "/healthz");
+    let (status, body) = http_get(s.addr("http"), "/healthz");
     assert_eq!(status, 200);
     assert!(body.contains("ok"));
     // One connection so that the broker's counters exist.
-    let mut c = TcpStream::connect(&s.mqtt).unwrap();
+    let mut c = TcpStream::connect(s.addr("mqtt")).unwrap();
     c.write_all(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30, 0, 0])
         .unwrap();
     let mut ack = [0u8; 4];
     c.read_exact(&mut ack).unwrap();
     assert_eq!(ack, [0x20, 2, 0, 0]);
-    let (status, body) = http_get(&s.http, "/metrics");
+    let (status, body) = http_get(s.addr("http"), "/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("mqtt_connections_total"), "{body}");
 }
@@ -132,7 +68,7 @@ fn mosquitto_clients_round_trip() {
         return;
     }
     let s = start(&["--allow-anonymous"]);
-    let (host, port) = s.mqtt.rsplit_once(':').unwrap();
+    let (host, port) = s.addr("mqtt").rsplit_once(':').unwrap();
     for version in ["mqttv311", "mqttv5"] {
         let sub = Command::new("mosquitto_sub")
             .args([
@@ -180,7 +116,7 @@ fn mosquitto_clients_round_trip() {
 #[test]
 fn anonymous_off_by_default_and_sigterm_is_graceful() {
     let mut s = start(&[]);
-    let mut c = TcpStream::connect(&s.mqtt).unwrap();
+    let mut c = TcpStream::connect(s.addr("mqtt")).unwrap();
     c.write_all(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30, 0, 0])
         .unwrap();
     let mut ack = [0u8; 4];

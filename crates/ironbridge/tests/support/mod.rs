@@ -25,7 +25,10 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let dir = std::env::temp_dir().join(format!("ib-{tag}-{}-{nanos}", std::process::id()));
+        // A counter as well as the time: tests in one process start in parallel.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ib-{tag}-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -79,17 +82,18 @@ pub fn start(config: &str, extra: &[&str]) -> Server {
         .arg(dir.0.join("data"))
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.0.join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut listeners = HashMap::new();
     // `listening mqtt` is printed after every other listener.
     while !listeners.contains_key("mqtt") {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
+        let Some(line) = lines.next() else {
+            let log = std::fs::read_to_string(dir.0.join("stderr.log")).unwrap_or_default();
+            panic!("server exited before listening; its log:\n{log}");
+        };
+        let line = line.unwrap();
         if let Some((name, addr)) = line
             .strip_prefix("listening ")
             .and_then(|l| l.split_once(' '))
