@@ -73,12 +73,21 @@ def test_clean_connect_discards_existing_session(mqtt, version):
     assert c3.session_present is False
 
 
-def test_v5_session_expiry_zero_ends_at_disconnect(mqtt):
+def _disconnect_and_wait_for_close(r, props=None):
+    # paho reports "disconnected" as soon as it has sent DISCONNECT; a reconnect right after can
+    # reach the broker before it has read that DISCONNECT (a takeover, not a new session). The
+    # server closes the connection once it has handled DISCONNECT, so wait for that.
+    r.send(R.disconnect(0, props=props, version=r.version))
+    r.expect_closed()
+
+
+def test_v5_session_expiry_zero_ends_at_disconnect(mqtt, raw):
     cid = uid("exp0")
     # Clean Start 0 but no Session Expiry Interval (=0): session ends with the connection
-    c = mqtt(cid, version=V5, clean=False)
-    c.subscribe("exp0/t", 1)
-    c.disconnect()
+    r = raw(V5)
+    assert r.connect(cid, clean=False).rc == 0
+    r.subscribe([("exp0/t", 1)])
+    _disconnect_and_wait_for_close(r)
     c2 = mqtt(cid, version=V5, clean=False, session_expiry=60)
     assert c2.session_present is False
 
@@ -101,12 +110,13 @@ def test_v5_session_expires_after_interval(mqtt):
     c.expect_no_message(QUIET)
 
 
-def test_v5_disconnect_can_shorten_session_expiry(mqtt):
+def test_v5_disconnect_can_shorten_session_expiry(mqtt, raw):
     # 3.14.2.2.2: the Session Expiry Interval may be changed in DISCONNECT (non-zero -> 0)
     cid = uid("shorten")
-    c = mqtt(cid, version=V5, clean=False, session_expiry=60)
-    c.subscribe("shorten/t", 1)
-    c.disconnect(props={"SessionExpiryInterval": 0})
+    r = raw(V5)
+    assert r.connect(cid, clean=False, props=R.Props([(R.P.SESSION_EXPIRY_INTERVAL, 60)])).rc == 0
+    r.subscribe([("shorten/t", 1)])
+    _disconnect_and_wait_for_close(r, R.Props([(R.P.SESSION_EXPIRY_INTERVAL, 0)]))
     c2 = mqtt(cid, version=V5, clean=False, session_expiry=60)
     assert c2.session_present is False
 

@@ -169,17 +169,6 @@ pub async fn serve<S>(
             &mut shutdown,
         )
         .await;
-    if let (Some(reason), true) = (close.reason, conn.protocol.is_v5()) {
-        let mut out = std::mem::take(&mut conn.wbuf);
-        let d = Disconnect {
-            code: reason,
-            properties: Properties::default(),
-        };
-        encode_packet(&Packet::Disconnect(d), conn.protocol, &mut out);
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-    drop(stream);
     tracing::debug!(client_id = %conn.client_id, reason = ?close.reason, "client disconnected");
     let will = if close.will {
         conn.will.take().map(|w| *w)
@@ -190,7 +179,19 @@ pub async fn serve<S>(
     shared
         .hooks
         .on_disconnected(&conn.identity, &conn.client_id);
+    // The session is settled (ended, or offline with its will scheduled) before the client sees
+    // the connection close, so a client that reconnects after the close finds the new state.
     shared.connection_closed(&conn.session, conn.gen, will);
+    if let (Some(reason), true) = (close.reason, conn.protocol.is_v5()) {
+        let mut out = std::mem::take(&mut conn.wbuf);
+        let d = Disconnect {
+            code: reason,
+            properties: Properties::default(),
+        };
+        encode_packet(&Packet::Disconnect(d), conn.protocol, &mut out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
 
 impl Connection {
