@@ -232,7 +232,10 @@ where
         // The session exists on disk before the client is told it does.
         store.wait(opened.seq).await;
     }
+    // Counted before the CONNACK goes out, so a client that has its CONNACK is in the figures.
+    shared.stats.connected();
     if !send_connack(stream, protocol, ack).await {
+        shared.stats.disconnected();
         shared.connection_closed(&opened.session, opened.gen, None);
         return Err(Refused);
     }

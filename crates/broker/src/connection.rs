@@ -122,7 +122,6 @@ pub async fn serve<S>(
         keep_alive,
         mut decoder,
     } = acc;
-    shared.stats.connected();
     shared.hooks.on_connected(&identity, &client_id);
     let p = &connect.properties;
     let cfg_inflight = match shared.config.max_inflight_messages {

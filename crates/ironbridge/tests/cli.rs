@@ -8,26 +8,11 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+use support::http_get;
+
 /// The binary with no config file: only flags.
 fn start(extra: &[&str]) -> support::Server {
     support::start("", extra)
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// Mosquitto's clients are real peers; CI installs them. Elsewhere a missing one skips the test.
