@@ -7,6 +7,7 @@ by conftest.pytest_configure before any test module is imported.
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import struct
@@ -335,8 +336,28 @@ class Client:
             if rc is not None and self.version == V5:
                 from paho.mqtt.reasoncodes import ReasonCode
                 reason = ReasonCode(PacketTypes.DISCONNECT, identifier=rc)
+            # paho reports "disconnected" once it has sent DISCONNECT and closed its own socket;
+            # a test that reconnects right away could reach the broker before the broker has read
+            # that DISCONNECT. A duplicate of the socket keeps the connection open past paho's
+            # close, so we can wait for the broker's own close, i.e. for DISCONNECT handled.
+            dup = None
+            sock = self.c.socket()
+            if sock is not None:
+                try:
+                    dup = socket.socket(fileno=os.dup(sock.fileno()))
+                except OSError:
+                    dup = None
             self.c.disconnect(reasoncode=reason, properties=make_props("disconnect", props))
             self.disconnected.wait(timeout)
+            if dup is not None:
+                dup.settimeout(timeout)
+                try:
+                    while dup.recv(65536):
+                        pass
+                except OSError:
+                    pass
+                finally:
+                    dup.close()
         self.c.loop_stop()
 
     def kill(self) -> None:

@@ -233,6 +233,16 @@ impl Connection {
                 biased;
                 reason = kick.recv() => {
                     tracing::info!(client_id = %self.client_id, %reason, "disconnecting client");
+                    // What the client sent before it was taken over (a last PUBLISH, its
+                    // DISCONNECT) is already here: handle it before closing, as a broker that
+                    // reads in order would. One poll, no waiting.
+                    if let Ok(Ok(n)) = tokio::time::timeout(Duration::ZERO, reader.read_buf(rbuf)).await {
+                        if n > 0 {
+                            if let Err(close) = self.decode_all(rbuf, decoder) {
+                                return close;
+                            }
+                        }
+                    }
                     return Close::error(reason);
                 }
                 _ = shutdown.changed() => {

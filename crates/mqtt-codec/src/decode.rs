@@ -39,14 +39,32 @@ impl Frame {
     }
 }
 
+/// Checks the first byte of a packet: a defined packet type with its required flags (PUBLISH:
+/// a QoS other than 3). Needs nothing but that byte, so garbage (an HTTP request, a TLS hello)
+/// is refused before any body is waited for.
+pub fn check_header(header: u8) -> Result<(), DecodeError> {
+    let flags = header & 0x0F;
+    match header >> 4 {
+        0 => Err(DecodeError::Malformed("reserved packet type 0")),
+        3 if flags & 0b0110 == 0b0110 => Err(DecodeError::Malformed("PUBLISH with QoS 3")),
+        3 => Ok(()),
+        6 | 8 | 10 if flags != 0b0010 => Err(DecodeError::Malformed("reserved flags")),
+        6 | 8 | 10 => Ok(()),
+        _ if flags != 0 => Err(DecodeError::Malformed("reserved flags")),
+        _ => Ok(()),
+    }
+}
+
 /// Reads the fixed header from the start of `buf`.
 ///
-/// `Ok(None)` when more bytes are needed for the header. Fails as soon as the remaining length is
-/// malformed or the packet would exceed `max_packet_size`, without waiting for the body.
+/// `Ok(None)` when more bytes are needed for the header. Fails as soon as the first byte is not a
+/// valid packet header ([`check_header`]), the remaining length is malformed or the packet would
+/// exceed `max_packet_size`, without waiting for the body.
 pub fn read_frame(buf: &[u8], max_packet_size: usize) -> Result<Option<Frame>, DecodeError> {
     let Some(&header) = buf.first() else {
         return Ok(None);
     };
+    check_header(header)?;
     let mut remaining = 0usize;
     for i in 0..4 {
         let Some(&b) = buf.get(1 + i) else {
@@ -80,13 +98,9 @@ pub fn decode_packet(header: u8, body: Bytes, protocol: Protocol) -> Result<Pack
     let packet_type = header >> 4;
     let flags = header & 0x0F;
     let v5 = protocol.is_v5();
-    match packet_type {
-        0 => return Err(DecodeError::Malformed("reserved packet type 0")),
-        3 => return decode_publish(flags, &body, v5).map(Packet::Publish),
-        6 | 8 | 10 if flags != 0b0010 => return Err(DecodeError::Malformed("reserved flags")),
-        6 | 8 | 10 => {}
-        _ if flags != 0 => return Err(DecodeError::Malformed("reserved flags")),
-        _ => {}
+    check_header(header)?;
+    if packet_type == 3 {
+        return decode_publish(flags, &body, v5).map(Packet::Publish);
     }
     let mut r = Reader::new(&body);
     let packet = match packet_type {

@@ -90,8 +90,12 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
+        // A counter as well as the time: parallel tests can read the same clock value, and two
+        // tests sharing a directory delete each other's files.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
-            std::env::temp_dir().join(format!("ib-bench-{tag}-{}-{nanos}", std::process::id()));
+            std::env::temp_dir().join(format!("ib-bench-{tag}-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }

@@ -968,3 +968,27 @@ fn decoder_reserve_is_capped() {
     assert_eq!(d.decode(&mut buf), Ok(None));
     assert!(buf.capacity() < 1 << 20, "reserved {}", buf.capacity());
 }
+
+#[test]
+fn garbage_is_refused_from_its_first_byte() {
+    // An HTTP request and a TLS ClientHello on the MQTT port: no body is waited for.
+    assert!(matches!(
+        read_frame(b"G", 1 << 20),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        read_frame(&[0x16, 0x03], 1 << 20),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        read_frame(&[0x00], 1 << 20),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(
+        matches!(read_frame(&[0x36], 1 << 20), Err(DecodeError::Malformed(_))),
+        "PUBLISH QoS 3"
+    );
+    // Valid headers still wait for their length.
+    assert_eq!(read_frame(&[0x30], 1 << 20), Ok(None));
+    assert_eq!(read_frame(&[0x82], 1 << 20), Ok(None));
+}
