@@ -427,3 +427,17 @@ class Witness:
         self.pub.publish(self.topic, payload, qos=1)
         m = self.sub.expect_message()
         assert m.payload == payload
+
+
+def assert_error_close(r, version, allowed=None, timeout=3.0):
+    """The broker must close `r`; v5 may send one DISCONNECT (>= 0x80, in `allowed`) first."""
+    got = r.expect_closed(timeout)
+    if version == V311:
+        assert got == [], f"3.1.1 server sent {got!r} before closing"
+    else:
+        assert len(got) <= 1 and all(p.type == rawmqtt.DISCONNECT for p in got), got
+        for p in got:
+            assert p.rc >= 0x80, got
+            if allowed is not None:
+                assert p.rc in allowed, f"DISCONNECT reason 0x{p.rc:02x} not in {[hex(a) for a in allowed]}"
+    return got

@@ -12,23 +12,9 @@ Packet, 0x82 Protocol Error, or a more specific code).
 import pytest
 
 import rawmqtt as R
-from helpers import V5, V311, uid, xfail_mosquitto
+from helpers import V5, V311, assert_error_close, uid, xfail_mosquitto
 
 VERSIONS = [pytest.param(V311, id="v311"), pytest.param(V5, id="v5")]
-
-
-def assert_error_close(r, version, allowed=None, timeout=3.0):
-    """The broker must close `r`; v5 may send one DISCONNECT (>= 0x80, in `allowed`) first."""
-    got = r.expect_closed(timeout)
-    if version == V311:
-        assert got == [], f"3.1.1 server sent {got!r} before closing"
-    else:
-        assert len(got) <= 1 and all(p.type == R.DISCONNECT for p in got), got
-        for p in got:
-            assert p.rc >= 0x80, got
-            if allowed is not None:
-                assert p.rc in allowed, f"DISCONNECT reason 0x{p.rc:02x} not in {[hex(a) for a in allowed]}"
-    return got
 
 
 def connected(raw, version, **kw):

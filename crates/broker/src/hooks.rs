@@ -171,10 +171,15 @@ impl StaticHooks {
                     continue;
                 }
             }
-            let filter = rule
-                .filter
-                .replace("%u", user.unwrap_or(""))
-                .replace("%c", client_id);
+            // Checked on every PUBLISH: build a substituted filter only for rules that need one.
+            let filter: std::borrow::Cow<str> = if rule.filter.contains('%') {
+                rule.filter
+                    .replace("%u", user.unwrap_or(""))
+                    .replace("%c", client_id)
+                    .into()
+            } else {
+                rule.filter.as_str().into()
+            };
             let hit = if publish {
                 topic::matches(&filter, topic_or_filter)
             } else {

@@ -62,9 +62,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    let stats = state.broker.stats();
     metrics::gauge!("mqtt_sessions").set(state.broker.session_count() as f64);
-    let _ = stats;
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

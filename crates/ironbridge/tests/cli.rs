@@ -8,25 +8,11 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::http_get;
+use support::{have, http_get};
 
 /// The binary with no config file: only flags.
 fn start(extra: &[&str]) -> support::Server {
     support::start("", extra)
-}
-
-/// Mosquitto's clients are real peers; CI installs them. Elsewhere a missing one skips the test.
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required in CI");
-    }
-    found
 }
 
 #[test]
