@@ -439,6 +439,44 @@ impl Shared {
         routed
     }
 
+    /// Delivers a message to one client's session only, if one of its (non-shared) subscriptions
+    /// matches the topic: how the platform answers one device on a topic every device of a
+    /// tenant subscribes to (`v1/devices/me/...`). Returns whether it was queued.
+    pub fn deliver_to(&self, client_id: &str, msg: Arc<Message>) -> bool {
+        let key: SessionKey = (msg.namespace.clone(), Arc::from(client_id));
+        let Some(session) = self.sessions.lock().get(&key).cloned() else {
+            return false;
+        };
+        let best = {
+            let st = session.state.lock();
+            if st.ended {
+                return false;
+            }
+            let mut best: Option<(QoS, Vec<u32>)> = None;
+            for (filter, rec) in &st.subscriptions {
+                if split_shared(filter).0.is_none() && topic::matches(filter, &msg.topic) {
+                    let (qos, ids) = best.get_or_insert((QoS::AtMostOnce, Vec::new()));
+                    *qos = (*qos).max(rec.options.qos);
+                    ids.extend(rec.sub_id);
+                }
+            }
+            best
+        };
+        let Some((qos, sub_ids)) = best else {
+            return false;
+        };
+        let delivery = Delivery {
+            qos: msg.qos.min(qos),
+            msg,
+            retain: false,
+            sub_ids,
+            share: None,
+            row: None,
+        };
+        self.enqueue(&session, delivery);
+        true
+    }
+
     /// Queues one delivery into a session; returns the store sequence to wait for (0 = none).
     fn enqueue(&self, session: &SessionHandle, delivery: Delivery) -> u64 {
         let (result, seq) = session.deliver(delivery, &self.config, self.store.as_deref());

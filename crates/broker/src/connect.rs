@@ -173,6 +173,7 @@ where
         peer,
         cert_fingerprint,
         cert_common_name: None,
+        v5,
     };
     let identity = match shared.hooks.authenticate(req).await {
         Ok(id) => id,

@@ -30,6 +30,8 @@ pub struct ConnectRequest<'a> {
     /// fingerprint; the binary's TLS layer fills this in (it wraps the hooks), so hooks below
     /// it see both.
     pub cert_common_name: Option<&'a str>,
+    /// Whether the client speaks MQTT 5 (refusals can then be told apart more finely).
+    pub v5: bool,
 }
 
 thread_local! {
@@ -73,14 +75,15 @@ impl std::fmt::Debug for Identity {
 }
 
 /// What an interceptor decides about a published message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intercept {
     /// Route the message to subscribers.
     Continue,
     /// Acknowledge it but do not route it (the hook consumed it).
     Consume,
-    /// Refuse it with this reason code (v5 PUBACK/PUBREC; 3.1.1 silently dropped).
-    Reject(ReasonCode),
+    /// Refuse it with this reason code and an optional reason string (v5 PUBACK/PUBREC;
+    /// 3.1.1 has no negative acknowledgement: acked and dropped).
+    Reject(ReasonCode, Option<String>),
 }
 
 /// Authentication, authorisation and interception, called by every connection.
@@ -104,6 +107,10 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// A client connected (after CONNACK success).
     fn on_connected(&self, _id: &Identity, _client_id: &str) {}
+
+    /// A subscription is in place (its SUBACK not yet written): messages delivered now follow
+    /// the SUBACK.
+    fn on_subscribed(&self, _id: &Identity, _client_id: &str, _filter: &str) {}
 
     /// A client's connection ended.
     fn on_disconnected(&self, _id: &Identity, _client_id: &str) {}
@@ -194,7 +201,7 @@ impl StaticHooks {
 }
 
 /// Whether every topic matched by `inner` is also matched by `outer` (for subscribe ACLs).
-fn filter_covers(outer: &str, inner: &str) -> bool {
+pub fn filter_covers(outer: &str, inner: &str) -> bool {
     let inner = match topic::parse_shared(inner) {
         Some(Ok((_, f))) => f,
         _ => inner,

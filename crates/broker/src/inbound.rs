@@ -211,6 +211,7 @@ impl Connection {
         let msg = self.message_from(p);
         let qos = msg.qos;
         let mut seq = 0;
+        let mut reason = None;
         let code = match self
             .shared
             .hooks
@@ -226,8 +227,11 @@ impl Connection {
                 }
             }
             Intercept::Consume => ReasonCode::SUCCESS,
-            Intercept::Reject(code) if v5 => code,
-            Intercept::Reject(_) => ReasonCode::SUCCESS,
+            Intercept::Reject(code, why) if v5 => {
+                reason = why;
+                code
+            }
+            Intercept::Reject(..) => ReasonCode::SUCCESS,
         };
         if qos == QoS::ExactlyOnce && code.is_success() {
             self.session.state.lock().incoming_qos2.insert(pid);
@@ -239,7 +243,7 @@ impl Connection {
                 seq = self.shared.persist(|| Op::Qos2Add { ns, client_id, pid });
             }
         }
-        self.send_pub_ack(seq, qos, pid, code);
+        self.send_pub_ack_with(seq, qos, pid, code, reason);
         Ok(())
     }
 
@@ -263,6 +267,22 @@ impl Connection {
     }
 
     fn send_pub_ack(&mut self, seq: u64, qos: QoS, pid: u16, code: ReasonCode) {
+        self.send_pub_ack_with(seq, qos, pid, code, None)
+    }
+
+    fn send_pub_ack_with(
+        &mut self,
+        seq: u64,
+        qos: QoS,
+        pid: u16,
+        code: ReasonCode,
+        reason: Option<String>,
+    ) {
+        let ack = |pid, code| {
+            let mut r = ack(pid, code);
+            r.properties.reason_string = reason;
+            r
+        };
         match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.send_after(seq, Packet::PubAck(ack(pid, code))),
@@ -416,6 +436,13 @@ impl Connection {
                         self.shared
                             .subscribe(&self.session, &sub.filter, sub.options, sub_id),
                     );
+            }
+        }
+        for (sub, code) in s.subscriptions.iter().zip(&codes) {
+            if code.is_success() {
+                self.shared
+                    .hooks
+                    .on_subscribed(&self.identity, &self.client_id, &sub.filter);
             }
         }
         let suback = SubAck {

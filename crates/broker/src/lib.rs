@@ -140,6 +140,12 @@ impl Broker {
         self.shared.route(Arc::new(msg)).delivered
     }
 
+    /// Delivers a message to one client of `msg.namespace` if it subscribes to the topic
+    /// (see `Shared::deliver_to`); returns whether it was queued.
+    pub fn deliver_to(&self, client_id: &str, msg: Message) -> bool {
+        self.shared.deliver_to(client_id, Arc::new(msg))
+    }
+
     /// Number of sessions (connected or not).
     pub fn session_count(&self) -> usize {
         self.shared.sessions.lock().len()

@@ -155,6 +155,10 @@ impl Hooks for CertIdentityHooks {
         self.inner.on_connected(id, client_id)
     }
 
+    fn on_subscribed(&self, id: &Identity, client_id: &str, filter: &str) {
+        self.inner.on_subscribed(id, client_id, filter)
+    }
+
     fn on_disconnected(&self, id: &Identity, client_id: &str) {
         self.inner.on_disconnected(id, client_id)
     }

@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md contract): `serve`, `demo` and their flags. Every flag also reads
+//! The command line (DESIGN.md contract): `serve`, `demo`, `bench`, `admin` and their flags. Every flag also reads
 //! `IRONBRIDGE_<FLAG>`; the config file fills what neither gave.
 
 use std::net::SocketAddr;
@@ -23,6 +23,8 @@ pub enum Command {
     Demo(ServeArgs),
     /// Load generators: `ironbridge bench mqtt <scenario>` (loopback brokers only).
     Bench(bench::BenchArgs),
+    /// Manage tenants, device profiles and devices in a data dir (server running or not).
+    Admin(crate::admin::AdminArgs),
 }
 
 /// Flags of `serve` (and `demo`).

@@ -9,6 +9,7 @@
 //! - `ws`: the MQTT-over-WebSocket endpoint; `ws_stream`: a WebSocket as a byte stream;
 //! - `demo`: simulated devices for `ironbridge demo`.
 
+mod admin;
 mod cert_identity;
 mod cli;
 mod config;
@@ -56,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         }
         // The load generator builds its own runtime (`--threads`).
         Command::Bench(args) => Ok(bench::run(args)?),
+        Command::Admin(args) => admin::run(args),
     }
 }
 
@@ -69,8 +71,22 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         .context("installing the metrics recorder")?;
     // TLS clients' certificate names, known while they are connected (see cert_identity).
     let names = CertNames::default();
-    let mut hooks: Arc<dyn broker::Hooks> =
+    let platform = ib_core::Platform::open(&config.data_dir, session_limits(&config.mqtt))
+        .with_context(|| {
+            format!(
+                "opening the platform database in {}",
+                config.data_dir.display()
+            )
+        })?;
+    let admin_password = std::env::var("IRONBRIDGE_ADMIN_PASSWORD").ok();
+    let (auth, generated) = api::auth::Auth::open(platform.db.clone(), admin_password.as_deref())?;
+    if let Some(password) = generated {
+        println!("created user admin with password {password} (shown once)");
+    }
+    let static_hooks: Arc<dyn broker::Hooks> =
         Arc::new(broker::StaticHooks::from_config(&config.mqtt));
+    let device_hooks = ib_core::mqtt::DeviceHooks::new(platform.clone(), static_hooks);
+    let mut hooks: Arc<dyn broker::Hooks> = device_hooks.clone();
     if config.tls.is_configured() {
         let identity = config.tls.use_identity_as_username;
         hooks = Arc::new(CertIdentityHooks::new(hooks, names.clone(), identity));
@@ -82,11 +98,7 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
     } else {
         broker::Broker::new(config.mqtt.clone(), hooks)
     };
-    if !config.mqtt.allow_anonymous && config.mqtt.users.is_empty() {
-        tracing::warn!(
-            "anonymous access is off and no users are configured: no client can connect"
-        );
-    }
+    device_hooks.attach(broker.clone());
 
     // Every listener is bound (and its certificate loaded) before any is served, so that
     // `/healthz` answering means all are up.
@@ -132,6 +144,14 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         let (b, rx) = (broker.clone(), stop_rx.clone());
         tasks.spawn(async move { b.run_sys(rx).await });
     }
+    {
+        let (p, rx) = (platform.clone(), stop_rx.clone());
+        tasks.spawn(async move { p.run_housekeeping(rx).await });
+    }
+    let api_state = api::ApiState {
+        platform: platform.clone(),
+        auth: Arc::new(auth),
+    };
     let ws_sessions = TaskTracker::new();
     let app = http::app(
         http::HttpState {
@@ -145,7 +165,11 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
             },
         },
         &config.listeners.ws_path,
-    );
+    )
+    .merge(api::router(
+        api_state,
+        config.mqtt.max_packet_size.clamp(65_536, 16 << 20) as usize,
+    ));
     {
         let app = app
             .clone()
@@ -201,6 +225,15 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
     // Listeners are down: commit what was acknowledged and stop the store.
     broker.close();
     Ok(())
+}
+
+/// What devices are told by `getSessionLimits`, from the broker's limits.
+fn session_limits(mqtt: &broker::BrokerConfig) -> ib_core::SessionLimits {
+    ib_core::SessionLimits {
+        max_payload_size: mqtt.max_packet_size as usize,
+        max_inflight_messages: u32::from(mqtt.receive_maximum),
+        messages_per_second: (mqtt.max_publish_rate > 0).then_some(mqtt.max_publish_rate as u32),
+    }
 }
 
 async fn bind(name: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

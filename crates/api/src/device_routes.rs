@@ -1,0 +1,195 @@
+//! Management routes on one device: credentials, attributes (read all scopes, write and delete
+//! shared/server), telemetry (latest, raw range) and server-side RPC.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ib_core::attributes::Scope;
+use ib_core::credentials::NewCredential;
+use ib_core::payload::split_keys;
+use ib_core::rpc::RpcRequest;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::registry_routes::need_keys;
+use crate::ApiState;
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// The device sub-resource routes.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/devices/{id}/credentials", post(set_credentials))
+        .route("/api/v1/devices/{id}/attributes", get(get_attributes))
+        .route(
+            "/api/v1/devices/{id}/attributes/{scope}",
+            post(set_attributes).delete(delete_attributes),
+        )
+        .route("/api/v1/devices/{id}/telemetry/latest", get(latest))
+        .route("/api/v1/devices/{id}/telemetry", get(range))
+        .route("/api/v1/devices/{id}/rpc", post(send_rpc))
+        .route("/api/v1/devices/{id}/rpc/{rpc}", get(get_rpc))
+}
+
+async fn set_credentials(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: JsonBody<NewCredential>,
+) -> ApiResult<Json<Value>> {
+    let Json(new) = body?;
+    let d = s.platform.registry.device(&id)?;
+    let token = s.platform.credentials.set(&d.id, new)?;
+    Ok(Json(match token {
+        Some(t) => json!({"device": d.id, "access_token": t}),
+        None => json!({"device": d.id}),
+    }))
+}
+
+#[derive(Deserialize)]
+struct AttrQuery {
+    scope: Option<String>,
+    keys: Option<String>,
+}
+
+async fn get_attributes(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<AttrQuery>,
+) -> ApiResult<Json<Value>> {
+    let d = s.platform.registry.device(&id)?;
+    let keys = q.keys.as_deref().map(split_keys);
+    let scopes = match &q.scope {
+        Some(sc) => vec![Scope::parse(sc)?],
+        None => Scope::ALL.to_vec(),
+    };
+    let mut out = Map::new();
+    for sc in scopes {
+        out.insert(
+            sc.name().into(),
+            Value::Object(s.platform.attributes.with_ts(&d.id, sc, keys.as_deref())?),
+        );
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+fn writable(scope: &str) -> ApiResult<Scope> {
+    match Scope::parse(scope)? {
+        Scope::Client => Err(ApiError::bad_request(
+            "client attributes are written by the device",
+        )),
+        sc => Ok(sc),
+    }
+}
+
+async fn set_attributes(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path((id, scope)): Path<(String, String)>,
+    body: JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let Json(v) = body?;
+    let d = s.platform.registry.device(&id)?;
+    let map = ib_core::payload::attributes_value(v)?;
+    match writable(&scope)? {
+        Scope::Shared => s.platform.set_shared(&d.id, map)?,
+        sc => s
+            .platform
+            .attributes
+            .save(&d.id, sc, &map, ib_core::db::now_ms())?,
+    }
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct KeysQuery {
+    keys: Option<String>,
+}
+
+async fn delete_attributes(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path((id, scope)): Path<(String, String)>,
+    Query(q): Query<KeysQuery>,
+) -> ApiResult<Json<Value>> {
+    let d = s.platform.registry.device(&id)?;
+    let keys = split_keys(q.keys.as_deref().unwrap_or(""));
+    need_keys(&keys)?;
+    let deleted = match writable(&scope)? {
+        Scope::Shared => s.platform.delete_shared(&d.id, &keys)?,
+        sc => s.platform.attributes.delete(&d.id, sc, &keys)?,
+    };
+    Ok(Json(json!({"deleted": deleted})))
+}
+
+async fn latest(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<KeysQuery>,
+) -> ApiResult<Json<Value>> {
+    let d = s.platform.registry.device(&id)?;
+    let keys = q.keys.as_deref().map(split_keys);
+    Ok(Json(Value::Object(
+        s.platform.telemetry.latest(&d.id, keys.as_deref())?,
+    )))
+}
+
+#[derive(Deserialize)]
+struct RangeQuery {
+    keys: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn range(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q?;
+    let d = s.platform.registry.device(&id)?;
+    let keys = split_keys(q.keys.as_deref().unwrap_or(""));
+    need_keys(&keys)?;
+    let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(i64::MAX));
+    let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
+    Ok(Json(Value::Object(
+        s.platform.telemetry.range(&d.id, &keys, from, to, limit)?,
+    )))
+}
+
+async fn send_rpc(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: JsonBody<RpcRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(req) = body?;
+    let d = s.platform.registry.device(&id)?;
+    let r = s.platform.rpc.call(&d.id, req).await?;
+    let status = if r.status == "TIMEOUT" {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::OK
+    };
+    let mut v = json!({"id": r.id, "status": r.status, "response": r.response});
+    if status == StatusCode::GATEWAY_TIMEOUT {
+        v["error"] = json!({"code": "timeout", "message": "the device did not answer in time"});
+    }
+    Ok((status, Json(v)))
+}
+
+async fn get_rpc(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path((id, rpc)): Path<(String, i64)>,
+) -> ApiResult<Json<Value>> {
+    let d = s.platform.registry.device(&id)?;
+    Ok(Json(json!(s.platform.rpc.get(&d.id, rpc)?)))
+}

@@ -1,0 +1,55 @@
+//! The in-process bus: every device message, once accepted, as one [`Event`] type whatever the
+//! transport. Subscribers (rule engine, live stream) take it from a broadcast channel; a slow
+//! subscriber loses the oldest events (and is told so by the channel), never slows ingest.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+
+use crate::payload::Point;
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    Telemetry(Vec<Point>),
+    Attributes(Map<String, Value>),
+    RpcReply { id: i64, response: Value },
+    Connected { transport: &'static str },
+    Disconnected { transport: &'static str },
+}
+
+/// One accepted device message.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub tenant: Arc<str>,
+    pub device: Arc<str>,
+    pub ts: i64,
+    pub kind: EventKind,
+}
+
+/// The bus.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            tx: broadcast::channel(4096).0,
+        }
+    }
+}
+
+impl Bus {
+    /// Publishes an event (dropped when nobody listens).
+    pub fn publish(&self, event: Event) {
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    /// A new subscriber.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}

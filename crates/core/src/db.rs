@@ -1,0 +1,136 @@
+//! The platform's embedded database: one SQLite file (`platform.db` in the data dir, WAL mode)
+//! holding the registry, credentials, attributes, RPCs and (until the telemetry store lands)
+//! telemetry. One connection behind a mutex: every statement here is a point lookup or a small
+//! write, microseconds each, so callers use it directly from async code.
+
+use std::path::Path;
+
+use parking_lot::{Mutex, MutexGuard};
+use rusqlite::Connection;
+
+use crate::error::Result;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tenants (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS customers (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, created_ms INTEGER NOT NULL, UNIQUE (tenant_id, name));
+CREATE TABLE IF NOT EXISTS profiles (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, spec TEXT NOT NULL, provision_key TEXT UNIQUE,
+    provision_secret_hash TEXT, created_ms INTEGER NOT NULL, UNIQUE (tenant_id, name));
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, label TEXT, profile_id TEXT NOT NULL REFERENCES profiles(id),
+    customer_id TEXT REFERENCES customers(id) ON DELETE SET NULL,
+    gateway INTEGER NOT NULL DEFAULT 0,
+    gateway_id TEXT REFERENCES devices(id) ON DELETE SET NULL,
+    iccid TEXT, imsi TEXT, msisdn TEXT, created_ms INTEGER NOT NULL,
+    UNIQUE (tenant_id, name));
+CREATE TABLE IF NOT EXISTS credentials (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL, lookup TEXT, client_id TEXT, username TEXT, secret TEXT,
+    expires_ms INTEGER, created_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS credentials_lookup ON credentials (kind, lookup);
+CREATE INDEX IF NOT EXISTS credentials_device ON credentials (device_id);
+CREATE TABLE IF NOT EXISTS attributes (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    scope INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, ts INTEGER NOT NULL,
+    PRIMARY KEY (device_id, scope, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rpc (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    method TEXT NOT NULL, params TEXT NOT NULL, oneway INTEGER NOT NULL,
+    persistent INTEGER NOT NULL, status TEXT NOT NULL, response TEXT,
+    created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS rpc_pending ON rpc (device_id, status);
+CREATE TABLE IF NOT EXISTS ts_kv (
+    device_id TEXT NOT NULL, key TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (device_id, key, ts)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ts_latest (
+    device_id TEXT NOT NULL, key TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (device_id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+    role TEXT NOT NULL, tenant_id TEXT REFERENCES tenants(id) ON DELETE CASCADE,
+    created_ms INTEGER NOT NULL);
+"#;
+
+/// The platform database.
+pub struct Db {
+    conn: Mutex<Connection>,
+    path: std::path::PathBuf,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db> {
+        let conn = open_connection(path)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An in-memory database (tests).
+    pub fn memory() -> Result<Db> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+            path: std::path::PathBuf::new(),
+        })
+    }
+
+    /// The connection, locked.
+    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock()
+    }
+
+    /// The file, for writers that open their own connection ("" when in memory).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A stored setting.
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Stores a setting.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+}
+
+/// A connection with the pragmas every user of the file needs.
+pub fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(conn)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

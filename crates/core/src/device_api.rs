@@ -1,0 +1,245 @@
+//! The device API, transport-neutral: MQTT, HTTP and CoAP adapters authenticate a device into a
+//! [`DeviceCtx`] and call these. Everything a device sends is parsed whole before anything is
+//! stored (all or nothing) and, once stored, published on the bus.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use crate::attributes::Scope;
+use crate::bus::{Event, EventKind};
+use crate::db::now_ms;
+use crate::error::{CoreError, Result};
+use crate::model::ProfileSpec;
+use crate::payload;
+use crate::sessions::Downlink;
+use crate::Platform;
+
+/// An authenticated device, as a transport holds it for a connection or request.
+#[derive(Debug, Clone)]
+pub struct DeviceCtx {
+    pub id: Arc<str>,
+    pub tenant: Arc<str>,
+    pub name: String,
+    pub gateway: bool,
+    pub spec: ProfileSpec,
+}
+
+/// What `getSessionLimits` tells a device (ThingsBoard's SDKs ask right after connecting).
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub max_payload_size: usize,
+    pub max_inflight_messages: u32,
+    /// Messages per second per device, if limited.
+    pub messages_per_second: Option<u32>,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_payload_size: 65_536,
+            max_inflight_messages: 100,
+            messages_per_second: None,
+        }
+    }
+}
+
+impl Platform {
+    /// The context of a device by id.
+    pub fn device_ctx(&self, id: &str) -> Result<Arc<DeviceCtx>> {
+        let d = self.registry.device(id)?;
+        let spec = self.registry.spec_of(&d)?;
+        Ok(Arc::new(DeviceCtx {
+            id: Arc::from(d.id.as_str()),
+            tenant: Arc::from(d.tenant.as_str()),
+            name: d.name,
+            gateway: d.gateway,
+            spec,
+        }))
+    }
+
+    /// Authenticates an access token.
+    pub fn auth_token(&self, token: &str) -> Result<Arc<DeviceCtx>> {
+        match self.credentials.by_token(token)? {
+            Some(id) => self.device_ctx(&id),
+            None => Err(CoreError::Unauthorized),
+        }
+    }
+
+    /// Notes traffic from an HTTP or CoAP device (online until its inactivity timeout).
+    pub fn touch(&self, ctx: &DeviceCtx, transport: &'static str) {
+        let r = self.state.activity(
+            &self.attributes,
+            &self.bus,
+            &ctx.tenant,
+            &ctx.id,
+            transport,
+            ctx.spec.inactivity_timeout_ms,
+        );
+        if let Err(e) = r {
+            tracing::warn!(device = %ctx.id, error = %e, "recording activity failed");
+        }
+    }
+
+    /// Telemetry from a device; returns the number of points stored.
+    pub fn post_telemetry(&self, ctx: &DeviceCtx, body: &[u8]) -> Result<usize> {
+        let points = payload::telemetry(body, now_ms())?;
+        self.store_points(ctx, points)
+    }
+
+    /// Stores parsed points and publishes them.
+    pub fn store_points(&self, ctx: &DeviceCtx, points: Vec<payload::Point>) -> Result<usize> {
+        self.telemetry.save(&ctx.id, &points)?;
+        let n = points.len();
+        metrics::counter!("telemetry_points_total").increment(n as u64);
+        self.bus.publish(Event {
+            tenant: ctx.tenant.clone(),
+            device: ctx.id.clone(),
+            ts: now_ms(),
+            kind: EventKind::Telemetry(points),
+        });
+        Ok(n)
+    }
+
+    /// Client attributes from a device.
+    pub fn post_attributes(&self, ctx: &DeviceCtx, body: &[u8]) -> Result<()> {
+        let map = payload::attributes(body)?;
+        self.store_client_attributes(ctx, map)
+    }
+
+    /// Stores parsed client attributes and publishes them.
+    pub fn store_client_attributes(&self, ctx: &DeviceCtx, map: Map<String, Value>) -> Result<()> {
+        let now = now_ms();
+        self.attributes.save(&ctx.id, Scope::Client, &map, now)?;
+        self.bus.publish(Event {
+            tenant: ctx.tenant.clone(),
+            device: ctx.id.clone(),
+            ts: now,
+            kind: EventKind::Attributes(map),
+        });
+        Ok(())
+    }
+
+    /// `{"client":{..},"shared":{..}}` for a device's attribute request. A scope whose key
+    /// list is absent is returned whole when neither list is given, and left out otherwise.
+    pub fn request_attributes(
+        &self,
+        device: &str,
+        client: Option<Vec<String>>,
+        shared: Option<Vec<String>>,
+    ) -> Result<Value> {
+        let all = client.is_none() && shared.is_none();
+        let mut out = Map::new();
+        if all || client.is_some() {
+            out.insert(
+                "client".into(),
+                Value::Object(
+                    self.attributes
+                        .values(device, Scope::Client, client.as_deref())?,
+                ),
+            );
+        }
+        if all || shared.is_some() {
+            out.insert(
+                "shared".into(),
+                Value::Object(
+                    self.attributes
+                        .values(device, Scope::Shared, shared.as_deref())?,
+                ),
+            );
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Parses a `{"clientKeys":"a,b","sharedKeys":"c"}` request body (empty body: everything).
+    pub fn attribute_request_keys(
+        body: &[u8],
+    ) -> Result<(Option<Vec<String>>, Option<Vec<String>>)> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok((None, None));
+        }
+        let v = payload::json(body)?;
+        if !v.is_object() {
+            return Err(CoreError::Invalid(
+                "attribute request must be a JSON object".into(),
+            ));
+        }
+        Ok((
+            payload::key_list(v.get("clientKeys")),
+            payload::key_list(v.get("sharedKeys")),
+        ))
+    }
+
+    /// Sets shared attributes (desired state) and pushes them to the device.
+    pub fn set_shared(&self, device: &str, map: Map<String, Value>) -> Result<()> {
+        for (k, v) in &map {
+            if k.is_empty() || k.len() > payload::MAX_KEY_LEN || v.is_null() {
+                return Err(CoreError::Invalid(format!("bad attribute {k:?}")));
+            }
+        }
+        self.attributes
+            .save(device, Scope::Shared, &map, now_ms())?;
+        self.sessions
+            .send(device, &Downlink::Attributes(Value::Object(map)));
+        Ok(())
+    }
+
+    /// Deletes shared attributes and tells the device which went.
+    pub fn delete_shared(&self, device: &str, keys: &[String]) -> Result<Vec<String>> {
+        let deleted = self.attributes.delete(device, Scope::Shared, keys)?;
+        if !deleted.is_empty() {
+            self.sessions
+                .send(device, &Downlink::Attributes(json!({ "deleted": deleted })));
+        }
+        Ok(deleted)
+    }
+
+    /// A device's reply to server-side RPC `id`.
+    pub fn rpc_reply(&self, ctx: &DeviceCtx, id: i64, body: &[u8]) -> Result<()> {
+        let response = if body.is_empty() {
+            Value::Null
+        } else {
+            payload::json(body)?
+        };
+        self.rpc.reply(&ctx.id, id, response.clone())?;
+        self.bus.publish(Event {
+            tenant: ctx.tenant.clone(),
+            device: ctx.id.clone(),
+            ts: now_ms(),
+            kind: EventKind::RpcReply { id, response },
+        });
+        Ok(())
+    }
+
+    /// A client-side RPC (the device asks the platform); returns the answer.
+    pub fn client_rpc(&self, _ctx: &DeviceCtx, body: &[u8]) -> Result<Value> {
+        let v = payload::json(body)?;
+        let method = v
+            .get("method")
+            .and_then(Value::as_str)
+            .ok_or_else(|| CoreError::Invalid("client RPC needs a \"method\"".into()))?;
+        match method {
+            "getSessionLimits" => Ok(self.session_limits()),
+            "getCurrentTime" => Ok(json!({ "time": now_ms() })),
+            other => Err(CoreError::NotFound(format!("client RPC method {other:?}"))),
+        }
+    }
+
+    /// The `getSessionLimits` answer.
+    pub fn session_limits(&self) -> Value {
+        let l = &self.limits;
+        let rate = l
+            .messages_per_second
+            .map(|r| format!("{r}:1"))
+            .unwrap_or_default();
+        json!({
+            "maxPayloadSize": l.max_payload_size,
+            "maxInflightMessages": l.max_inflight_messages,
+            "rateLimits": {
+                "messages": rate,
+                "telemetryMessages": rate,
+                "telemetryDataPoints": "",
+            },
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Ironbridge's platform core: who the devices are and what they say.
+//!
+//! # Layout
+//! - [`Platform`] (this file): the handle transports and the API hold; `device_api`: the
+//!   transport-neutral device API (telemetry, attributes, RPC, client RPC) every transport calls.
+//! - `db`: the SQLite file; `registry`: tenants, customers, profiles, devices; `credentials`:
+//!   tokens, MQTT basic, X.509, rotation; `model`: their types.
+//! - `payload`: the JSON payload forms; `attributes`: client/shared/server attributes;
+//!   `telemetry`: points and latest values; `rpc`: server-side RPC and its states.
+//! - `sessions`: live ways down to each device (sinks); `state`: online/offline and activity;
+//!   `bus`: accepted device messages as one event type.
+//! - `gateway`: the gateway API (sub-devices); `provision`: self-provisioning.
+//! - `mqtt`: the broker hooks that make MQTT clients devices (auth, tenant namespaces,
+//!   topic rights, the `v1/devices/me/...` and `v1/gateway/...` topics).
+//!
+//! Data flow: transport → authenticate (`auth_*`) → `DeviceCtx` → `post_*` parses (all or
+//! nothing), stores, publishes an [`bus::Event`]; platform → device: `Downlink` to every sink of
+//! the device in [`sessions::DeviceSessions`].
+
+pub mod attributes;
+pub mod bus;
+pub mod credentials;
+pub mod db;
+mod device_api;
+pub mod error;
+pub mod gateway;
+pub mod model;
+pub mod mqtt;
+pub mod payload;
+pub mod provision;
+pub mod registry;
+pub mod rpc;
+pub mod sessions;
+pub mod state;
+pub mod telemetry;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attributes::Attributes;
+use bus::Bus;
+use credentials::Credentials;
+use db::Db;
+pub use device_api::{DeviceCtx, SessionLimits};
+pub use error::{CoreError, Result};
+use registry::Registry;
+use rpc::Rpcs;
+use sessions::DeviceSessions;
+use state::DeviceState;
+use telemetry::Telemetry;
+
+/// The platform core's services over one database.
+pub struct Platform {
+    pub db: Arc<Db>,
+    pub registry: Registry,
+    pub credentials: Credentials,
+    pub attributes: Attributes,
+    pub telemetry: Telemetry,
+    pub rpc: Rpcs,
+    pub sessions: Arc<DeviceSessions>,
+    pub state: DeviceState,
+    pub bus: Bus,
+    pub limits: SessionLimits,
+}
+
+impl Platform {
+    /// Opens `platform.db` in the data dir (creating the `default` tenant on first start).
+    pub fn open(data_dir: &Path, limits: SessionLimits) -> Result<Arc<Platform>> {
+        let db = Db::open(&data_dir.join("platform.db"))?;
+        Platform::with_db(Arc::new(db), limits)
+    }
+
+    /// The platform over an open database.
+    pub fn with_db(db: Arc<Db>, limits: SessionLimits) -> Result<Arc<Platform>> {
+        let registry = Registry::new(db.clone());
+        registry.ensure_default()?;
+        let sessions = Arc::new(DeviceSessions::default());
+        Ok(Arc::new(Platform {
+            registry,
+            credentials: Credentials::new(db.clone()),
+            attributes: Attributes::new(db.clone()),
+            telemetry: Telemetry::new(db.clone()),
+            rpc: Rpcs::new(db.clone(), sessions.clone())?,
+            sessions,
+            state: DeviceState::default(),
+            bus: Bus::default(),
+            limits,
+            db,
+        }))
+    }
+
+    /// Periodic work until `shutdown` changes: RPC expiry, inactivity, activity times.
+    pub async fn run_housekeeping(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            if let Err(e) = self.rpc.sweep() {
+                tracing::warn!(error = %e, "RPC sweep failed");
+            }
+            if let Err(e) = self.state.flush(&self.attributes, &self.bus) {
+                tracing::warn!(error = %e, "device state flush failed");
+            }
+        }
+        let _ = self.state.flush(&self.attributes, &self.bus);
+    }
+}

@@ -1,0 +1,105 @@
+//! The registry's types: tenants, customers, device profiles, devices. Plain data, serialisable
+//! as the REST API shows them.
+
+use serde::{Deserialize, Serialize};
+
+/// A tenant: a separate world of devices, users and topics.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created: i64,
+}
+
+/// A customer: a group of a tenant's devices.
+#[derive(Debug, Clone, Serialize)]
+pub struct Customer {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub created: i64,
+}
+
+/// What a device profile says about its devices.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ProfileSpec {
+    /// MQTT topic filters (in the tenant's space) a device may publish to besides the device API.
+    pub allow_publish: Vec<String>,
+    /// MQTT topic filters a device may subscribe to besides the device API.
+    pub allow_subscribe: Vec<String>,
+    /// HTTP/CoAP devices count as offline after this long without traffic.
+    pub inactivity_timeout_ms: u64,
+}
+
+impl Default for ProfileSpec {
+    fn default() -> Self {
+        ProfileSpec {
+            allow_publish: Vec::new(),
+            allow_subscribe: Vec::new(),
+            inactivity_timeout_ms: 600_000,
+        }
+    }
+}
+
+/// A device profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: ProfileSpec,
+    pub provision_key: Option<String>,
+    pub created: i64,
+}
+
+/// A new profile's fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NewProfile {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: ProfileSpec,
+    pub provision_key: Option<String>,
+    pub provision_secret: Option<String>,
+}
+
+/// A device.
+#[derive(Debug, Clone, Serialize)]
+pub struct Device {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub label: Option<String>,
+    /// The profile's name.
+    pub profile: String,
+    #[serde(skip)]
+    pub profile_id: String,
+    pub customer: Option<String>,
+    pub gateway: bool,
+    /// The gateway that reported this device first (sub-devices).
+    pub parent_gateway: Option<String>,
+    pub iccid: Option<String>,
+    pub imsi: Option<String>,
+    pub msisdn: Option<String>,
+    pub created: i64,
+}
+
+/// A new device's fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewDevice {
+    pub name: String,
+    pub label: Option<String>,
+    /// Profile id or name; `default` when absent.
+    pub profile: Option<String>,
+    /// Customer id or name.
+    pub customer: Option<String>,
+    pub gateway: bool,
+    pub iccid: Option<String>,
+    pub imsi: Option<String>,
+    pub msisdn: Option<String>,
+    /// Tenant id or name (the REST/CLI layer resolves it; ignored here).
+    pub tenant: Option<String>,
+}

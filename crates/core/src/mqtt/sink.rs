@@ -1,0 +1,59 @@
+//! The way down to an MQTT device: downlinks become messages delivered straight to the
+//! device's own session (`Broker::deliver_to`), never routed by topic, because every device of a
+//! tenant subscribes to the same `v1/devices/me/...` topics.
+
+use std::sync::{Arc, OnceLock};
+
+use broker::{Broker, Message};
+use bytes::Bytes;
+use mqtt_codec::QoS;
+use serde_json::json;
+
+use crate::sessions::{Downlink, DownlinkSink};
+
+/// A device's MQTT session, or a sub-device reached through its gateway's session.
+pub struct MqttSink {
+    pub broker: Arc<OnceLock<Broker>>,
+    pub namespace: Arc<str>,
+    pub client_id: Arc<str>,
+    /// The sub-device's name when this reaches it through a gateway.
+    pub sub_device: Option<String>,
+}
+
+impl MqttSink {
+    /// Sends a payload to the device's session on `topic`; false if it does not subscribe to it.
+    pub fn send_raw(&self, topic: &str, payload: Vec<u8>) -> bool {
+        let Some(broker) = self.broker.get() else {
+            return false;
+        };
+        let msg = Message::new(
+            self.namespace.clone(),
+            Arc::from(topic),
+            Bytes::from(payload),
+            QoS::AtLeastOnce,
+            false,
+        );
+        broker.deliver_to(&self.client_id, msg)
+    }
+}
+
+impl DownlinkSink for MqttSink {
+    fn send(&self, d: &Downlink) -> bool {
+        let (topic, payload) = match (&self.sub_device, d) {
+            (None, Downlink::Attributes(v)) => ("v1/devices/me/attributes".to_string(), v.clone()),
+            (None, Downlink::Rpc { id, method, params }) => (
+                format!("v1/devices/me/rpc/request/{id}"),
+                json!({"method": method, "params": params}),
+            ),
+            (Some(name), Downlink::Attributes(v)) => (
+                "v1/gateway/attributes".to_string(),
+                json!({"device": name, "data": v}),
+            ),
+            (Some(name), Downlink::Rpc { id, method, params }) => (
+                "v1/gateway/rpc".to_string(),
+                json!({"device": name, "data": {"id": id, "method": method, "params": params}}),
+            ),
+        };
+        self.send_raw(&topic, payload.to_string().into_bytes())
+    }
+}

@@ -1,0 +1,189 @@
+"""tb-mqtt-client (ThingsBoard's Python SDK) works against Ironbridge unchanged."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+from tb_device_mqtt import TBDeviceMqttClient
+from tb_gateway_mqtt import TBGatewayMqttClient
+
+from ib_platform import HOST, WAIT, now_ms, uid, wait_for
+
+DEVICE_SUBSCRIPTIONS = 4    # attributes, attributes/response/+, rpc/request/+, rpc/response/+
+GATEWAY_SUBSCRIPTIONS = 7   # the above + v1/gateway/attributes, .../attributes/response, v1/gateway/rpc
+
+
+class Started:
+    """Wrap an SDK client: count SUBACKs so a test knows its subscriptions are active."""
+
+    def __init__(self, client, expected_subacks: int):
+        self.client = client
+        self.expected = expected_subacks
+        self.subacks = 0
+        self._lock = threading.Lock()
+        orig = client._client.on_subscribe
+
+        def on_subscribe(*args, **kw):
+            with self._lock:
+                self.subacks += 1
+            if orig is not None:
+                orig(*args, **kw)
+        client._client.on_subscribe = on_subscribe
+
+    def start(self):
+        self.client.connect()
+        wait_for(self.client.is_connected, WAIT, what="SDK connected")
+        wait_for(lambda: self.subacks >= self.expected, WAIT, what=f"{self.expected} SUBACKs")
+        return self.client
+
+
+@pytest.fixture
+def sdk(platform):
+    made = []
+
+    def make(token: str, gateway: bool = False):
+        cls = TBGatewayMqttClient if gateway else TBDeviceMqttClient
+        c = cls(HOST, port=platform.mqtt_port, username=token)
+        made.append(c)
+        return Started(c, GATEWAY_SUBSCRIPTIONS if gateway else DEVICE_SUBSCRIPTIONS).start()
+    yield make
+    for c in made:
+        try:
+            c.stop()
+            c.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@pytest.fixture
+def dev(api):
+    return api.create_device(uid("tbdev"))
+
+
+def test_sdk_connects_and_receives_session_limits(sdk, dev):
+    c = sdk(dev["access_token"])
+    # set only when getSessionLimits was answered with a dict holding "rateLimits"
+    wait_for(lambda: c.rate_limits_received, WAIT, what="getSessionLimits answered")
+    assert c.max_payload_size > 0
+
+
+def test_sdk_send_telemetry(sdk, api, dev):
+    c = sdk(dev["access_token"])
+    assert c.send_telemetry({"temperature": 22.5, "count": 3}).get() == 0
+    ts = now_ms() - 1000
+    assert c.send_telemetry({"ts": ts, "values": {"humidity": 40}}).get() == 0
+    got = api.wait_latest(dev["id"], ["temperature", "count", "humidity"])
+    assert got["temperature"]["value"] == 22.5 and got["count"]["value"] == 3
+    assert got["humidity"] == {"ts": ts, "value": 40}
+
+
+def test_sdk_send_attributes(sdk, api, dev):
+    c = sdk(dev["access_token"])
+    assert c.send_attributes({"firmware": "1.2.3", "slots": 2}).get() == 0
+    got = api.wait_attributes(dev["id"], "client", ["firmware", "slots"])
+    assert got["firmware"]["value"] == "1.2.3" and got["slots"]["value"] == 2
+
+
+def test_sdk_shared_attribute_update(sdk, api, dev):
+    c = sdk(dev["access_token"])
+    got = queue.Queue()
+    c.subscribe_to_all_attributes(lambda content, exc: got.put((content, exc)))
+    api.set_shared(dev["id"], {"targetTemperature": 19})
+    content, exc = got.get(timeout=WAIT)
+    assert exc is None and content == {"targetTemperature": 19}
+
+
+def test_sdk_server_side_rpc(sdk, api, dev):
+    c = sdk(dev["access_token"])
+    requests_q = queue.Queue()
+    c.set_server_side_rpc_request_handler(lambda req_id, body: requests_q.put((req_id, body)))
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "r", api.rpc(dev["id"], {"method": "setLed", "params": {"on": True}, "timeout_ms": 10_000})))
+    t.start()
+    try:
+        req_id, body = requests_q.get(timeout=WAIT)
+        assert body == {"method": "setLed", "params": {"on": True}}
+        c.send_rpc_reply(req_id, {"led": "on"}, wait_for_publish=True)
+    finally:
+        t.join(20)
+    r = result["r"]
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "SUCCESSFUL" and r.json()["response"] == {"led": "on"}
+
+
+def test_sdk_client_side_rpc(sdk, dev):
+    c = sdk(dev["access_token"])
+    got = queue.Queue()
+    c.send_rpc_call("getCurrentTime", {}, lambda req_id, content, exc: got.put((content, exc)))
+    content, exc = got.get(timeout=WAIT)
+    assert exc is None and abs(content["currentTime"] - now_ms()) < 60_000, content
+
+
+def test_sdk_request_attributes(sdk, api, dev):
+    c = sdk(dev["access_token"])
+    api.set_shared(dev["id"], {"mode": "eco", "other": 1})
+    assert c.send_attributes({"serial": "SN-1"}).get() == 0
+    api.wait_attributes(dev["id"], "client", ["serial"])
+    got = queue.Queue()
+    c.request_attributes(client_keys=["serial"], shared_keys=["mode"], callback=lambda content, exc: got.put((content, exc)))
+    content, exc = got.get(timeout=WAIT)
+    assert exc is None and content == {"client": {"serial": "SN-1"}, "shared": {"mode": "eco"}}
+
+
+def test_sdk_provision(platform, api, sdk):
+    key, secret = uid("pk"), uid("ps")
+    api.create_profile(uid("tbprov"), provision_key=key, provision_secret=secret)
+    name = uid("tbprovisioned")
+    creds = TBDeviceMqttClient.provision(HOST, key, secret, port=platform.mqtt_port, device_name=name)
+    assert creds and creds["status"] == "SUCCESS" and creds["credentialsType"] == "ACCESS_TOKEN", creds
+    c = sdk(creds["credentialsValue"])
+    assert c.send_telemetry({"provisioned": True}).get() == 0
+    dev = next(d for d in api.list_devices() if d["name"] == name)
+    assert api.wait_latest(dev["id"], ["provisioned"])["provisioned"]["value"] is True
+
+
+def test_sdk_gateway(sdk, api):
+    gw_dev = api.create_device(uid("tbgw"), gateway=True)
+    gw = sdk(gw_dev["access_token"], gateway=True)
+    name = uid("tbsub")
+    gw.gw_connect_device(name, "default").get()
+    assert gw.gw_send_telemetry(name, {"ts": now_ms(), "values": {"pressure": 1.5}}).get() == 0
+    assert gw.gw_send_telemetry(name, {"flow": 7}).get() == 0  # SDK form: {name: [{"flow": 7}]}
+    assert gw.gw_send_attributes(name, {"model": "GW-SUB"}).get() == 0
+    sub = wait_for(lambda: next((d for d in api.list_devices() if d["name"] == name), None),
+                   what="the sub-device in the registry")
+    got = api.wait_latest(sub["id"], ["pressure", "flow"])
+    assert got["pressure"]["value"] == 1.5 and got["flow"]["value"] == 7
+    api.wait_attributes(sub["id"], "client", ["model"])
+
+    # attribute request
+    resp = queue.Queue()
+    gw.gw_request_client_attributes(name, ["model"], lambda content, exc: resp.put((content, exc)))
+    content, exc = resp.get(timeout=WAIT)
+    assert exc is None and content["device"] == name, content
+    assert content.get("values", {}).get("model", content.get("value")) == "GW-SUB", content
+
+    # shared attribute push
+    pushed = queue.Queue()
+    gw.gw_subscribe_to_all_attributes(pushed.put)
+    api.set_shared(sub["id"], {"valve": "open"})
+    assert pushed.get(timeout=WAIT) == {"device": name, "data": {"valve": "open"}}
+
+    # server-side RPC through the gateway
+    rpcs = queue.Queue()
+    gw.gw_set_server_side_rpc_request_handler(lambda client, content: rpcs.put(content))
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "r", api.rpc(sub["id"], {"method": "close", "params": {"valve": 1}, "timeout_ms": 10_000})))
+    t.start()
+    try:
+        content = rpcs.get(timeout=WAIT)
+        assert content["device"] == name and content["data"]["method"] == "close", content
+        gw.gw_send_rpc_reply(name, content["data"]["id"], {"closed": True}).get()
+    finally:
+        t.join(20)
+    assert result["r"].status_code == 200, result["r"].text
+    assert result["r"].json()["response"] == {"closed": True}
