@@ -75,7 +75,7 @@ def test_gateway_sub_device_gets_the_profile_named_in_connect(platform, api, cli
     gw = Gateway(platform, api, clients)
     d = gw.connect_sub(uid("sub"), profile=prof["name"])
     full = api.ok(api.get(f"/api/v1/devices/{d['id']}"))
-    assert prof["name"] in str(full.get("profile")) or prof.get("id") in str(full.get("profile")), full
+    assert prof["name"] in str(full.get("profile")) or str(prof.get("id")) in str(full.get("profile")), full
 
 
 def test_gateway_client_attributes(api, gw):

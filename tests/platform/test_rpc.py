@@ -86,7 +86,7 @@ def test_late_reply_after_timeout_is_ignored(platform, api, clients, dev):
     r = api.rpc(dev["id"], {"method": "slow", "params": {}, "timeout_ms": 300})
     assert r.status_code == 504
     m = c.expect(REQ.replace("+", "*"))
-    assert c.publish(RESP + request_id(m.topic), {"late": True}) in (0, None)
+    c.publish(RESP + request_id(m.topic), {"late": True})  # any ack code: it answers nothing
     assert c.connected.is_set()
     if r.json().get("id"):
         assert api.rpc_state(dev["id"], r.json()["id"])["status"] == "TIMEOUT"

@@ -80,6 +80,9 @@ pub enum NewCredential {
     },
 }
 
+/// A basic-credentials row: device, client id, user name, password hash.
+type BasicRow = (String, Option<String>, Option<String>, Option<String>);
+
 /// Credential storage and checks.
 #[derive(Clone)]
 pub struct Credentials {
@@ -229,7 +232,7 @@ impl Credentials {
         username: Option<&str>,
         password: Option<&[u8]>,
     ) -> Result<Option<String>> {
-        let candidates: Vec<(String, Option<String>, Option<String>, Option<String>)> = {
+        let candidates: Vec<BasicRow> = {
             let conn = self.db.conn();
             let mut st = conn.prepare(
                 "SELECT device_id, client_id, username, secret FROM credentials

@@ -15,6 +15,9 @@ use crate::payload;
 use crate::sessions::Downlink;
 use crate::Platform;
 
+/// Requested client and shared keys (`None`: not asked for).
+pub type KeyRequest = (Option<Vec<String>>, Option<Vec<String>>);
+
 /// An authenticated device, as a transport holds it for a connection or request.
 #[derive(Debug, Clone)]
 pub struct DeviceCtx {
@@ -152,9 +155,7 @@ impl Platform {
     }
 
     /// Parses a `{"clientKeys":"a,b","sharedKeys":"c"}` request body (empty body: everything).
-    pub fn attribute_request_keys(
-        body: &[u8],
-    ) -> Result<(Option<Vec<String>>, Option<Vec<String>>)> {
+    pub fn attribute_request_keys(body: &[u8]) -> Result<KeyRequest> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok((None, None));
         }

@@ -232,7 +232,7 @@ fn session_limits(mqtt: &broker::BrokerConfig) -> ib_core::SessionLimits {
     ib_core::SessionLimits {
         max_payload_size: mqtt.max_packet_size as usize,
         max_inflight_messages: u32::from(mqtt.receive_maximum),
-        messages_per_second: (mqtt.max_publish_rate > 0).then_some(mqtt.max_publish_rate as u32),
+        messages_per_second: (mqtt.max_publish_rate > 0).then_some(mqtt.max_publish_rate),
     }
 }
 
