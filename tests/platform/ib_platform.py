@@ -374,3 +374,10 @@ def assert_error_body(r: requests.Response, status: int) -> dict:
     err = body.get("error") if isinstance(body, dict) else None
     assert isinstance(err, dict) and "code" in err and isinstance(err.get("message"), str), body
     return err
+
+
+def assert_current_time(body) -> None:
+    """getCurrentTime: the spec fixes no key name; one integer value must be 'now' in ms."""
+    assert isinstance(body, dict) and any(
+        isinstance(v, int) and not isinstance(v, bool) and abs(v - now_ms()) < 60_000 for v in body.values()
+    ), body

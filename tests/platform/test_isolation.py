@@ -143,14 +143,30 @@ def test_shared_attributes_and_rpc_do_not_cross(platform, api, clients, tenants)
     assert not (api.attributes(b["id"], "shared").get("shared") or {})
 
 
-def test_deleting_a_tenant_disconnects_and_refuses_its_devices(platform, api, clients):
+def test_deleting_a_tenant_refuses_its_devices(platform, api):
+    t = api.create_tenant(uid("doomed"))
+    d = api.create_device(uid("doomed-dev"), tenant=t["id"])
+    assert raw_connack(platform.mqtt_port, d["access_token"]) == 0
+    r = api.delete(f"/api/v1/tenants/{t['id']}")
+    assert r.status_code in (200, 204), r.text
+    assert raw_connack(platform.mqtt_port, d["access_token"]) == 0x86
+
+
+def test_deleting_a_tenant_closes_its_live_device_sessions(platform, api, clients):
     t = api.create_tenant(uid("doomed"))
     d = api.create_device(uid("doomed-dev"), tenant=t["id"])
     c = clients.new(platform.mqtt_port, d["access_token"])
     r = api.delete(f"/api/v1/tenants/{t['id']}")
     assert r.status_code in (200, 204), r.text
-    assert raw_connack(platform.mqtt_port, d["access_token"]) == 0x86
     wait_for(lambda: c.disconnected.is_set(), what="the deleted tenant's live device to be disconnected")
+
+
+def test_deleting_a_device_closes_its_live_session(platform, api, clients):
+    d = api.create_device(uid("doomed-dev"))
+    c = clients.new(platform.mqtt_port, d["access_token"])
+    r = api.delete(f"/api/v1/devices/{d['id']}")
+    assert r.status_code in (200, 204), r.text
+    wait_for(lambda: c.disconnected.is_set(), what="the deleted device's live session to be disconnected")
 
 
 def test_deleted_device_token_is_refused(platform, api, clients):

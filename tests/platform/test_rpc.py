@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ib_mqtt import V5, V311, VERSIONS
-from ib_platform import QUIET, now_ms, uid
+from ib_platform import QUIET, assert_current_time, uid
 
 REQ = "v1/devices/me/rpc/request/+"
 RESP = "v1/devices/me/rpc/response/"
@@ -230,4 +230,4 @@ def test_client_rpc_get_current_time(platform, clients, dev):
     assert c.subscribe("v1/devices/me/rpc/response/+") == [1]
     m = c.request("v1/devices/me/rpc/request/99", RESP + "99", {"method": "getCurrentTime", "params": {}})
     body = m.json()
-    assert isinstance(body, dict) and abs(body["currentTime"] - now_ms()) < 60_000, body
+    assert_current_time(body)

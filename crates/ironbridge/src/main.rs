@@ -118,6 +118,9 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let coap = tokio::net::UdpSocket::bind(config.listeners.coap)
+        .await
+        .with_context(|| format!("binding coap {}", config.listeners.coap))?;
     let mqtt_addr = mqtt.local_addr()?;
     // `mqtt` comes last, so that a reader waiting for it has seen every other line.
     println!("listening http {}", http.local_addr()?);
@@ -127,8 +130,8 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
     if let Some((l, _)) = &mqtts {
         println!("listening mqtts {}", l.local_addr()?);
     }
+    println!("listening coap {}", coap.local_addr()?);
     println!("listening mqtt {mqtt_addr}");
-    tracing::info!(coap = %config.listeners.coap, "CoAP is not served yet (devices issue)");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -147,6 +150,11 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
     {
         let (p, rx) = (platform.clone(), stop_rx.clone());
         tasks.spawn(async move { p.run_housekeeping(rx).await });
+    }
+    {
+        let (p, rx) = (platform.clone(), stop_rx.clone());
+        let max = config.mqtt.max_packet_size.clamp(65_536, 16 << 20) as usize;
+        tasks.spawn(async move { coap::serve(coap, p, max, rx).await });
     }
     let api_state = api::ApiState {
         platform: platform.clone(),

@@ -1,0 +1,17 @@
+//! Ironbridge's CoAP device API (RFC 7252) on coap-lite messages over our own tokio UDP loop.
+//!
+//! # Layout
+//! - `server` (this crate's [`serve`]): the loop: datagrams in, duplicate detection, block-wise
+//!   transfer (coap-lite's `BlockHandler`), dispatch, responses and Observe notifications out.
+//! - `dedup`: recently seen message ids per peer and the response each got (CON retransmissions
+//!   are answered from it, NON duplicates are dropped).
+//! - `resources`: the paths (`api/v1/{token}/telemetry|attributes|rpc[/id]`, `api/v1/provision`)
+//!   mapped onto the platform's device API, and errors onto CoAP codes (one place).
+//! - `observe`: observations of attributes and RPC: registrations, sinks, sequence numbers.
+
+mod dedup;
+mod observe;
+mod resources;
+mod server;
+
+pub use server::serve;

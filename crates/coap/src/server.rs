@@ -1,0 +1,389 @@
+//! The CoAP server loop: one task owns the socket, the duplicate table, the block-wise state and
+//! the observations; the platform reaches observers through a channel into this loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use coap_lite::block_handler::{BlockHandler, BlockHandlerConfig, BlockValue};
+use coap_lite::{
+    CoapOption, CoapRequest, ContentFormat, MessageClass, MessageType, ObserveOption, Packet,
+    RequestType as Method, ResponseType as Status,
+};
+use ib_core::sessions::Downlink;
+use ib_core::Platform;
+use serde_json::json;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::dedup::{Dedup, Seen};
+use crate::observe::{self, Notification, ObsKey, Observation, Observations};
+use crate::resources::{self, Outcome, Request};
+
+/// Most exchanges remembered for duplicate detection.
+const DEDUP_CAPACITY: usize = 16_384;
+/// Most notification ids remembered for RST matching.
+const SENT_CAPACITY: usize = 16_384;
+
+struct Server {
+    platform: Arc<Platform>,
+    blocks: BlockHandler<SocketAddr>,
+    dedup: Dedup,
+    obs: Observations,
+    tx: mpsc::Sender<Notification>,
+    next_mid: u16,
+    max_payload: usize,
+}
+
+/// Serves the CoAP device API on `socket` until `shutdown` changes. Request bodies (after
+/// block-wise reassembly) above `max_payload` bytes get 4.13.
+pub async fn serve(
+    socket: UdpSocket,
+    platform: Arc<Platform>,
+    max_payload: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut s = Server {
+        platform,
+        blocks: BlockHandler::new(BlockHandlerConfig::default()),
+        dedup: Dedup::new(DEDUP_CAPACITY),
+        obs: Observations::default(),
+        tx,
+        next_mid: rand::random(),
+        max_payload,
+    };
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, peer)) => {
+                    if let Some(out) = s.on_datagram(&buf[..n], peer) {
+                        let _ = socket.send_to(&out, peer).await;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "CoAP receive failed"),
+            },
+            Some(n) = rx.recv() => {
+                let peer = n.key.0;
+                if let Some(out) = s.notification(n) {
+                    let _ = socket.send_to(&out, peer).await;
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    for (_, o) in s.obs.live.drain() {
+        s.platform.sessions.unregister(&o.sink);
+    }
+}
+
+/// A bare message (RST or empty ACK) answering message id `mid`.
+fn empty(kind: MessageType, mid: u16) -> Vec<u8> {
+    let mut p = Packet::new();
+    p.header.set_version(1);
+    p.header.set_type(kind);
+    p.header.message_id = mid;
+    p.to_bytes().unwrap_or_default()
+}
+
+impl Server {
+    fn on_datagram(&mut self, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+        let packet = match Packet::from_bytes(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "malformed CoAP message");
+                metrics::counter!("coap_malformed_total").increment(1);
+                // A malformed confirmable message is rejected with a RST (RFC 7252 4.2).
+                let con = bytes.len() >= 4 && bytes[0] >> 6 == 1 && (bytes[0] >> 4) & 3 == 0;
+                return con
+                    .then(|| empty(MessageType::Reset, u16::from_be_bytes([bytes[2], bytes[3]])));
+            }
+        };
+        let mid = packet.header.message_id;
+        match (packet.header.get_type(), packet.header.code) {
+            (MessageType::Reset, _) => {
+                self.cancel_by_mid(peer, mid);
+                None
+            }
+            (MessageType::Acknowledgement, _) => None,
+            (MessageType::Confirmable, MessageClass::Empty) => Some(empty(MessageType::Reset, mid)),
+            (kind, MessageClass::Request(_)) => match self.dedup.check(Instant::now(), peer, mid) {
+                Some(Seen::Answered(b)) => Some(b),
+                Some(Seen::Pending) => None,
+                None => {
+                    let out = self.request(packet, peer);
+                    if kind == MessageType::Confirmable {
+                        self.dedup.answered(peer, mid, out.clone());
+                    }
+                    Some(out)
+                }
+            },
+            (MessageType::Confirmable, _) => Some(empty(MessageType::Reset, mid)),
+            _ => None,
+        }
+    }
+
+    fn request(&mut self, packet: Packet, peer: SocketAddr) -> Vec<u8> {
+        let mut req = CoapRequest::from_packet(packet, peer);
+        if let Some(Ok(b1)) = req
+            .message
+            .get_first_option_as::<BlockValue>(CoapOption::Block1)
+        {
+            if usize::from(b1.num) * b1.size() > self.max_payload {
+                return self.finish(
+                    &mut req,
+                    Status::RequestEntityTooLarge,
+                    b"payload too large".to_vec(),
+                );
+            }
+        }
+        match self.blocks.intercept_request(&mut req) {
+            Ok(true) => return serialize(&req),
+            Ok(false) => {}
+            Err(e) => {
+                req.apply_from_error(e);
+                return serialize(&req);
+            }
+        }
+        if req.message.payload.len() > self.max_payload {
+            return self.finish(
+                &mut req,
+                Status::RequestEntityTooLarge,
+                b"payload too large".to_vec(),
+            );
+        }
+        let Ok(path) = req.get_path_as_vec() else {
+            return self.finish(
+                &mut req,
+                Status::BadOption,
+                b"Uri-Path is not UTF-8".to_vec(),
+            );
+        };
+        let query: Vec<String> = req
+            .message
+            .get_option(CoapOption::UriQuery)
+            .map(|l| {
+                l.iter()
+                    .map(|q| String::from_utf8_lossy(q).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let observe = req.get_observe_flag().and_then(Result::ok);
+        let key: ObsKey = (peer, req.message.get_token().to_vec());
+        let method = *req.get_method();
+        if method == Method::Get && observe != Some(ObserveOption::Register) {
+            // A GET without Observe=0 on the same token ends an observation (RFC 7641 3.6).
+            self.cancel(&key);
+        }
+        let r = Request {
+            method,
+            path: &path,
+            query: &query,
+            observe,
+            payload: &req.message.payload,
+        };
+        match resources::handle(&self.platform, &r) {
+            Outcome::Reply(status, payload) => self.finish(&mut req, status, payload),
+            Outcome::Observe { ctx, rpc, initial } => {
+                self.cancel(&key);
+                let sink = observe::sink(key.clone(), rpc, self.tx.clone());
+                let sid = self
+                    .platform
+                    .sessions
+                    .register(ctx.id.clone(), sink.clone(), false);
+                self.obs.live.insert(key, Observation { sink: sid, seq: 2 });
+                if let Some(resp) = req.response.as_mut() {
+                    resp.message.set_observe_value(2);
+                }
+                let out = self.finish(&mut req, Status::Content, initial);
+                if rpc {
+                    // Queued RPCs become notifications right after this response.
+                    let _ = self.platform.rpc.deliver_queued(&ctx.id, sink.as_ref());
+                }
+                out
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        req: &mut CoapRequest<SocketAddr>,
+        status: Status,
+        payload: Vec<u8>,
+    ) -> Vec<u8> {
+        if let Some(resp) = req.response.as_mut() {
+            resp.set_status(status);
+            if !payload.is_empty() {
+                let format = if status.is_error() {
+                    ContentFormat::TextPlain
+                } else {
+                    ContentFormat::ApplicationJSON
+                };
+                resp.message.set_content_format(format);
+            }
+            resp.message.payload = payload;
+        }
+        if let Err(e) = self.blocks.intercept_response(req) {
+            req.apply_from_error(e);
+        }
+        serialize(req)
+    }
+
+    fn notification(&mut self, n: Notification) -> Option<Vec<u8>> {
+        let seq = self.obs.next_seq(&n.key)?;
+        let payload = match n.downlink {
+            Downlink::Attributes(v) => v,
+            Downlink::Rpc { id, method, params } => {
+                json!({"id": id, "method": method, "params": params})
+            }
+        };
+        self.next_mid = self.next_mid.wrapping_add(1);
+        let mut p = Packet::new();
+        p.header.set_version(1);
+        p.header.set_type(MessageType::NonConfirmable);
+        p.header.code = MessageClass::Response(Status::Content);
+        p.header.message_id = self.next_mid;
+        p.set_token(n.key.1.clone());
+        p.set_observe_value(seq);
+        p.set_content_format(ContentFormat::ApplicationJSON);
+        p.payload = payload.to_string().into_bytes();
+        if self.obs.sent.len() >= SENT_CAPACITY {
+            self.obs.sent.clear();
+        }
+        self.obs.sent.insert((n.key.0, self.next_mid), n.key.1);
+        p.to_bytes_unlimited().ok()
+    }
+
+    fn cancel(&mut self, key: &ObsKey) {
+        if let Some(o) = self.obs.live.remove(key) {
+            self.platform.sessions.unregister(&o.sink);
+        }
+    }
+
+    fn cancel_by_mid(&mut self, peer: SocketAddr, mid: u16) {
+        if let Some(token) = self.obs.sent.remove(&(peer, mid)) {
+            self.cancel(&(peer, token));
+        }
+    }
+}
+
+fn serialize(req: &CoapRequest<SocketAddr>) -> Vec<u8> {
+    match &req.response {
+        Some(resp) => resp.message.to_bytes_unlimited().unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn server() -> Server {
+        let db = Arc::new(ib_core::db::Db::memory().unwrap());
+        let platform = Platform::with_db(db, ib_core::SessionLimits::default()).unwrap();
+        Server {
+            platform,
+            blocks: BlockHandler::new(BlockHandlerConfig::default()),
+            dedup: Dedup::new(64),
+            obs: Observations::default(),
+            tx: mpsc::channel(8).0,
+            next_mid: 0,
+            max_payload: 4096,
+        }
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    fn con_post(mid: u16, path: &str, payload: &[u8]) -> Vec<u8> {
+        let mut req: CoapRequest<SocketAddr> = CoapRequest::new();
+        req.message.header.set_version(1);
+        req.message.header.set_type(MessageType::Confirmable);
+        req.message.header.message_id = mid;
+        req.message.set_token(vec![1, 2]);
+        req.set_method(Method::Post);
+        req.set_path(path);
+        req.message.payload = payload.to_vec();
+        req.message.to_bytes().unwrap()
+    }
+
+    fn code(bytes: &[u8]) -> MessageClass {
+        Packet::from_bytes(bytes).unwrap().header.code
+    }
+
+    #[test]
+    fn unknown_token_is_4_01_and_retransmission_gets_the_same_answer() {
+        let mut s = server();
+        let req = con_post(7, "api/v1/nope/telemetry", b"{}");
+        let first = s.on_datagram(&req, peer()).unwrap();
+        assert_eq!(code(&first), MessageClass::Response(Status::Unauthorized));
+        assert_eq!(s.on_datagram(&req, peer()).unwrap(), first);
+    }
+
+    #[test]
+    fn bad_json_is_4_00_and_stores_nothing() {
+        let mut s = server();
+        let t = s.platform.registry.tenant("default").unwrap();
+        let new = ib_core::model::NewDevice {
+            name: "d".into(),
+            ..Default::default()
+        };
+        let (d, token) = s.platform.registry.create_device(&t.id, new).unwrap();
+        let out = s
+            .on_datagram(
+                &con_post(1, &format!("api/v1/{token}/telemetry"), b"{\"a\":1,"),
+                peer(),
+            )
+            .unwrap();
+        assert_eq!(code(&out), MessageClass::Response(Status::BadRequest));
+        let out = s
+            .on_datagram(
+                &con_post(
+                    2,
+                    &format!("api/v1/{token}/telemetry"),
+                    b"[{\"a\":1},{\"b\":null}]",
+                ),
+                peer(),
+            )
+            .unwrap();
+        assert_eq!(code(&out), MessageClass::Response(Status::BadRequest));
+        assert!(s.platform.telemetry.latest(&d.id, None).unwrap().is_empty());
+        let out = s
+            .on_datagram(
+                &con_post(3, &format!("api/v1/{token}/telemetry"), b"{\"a\":1}"),
+                peer(),
+            )
+            .unwrap();
+        assert_eq!(code(&out), MessageClass::Response(Status::Changed));
+    }
+
+    #[test]
+    fn empty_con_is_a_ping() {
+        let mut s = server();
+        let out = s.on_datagram(&[0x40, 0, 0x12, 0x34], peer()).unwrap();
+        let p = Packet::from_bytes(&out).unwrap();
+        assert_eq!(p.header.get_type(), MessageType::Reset);
+        assert_eq!(p.header.message_id, 0x1234);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_datagrams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut s = server();
+            let _ = s.on_datagram(&bytes, peer());
+        }
+
+        #[test]
+        fn arbitrary_payloads_to_real_paths_never_panic(
+            path in prop::sample::select(vec!["telemetry", "attributes", "rpc", "rpc/1", "x"]),
+            payload in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut s = server();
+            let out = s.on_datagram(&con_post(1, &format!("api/v1/t/{path}"), &payload), peer());
+            prop_assert!(out.is_some());
+        }
+    }
+}
