@@ -27,6 +27,8 @@ ensure_venv() {
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
   fi
+  # like Python >= 3.13's venv: keep the venv out of git even without a .gitignore entry
+  [ -f "$venv/.gitignore" ] || echo '*' > "$venv/.gitignore"
   if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "test-platform: installing $req into $venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"

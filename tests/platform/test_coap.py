@@ -9,8 +9,9 @@ import shutil
 import subprocess
 import time
 
+import aiocoap
 import pytest
-from aiocoap import CON, NON, Code, Context, Message
+from aiocoap import NON, Code, Context, Message
 from aiocoap.optiontypes import BlockOption
 
 from ib_platform import HOST, assert_current_time, now_ms, uid
@@ -38,10 +39,20 @@ async def _request(msg: Message, blockwise: bool = True, timeout: float = TIMEOU
         await ctx.shutdown()
 
 
-def coap(method: Code, target: str, payload=b"", mtype=CON, blockwise=True, block2=None) -> Message:
+def message(code: Code, target: str, payload=b"", non: bool = False, **kw) -> Message:
+    """A request; `non` makes it NON-confirmable (transport_tuning on aiocoap >= 0.4.8)."""
     if isinstance(payload, (dict, list)):
         payload = json.dumps(payload).encode()
-    msg = Message(code=method, uri=target, payload=payload, mtype=mtype)
+    if non:
+        if hasattr(aiocoap, "Unreliable"):
+            kw["transport_tuning"] = aiocoap.Unreliable
+        else:
+            kw["mtype"] = NON
+    return Message(code=code, uri=target, payload=payload, **kw)
+
+
+def coap(method: Code, target: str, payload=b"", non=False, blockwise=True, block2=None) -> Message:
+    msg = message(method, target, payload, non)
     if block2 is not None:
         msg.opt.block2 = BlockOption.BlockwiseTuple(*block2)
     return asyncio.run(_request(msg, blockwise))
@@ -56,8 +67,7 @@ def test_coap_post_telemetry_con(platform, api, dev):
 
 
 def test_coap_post_telemetry_non(platform, api, dev):
-    payload = json.dumps({"non": 1}).encode()
-    msg = Message(code=Code.POST, uri=uri(platform, dev["access_token"], "telemetry"), payload=payload, mtype=NON)
+    msg = message(Code.POST, uri(platform, dev["access_token"], "telemetry"), {"non": 1}, non=True)
 
     async def send():
         ctx = await Context.create_client_context()

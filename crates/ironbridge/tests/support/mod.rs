@@ -45,6 +45,8 @@ pub struct Server {
     pub child: Child,
     /// Listener name (`mqtt`, `mqtts`, `http`, `https`) → `127.0.0.1:PORT`.
     pub listeners: HashMap<String, String>,
+    /// The bootstrap administrator's password, printed once at first start.
+    pub admin_password: Option<String>,
     _dir: TempDir,
 }
 
@@ -87,6 +89,7 @@ pub fn start(config: &str, extra: &[&str]) -> Server {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut listeners = HashMap::new();
+    let mut admin_password = None;
     // `listening mqtt` is printed after every other listener.
     while !listeners.contains_key("mqtt") {
         let Some(line) = lines.next() else {
@@ -94,6 +97,9 @@ pub fn start(config: &str, extra: &[&str]) -> Server {
             panic!("server exited before listening; its log:\n{log}");
         };
         let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("created user admin with password ") {
+            admin_password = rest.split_whitespace().next().map(str::to_string);
+        }
         if let Some((name, addr)) = line
             .strip_prefix("listening ")
             .and_then(|l| l.split_once(' '))
@@ -105,6 +111,7 @@ pub fn start(config: &str, extra: &[&str]) -> Server {
     Server {
         child,
         listeners,
+        admin_password,
         _dir: dir,
     }
 }
@@ -283,6 +290,55 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// An HTTP/1.1 request with an optional bearer token and JSON body: (status, body).
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Logs in as the bootstrap administrator; returns the bearer token.
+pub fn login(s: &Server) -> String {
+    let password = s
+        .admin_password
+        .as_deref()
+        .expect("first start prints the password");
+    let body = format!("{{\"username\":\"admin\",\"password\":\"{password}\"}}");
+    let (status, out) = http_request(
+        s.addr("http"),
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["token"].as_str().unwrap().to_string()
 }
 
 /// The value of a Prometheus counter line starting with `prefix` (0 when absent).
