@@ -2,6 +2,7 @@
 # Prepare this machine for ./scripts/test.sh (idempotent, safe to re-run):
 #   - Debian packages: mosquitto + mosquitto-clients (reference broker for the
 #     differential MQTT suite), openssl (test certificates, TLS version checks),
+#     libcoap3-bin (libcoap's coap-client for the CoAP device API tests),
 #     python3-venv if `python3 -m venv` is unusable
 #   - Python virtualenv .venv with tests/python/requirements.txt
 # `apt-get update` runs only when a package is actually missing.
@@ -18,7 +19,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 
 missing=()
-for pkg in mosquitto mosquitto-clients openssl; do
+for pkg in mosquitto mosquitto-clients openssl libcoap3-bin; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$pkg")
   fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: Rust checks, then the differential MQTT conformance
-# suite against Ironbridge and against Debian's mosquitto.
+# suite against Ironbridge and against Debian's mosquitto, then the device API suites.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,4 +19,6 @@ export IRONBRIDGE_BIN="${IRONBRIDGE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug
 status=0
 .venv/bin/python -m pytest tests/python --broker=ironbridge -q || status=$?
 .venv/bin/python -m pytest tests/python --broker=mosquitto -q || status=$?
+# The device API end to end (paho-mqtt, requests, aiocoap, coap-client, tb-mqtt-client).
+bash scripts/test-platform.sh || status=$?
 exit "$status"

@@ -39,8 +39,18 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .merge(registry_routes::routes())
         .merge(device_routes::routes())
         .merge(device_http::routes())
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route",
+    )
 }
 
 #[derive(Deserialize)]

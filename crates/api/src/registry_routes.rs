@@ -81,7 +81,7 @@ async fn delete_tenant(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    s.platform.registry.delete_tenant(&id)?;
+    s.platform.delete_tenant(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -177,7 +177,7 @@ async fn delete_device(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    s.platform.registry.delete_device(&id)?;
+    s.platform.delete_device(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

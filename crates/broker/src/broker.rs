@@ -439,6 +439,28 @@ impl Shared {
         routed
     }
 
+    /// Asks a connected client to close with `reason` (v5 DISCONNECT with that code); returns
+    /// whether it was connected.
+    pub fn disconnect_client(
+        &self,
+        namespace: &Arc<str>,
+        client_id: &str,
+        reason: ReasonCode,
+    ) -> bool {
+        let key: SessionKey = (namespace.clone(), Arc::from(client_id));
+        let Some(session) = self.sessions.lock().get(&key).cloned() else {
+            return false;
+        };
+        let kick = session.state.lock().kick.clone();
+        match kick {
+            Some(k) => {
+                k.send(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Delivers a message to one client's session only, if one of its (non-shared) subscriptions
     /// matches the topic: how the platform answers one device on a topic every device of a
     /// tenant subscribes to (`v1/devices/me/...`). Returns whether it was queued.

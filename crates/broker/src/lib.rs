@@ -140,6 +140,16 @@ impl Broker {
         self.shared.route(Arc::new(msg)).delivered
     }
 
+    /// Closes a client's connection with `reason` (a deleted device, a revoked credential).
+    pub fn disconnect_client(
+        &self,
+        namespace: &Arc<str>,
+        client_id: &str,
+        reason: mqtt_codec::ReasonCode,
+    ) -> bool {
+        self.shared.disconnect_client(namespace, client_id, reason)
+    }
+
     /// Delivers a message to one client of `msg.namespace` if it subscribes to the topic
     /// (see `Shared::deliver_to`); returns whether it was queued.
     pub fn deliver_to(&self, client_id: &str, msg: Message) -> bool {

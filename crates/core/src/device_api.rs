@@ -61,6 +61,24 @@ impl Platform {
         }))
     }
 
+    /// Deletes a device and closes its live sessions.
+    pub fn delete_device(&self, id: &str) -> Result<crate::model::Device> {
+        let d = self.registry.delete_device(id)?;
+        self.sessions.close(&d.id);
+        Ok(d)
+    }
+
+    /// Deletes a tenant with everything in it and closes its devices' live sessions.
+    pub fn delete_tenant(&self, id_or_name: &str) -> Result<crate::model::Tenant> {
+        let t = self.registry.tenant(id_or_name)?;
+        let ids = self.registry.device_ids(&t.id)?;
+        let t = self.registry.delete_tenant(&t.id)?;
+        for id in ids {
+            self.sessions.close(&id);
+        }
+        Ok(t)
+    }
+
     /// Authenticates an access token.
     pub fn auth_token(&self, token: &str) -> Result<Arc<DeviceCtx>> {
         match self.credentials.by_token(token)? {

@@ -427,6 +427,14 @@ impl Registry {
         Ok((page, next))
     }
 
+    /// Ids of a tenant's devices.
+    pub fn device_ids(&self, tenant: &str) -> Result<Vec<String>> {
+        let conn = self.db.conn();
+        let mut st = conn.prepare("SELECT id FROM devices WHERE tenant_id = ?1")?;
+        let rows = st.query_map([tenant], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Deletes a device with its credentials, attributes and RPCs.
     pub fn delete_device(&self, id: &str) -> Result<Device> {
         let d = self.device(id)?;

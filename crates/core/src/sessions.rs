@@ -31,6 +31,8 @@ pub trait DownlinkSink: Send + Sync {
     fn wants(&self, _d: &Downlink) -> bool {
         true
     }
+    /// Ends the session behind the sink (the device was deleted).
+    fn close(&self) {}
 }
 
 struct Entry {
@@ -100,6 +102,17 @@ impl DeviceSessions {
             None => return 0,
         };
         sinks.iter().filter(|s| s.send(d)).count()
+    }
+
+    /// Closes every session of a device (deleted device or tenant).
+    pub fn close(&self, device: &str) {
+        let sinks: Vec<Arc<dyn DownlinkSink>> = match self.map.lock().remove(device) {
+            Some(list) => list.into_iter().map(|e| e.sink).collect(),
+            None => return,
+        };
+        for s in sinks {
+            s.close();
+        }
     }
 
     /// Whether the device has a connected session.

@@ -25,6 +25,18 @@ struct Activity {
     sessions: u32,
 }
 
+/// Saves server attributes; a device deleted meanwhile (foreign key gone) is skipped.
+fn save_unless_deleted(attrs: &Attributes, device: &str, map: &Map<String, Value>) -> Result<()> {
+    match attrs.save(device, Scope::Server, map, now_ms()) {
+        Err(crate::error::CoreError::Storage(rusqlite::Error::SqliteFailure(f, _)))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Online state of every device seen since start.
 #[derive(Default)]
 pub struct DeviceState {
@@ -191,7 +203,7 @@ impl DeviceState {
             }
         }
         for (dev, m) in writes {
-            attrs.save(&dev, Scope::Server, &m, now)?;
+            save_unless_deleted(attrs, &dev, &m)?;
         }
         for (tenant, device) in gone {
             bus.publish(Event {

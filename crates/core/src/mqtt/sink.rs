@@ -56,4 +56,17 @@ impl DownlinkSink for MqttSink {
         };
         self.send_raw(&topic, payload.to_string().into_bytes())
     }
+
+    fn close(&self) {
+        // A sub-device's sink is its gateway's connection, which stays.
+        if self.sub_device.is_none() {
+            if let Some(broker) = self.broker.get() {
+                broker.disconnect_client(
+                    &self.namespace,
+                    &self.client_id,
+                    mqtt_codec::ReasonCode::NOT_AUTHORIZED,
+                );
+            }
+        }
+    }
 }
