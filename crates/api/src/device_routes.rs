@@ -42,7 +42,7 @@ async fn set_credentials(
 ) -> ApiResult<Json<Value>> {
     let Json(new) = body?;
     let d = s.platform.registry.device(&id)?;
-    let token = s.platform.credentials.set(&d.id, new)?;
+    let token = s.platform.set_credentials(&d.id, new)?;
     Ok(Json(match token {
         Some(t) => json!({"device": d.id, "access_token": t}),
         None => json!({"device": d.id}),

@@ -22,6 +22,10 @@ pub fn routes() -> Router<ApiState> {
             "/api/v1/tenants/{id}",
             delete(delete_tenant).get(get_tenant),
         )
+        .route(
+            "/api/v1/customers",
+            get(list_customers).post(create_customer),
+        )
         .route("/api/v1/profiles", get(list_profiles).post(create_profile))
         .route("/api/v1/profiles/{id}", delete(delete_profile))
         .route("/api/v1/devices", get(list_devices).post(create_device))
@@ -83,6 +87,36 @@ async fn delete_tenant(
 ) -> ApiResult<StatusCode> {
     s.platform.delete_tenant(&id)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCustomer {
+    name: String,
+    tenant: Option<String>,
+}
+
+async fn create_customer(
+    _: Caller,
+    State(s): State<ApiState>,
+    Query(q): Query<TenantQuery>,
+    body: Result<Json<NewCustomer>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(new) = body?;
+    let t = tenant(&s, new.tenant.as_deref().or(q.tenant.as_deref()))?;
+    let c = s.platform.registry.create_customer(&t.id, &new.name)?;
+    Ok((StatusCode::CREATED, Json(json!(c))))
+}
+
+async fn list_customers(
+    _: Caller,
+    State(s): State<ApiState>,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Json<Value>> {
+    let t = tenant(&s, q.tenant.as_deref())?;
+    Ok(Json(
+        json!({"data": s.platform.registry.customers(&t.id)?, "next": null}),
+    ))
 }
 
 #[derive(Deserialize)]

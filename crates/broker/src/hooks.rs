@@ -112,6 +112,9 @@ pub trait Hooks: Send + Sync + 'static {
     /// the SUBACK.
     fn on_subscribed(&self, _id: &Identity, _client_id: &str, _filter: &str) {}
 
+    /// The client acknowledged a QoS 1/2 message (PUBACK, PUBCOMP).
+    fn on_delivered(&self, _id: &Identity, _client_id: &str, _msg: &Message) {}
+
     /// A client's connection ended.
     fn on_disconnected(&self, _id: &Identity, _client_id: &str) {}
 }

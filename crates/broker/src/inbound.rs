@@ -311,18 +311,22 @@ impl Connection {
     }
 
     fn on_ack(&mut self, pid: u16, expect: InflightState) {
-        let row = {
+        let done = {
             let mut st = self.session.state.lock();
             match st.inflight_position(pid) {
-                Some(i) if st.inflight[i].state == expect => {
-                    st.inflight.remove(i).and_then(|f| f.delivery.row)
-                }
+                Some(i) if st.inflight[i].state == expect => st.inflight.remove(i),
                 _ => None,
             }
         };
-        if let Some(id) = row {
+        let Some(done) = done else {
+            return;
+        };
+        if let Some(id) = done.delivery.row {
             self.shared.persist(|| Op::QueueDelete { id });
         }
+        self.shared
+            .hooks
+            .on_delivered(&self.identity, &self.client_id, &done.delivery.msg);
     }
 
     fn on_pubrec(&mut self, r: PubResponse) {

@@ -83,6 +83,17 @@ pub enum NewCredential {
 /// A basic-credentials row: device, client id, user name, password hash.
 type BasicRow = (String, Option<String>, Option<String>, Option<String>);
 
+impl NewCredential {
+    /// How long the credentials it replaces stay valid.
+    pub fn grace_s(&self) -> u64 {
+        match self {
+            NewCredential::AccessToken { grace_s, .. }
+            | NewCredential::MqttBasic { grace_s, .. }
+            | NewCredential::X509 { grace_s, .. } => *grace_s,
+        }
+    }
+}
+
 /// Credential storage and checks.
 #[derive(Clone)]
 pub struct Credentials {

@@ -68,6 +68,21 @@ impl Platform {
         Ok(d)
     }
 
+    /// Sets a device credential; a revocation without grace (`grace_s = 0`) also closes the
+    /// device's live sessions, which may be using the old one. Returns a generated token.
+    pub fn set_credentials(
+        &self,
+        device: &str,
+        new: crate::credentials::NewCredential,
+    ) -> Result<Option<String>> {
+        let immediate = new.grace_s() == 0;
+        let token = self.credentials.set(device, new)?;
+        if immediate {
+            self.sessions.close(device);
+        }
+        Ok(token)
+    }
+
     /// Deletes a tenant with everything in it and closes its devices' live sessions.
     pub fn delete_tenant(&self, id_or_name: &str) -> Result<crate::model::Tenant> {
         let t = self.registry.tenant(id_or_name)?;

@@ -112,6 +112,11 @@ impl GatewayLink {
         Ok(ctx)
     }
 
+    /// A connected sub-device by name.
+    pub fn sub_device(&self, name: &str) -> Option<Arc<DeviceCtx>> {
+        self.subs.lock().get(name).map(|(c, _)| c.clone())
+    }
+
     /// Disconnects a sub-device.
     pub fn disconnect(&self, p: &Platform, name: &str) {
         let removed = self.subs.lock().remove(name);

@@ -184,6 +184,23 @@ impl Registry {
         Ok(c)
     }
 
+    /// A tenant's customers, by name.
+    pub fn customers(&self, tenant: &str) -> Result<Vec<Customer>> {
+        let conn = self.db.conn();
+        let mut st = conn.prepare(
+            "SELECT id, tenant_id, name, created_ms FROM customers WHERE tenant_id = ?1 ORDER BY name",
+        )?;
+        let rows = st.query_map([tenant], |r| {
+            Ok(Customer {
+                id: r.get(0)?,
+                tenant: r.get(1)?,
+                name: r.get(2)?,
+                created: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// A customer of a tenant by id or name.
     pub fn customer(&self, tenant: &str, id_or_name: &str) -> Result<Customer> {
         self.db

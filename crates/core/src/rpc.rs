@@ -1,7 +1,7 @@
 //! Server-side RPC: one-way, two-way with a timeout, and persistent (stored with a TTL,
 //! delivered when the device next connects). Every RPC is a row in the `rpc` table whose
-//! integer id is the request id the device sees; its status moves QUEUED → SENT →
-//! SUCCESSFUL, or ends as TIMEOUT (sent, no reply in time), EXPIRED (never sent before its
+//! integer id is the request id the device sees; its status moves QUEUED → SENT → DELIVERED
+//! (the device acknowledged it) → SUCCESSFUL, or ends as TIMEOUT (sent, no reply in time), EXPIRED (never sent before its
 //! TTL), FAILED (the platform restarted while a non-persistent RPC waited).
 
 use std::collections::HashMap;
@@ -85,7 +85,7 @@ impl Rpcs {
     pub fn new(db: Arc<Db>, sessions: Arc<DeviceSessions>) -> Result<Rpcs> {
         db.conn().execute(
             "UPDATE rpc SET status = 'FAILED', response = '\"platform restarted\"'
-             WHERE persistent = 0 AND status IN ('QUEUED', 'SENT')",
+             WHERE persistent = 0 AND status IN ('QUEUED', 'SENT', 'DELIVERED')",
             [],
         )?;
         Ok(Rpcs {
@@ -144,7 +144,8 @@ impl Rpcs {
         self.waiters.lock().remove(&id);
         if outcome.is_err() {
             self.db.conn().execute(
-                "UPDATE rpc SET status = 'TIMEOUT' WHERE id = ?1 AND status IN ('QUEUED', 'SENT')",
+                "UPDATE rpc SET status = 'TIMEOUT' WHERE id = ?1
+                 AND status IN ('QUEUED', 'SENT', 'DELIVERED')",
                 [id],
             )?;
         }
@@ -161,11 +162,21 @@ impl Rpcs {
         Ok(())
     }
 
+    /// The device acknowledged receiving RPC `id` (MQTT PUBACK, an HTTP poll answered).
+    pub fn delivered(&self, device: &str, id: i64) -> Result<()> {
+        self.db.conn().execute(
+            "UPDATE rpc SET status = 'DELIVERED' WHERE id = ?1 AND device_id = ?2 AND status = 'SENT'",
+            params![id, device],
+        )?;
+        Ok(())
+    }
+
     /// A device's reply to RPC `id`.
     pub fn reply(&self, device: &str, id: i64, response: Value) -> Result<()> {
         let n = self.db.conn().execute(
             "UPDATE rpc SET status = 'SUCCESSFUL', response = ?3
-             WHERE id = ?1 AND device_id = ?2 AND status IN ('QUEUED', 'SENT') AND oneway = 0",
+             WHERE id = ?1 AND device_id = ?2 AND status IN ('QUEUED', 'SENT', 'DELIVERED')
+             AND oneway = 0",
             params![id, device, response.to_string()],
         )?;
         if n == 0 {
@@ -224,7 +235,8 @@ impl Rpcs {
             [now],
         )?;
         let b = conn.execute(
-            "UPDATE rpc SET status = 'TIMEOUT' WHERE status = 'SENT' AND expires_ms <= ?1",
+            "UPDATE rpc SET status = 'TIMEOUT' WHERE status IN ('SENT', 'DELIVERED')
+             AND expires_ms <= ?1",
             [now],
         )?;
         Ok(a + b)

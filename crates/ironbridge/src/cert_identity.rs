@@ -159,6 +159,10 @@ impl Hooks for CertIdentityHooks {
         self.inner.on_subscribed(id, client_id, filter)
     }
 
+    fn on_delivered(&self, id: &Identity, client_id: &str, msg: &Message) {
+        self.inner.on_delivered(id, client_id, msg)
+    }
+
     fn on_disconnected(&self, id: &Identity, client_id: &str) {
         self.inner.on_disconnected(id, client_id)
     }

@@ -367,6 +367,24 @@ impl Hooks for DeviceHooks {
         }
     }
 
+    fn on_delivered(&self, id: &Identity, client_id: &str, msg: &Message) {
+        let Some(Who::Device(d)) = who(id) else {
+            return self.fallback.on_delivered(id, client_id, msg);
+        };
+        let rpcs = &self.platform.rpc;
+        if let Some(rid) = msg.topic.strip_prefix("v1/devices/me/rpc/request/") {
+            if let Ok(rid) = rid.parse() {
+                let _ = rpcs.delivered(&d.ctx.id, rid);
+            }
+        } else if let (Some(gw), "v1/gateway/rpc") = (&d.gateway, &*msg.topic) {
+            let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+            let name = v["device"].as_str().unwrap_or_default();
+            if let (Some(sub), Some(rid)) = (gw.sub_device(name), v["data"]["id"].as_i64()) {
+                let _ = rpcs.delivered(&sub.id, rid);
+            }
+        }
+    }
+
     fn on_disconnected(&self, id: &Identity, client_id: &str) {
         let Some(Who::Device(d)) = who(id) else {
             return self.fallback.on_disconnected(id, client_id);
