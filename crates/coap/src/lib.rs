@@ -15,3 +15,12 @@ mod resources;
 mod server;
 
 pub use server::serve;
+
+/// Entry points for the fuzz targets (`fuzz/`), not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    /// Feeds one datagram to a fresh server over an in-memory platform.
+    pub fn datagram(bytes: &[u8]) {
+        crate::server::fuzz_datagram(bytes)
+    }
+}

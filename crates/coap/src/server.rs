@@ -275,6 +275,35 @@ fn serialize(req: &CoapRequest<SocketAddr>) -> Vec<u8> {
     }
 }
 
+/// One datagram into a fresh server whose platform has a device with token `fuzz-token-0001`.
+pub(crate) fn fuzz_datagram(bytes: &[u8]) {
+    thread_local! {
+        static PLATFORM: Arc<Platform> = {
+            let db = Arc::new(ib_core::db::Db::memory().expect("in-memory database"));
+            let p = Platform::with_db(db, ib_core::SessionLimits::default()).expect("platform");
+            let t = p.registry.tenant("default").expect("default tenant");
+            let (d, _) = p.registry.create_device(&t.id, ib_core::model::NewDevice { name: "fuzz".into(), ..Default::default() }).expect("device");
+            p.credentials.add_token(&d.id, "fuzz-token-0001", None).expect("token");
+            p
+        };
+    }
+    let platform = PLATFORM.with(Arc::clone);
+    let mut s = Server {
+        platform,
+        blocks: BlockHandler::new(BlockHandlerConfig::default()),
+        dedup: Dedup::new(64),
+        obs: Observations::default(),
+        tx: mpsc::channel(8).0,
+        next_mid: 0,
+        max_payload: 4096,
+    };
+    let peer: SocketAddr = "127.0.0.1:5683".parse().expect("address");
+    let _ = s.on_datagram(bytes, peer);
+    for (_, o) in s.obs.live.drain() {
+        s.platform.sessions.unregister(&o.sink);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,6 +98,9 @@ impl NewCredential {
 #[derive(Clone)]
 pub struct Credentials {
     db: Arc<Db>,
+    /// Whether any MQTT basic credentials exist: when none do, a client without a known token
+    /// is not looked up again (keeps connects of non-device clients cheap).
+    has_basic: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn grace_expiry(grace_s: u64) -> i64 {
@@ -107,7 +110,24 @@ fn grace_expiry(grace_s: u64) -> i64 {
 impl Credentials {
     /// Credentials over `db`.
     pub fn new(db: Arc<Db>) -> Credentials {
-        Credentials { db }
+        let any: i64 = db
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM credentials WHERE kind = 'basic'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(1);
+        Credentials {
+            db,
+            has_basic: Arc::new(std::sync::atomic::AtomicBool::new(any > 0)),
+        }
+    }
+
+    /// Whether MQTT basic credentials may exist (another process may add some: then this
+    /// stays conservative once set).
+    pub fn may_have_basic(&self) -> bool {
+        self.has_basic.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sets a device's credential of one kind; the previous ones of that kind stay valid for
@@ -137,6 +157,8 @@ impl Credentials {
                     ));
                 }
                 self.expire_kind(device_id, "basic", grace_s)?;
+                self.has_basic
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let secret = password.as_deref().map(hash_password);
                 self.db.conn().execute(
                     "INSERT INTO credentials (device_id, kind, client_id, username, secret,

@@ -110,6 +110,9 @@ impl DeviceHooks {
                 return Ok(Some(ctx));
             }
         }
+        if !p.credentials.may_have_basic() {
+            return Ok(None);
+        }
         let (creds, client_id) = (p.credentials.clone(), req.client_id.to_string());
         let username = req.username.map(str::to_string);
         let password = req.password.map(|b| b.to_vec());

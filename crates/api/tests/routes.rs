@@ -1,0 +1,148 @@
+//! The API router in process (`tower::ServiceExt::oneshot`): authentication of the management
+//! routes, the error shape, and the device API's refusals.
+
+use std::sync::Arc;
+
+use api::auth::Auth;
+use api::{router, ApiState};
+use axum::body::{to_bytes, Body};
+use axum::http::{Request, StatusCode};
+use ib_core::db::Db;
+use ib_core::{Platform, SessionLimits};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn app() -> axum::Router {
+    let db = Arc::new(Db::memory().unwrap());
+    let platform = Platform::with_db(db.clone(), SessionLimits::default()).unwrap();
+    let (auth, generated) = Auth::open(db, Some("s3cret-pass")).unwrap();
+    assert!(generated.is_none(), "a given password is not generated");
+    router(
+        ApiState {
+            platform,
+            auth: Arc::new(auth),
+        },
+        1024,
+    )
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body
+        .map(|b| Body::from(b.to_string()))
+        .unwrap_or_else(Body::empty);
+    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = res.status();
+    let bytes = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn login(app: &axum::Router) -> String {
+    let (status, v) = call(
+        app,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"username": "admin", "password": "s3cret-pass"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    v["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn management_routes_need_a_valid_bearer_token() {
+    let app = app();
+    let (status, v) = call(&app, "GET", "/api/v1/devices", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(v["error"]["code"], "unauthorized");
+    let token = login(&app).await;
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let (status, _) = call(&app, "GET", "/api/v1/devices", Some(&tampered), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, v) = call(&app, "GET", "/api/v1/devices", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, v) = call(
+        &app,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"username": "admin", "password": "wrong"})),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "unauthorized");
+}
+
+#[tokio::test]
+async fn device_api_errors_are_json() {
+    let app = app();
+    let token = login(&app).await;
+    let (status, d) = call(
+        &app,
+        "POST",
+        "/api/v1/devices",
+        Some(&token),
+        Some(json!({"name": "pump"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let dt = d["access_token"].as_str().unwrap();
+    let (status, v) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/{dt}/telemetry"),
+        None,
+        Some(json!([{"a": 1}, {"b": null}])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "invalid");
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/api/v1/nope-nope-nope/telemetry",
+        None,
+        Some(json!({"a": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let big = json!({"k": "x".repeat(2000)});
+    let (status, v) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/{dt}/telemetry"),
+        None,
+        Some(big),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(v["error"]["code"], "payload_too_large");
+    let (status, v) = call(
+        &app,
+        "POST",
+        "/api/v1/devices",
+        Some(&token),
+        Some(json!({"name": "pump"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    let (status, v) = call(&app, "GET", "/api/v1/no/such/route/here", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+}
