@@ -57,6 +57,7 @@ class DeviceClient:
         self.disconnected = threading.Event()
         self.connack_rc: int | None = None       # protocol value: 3.1.1 return code or v5 reason code
         self.disconnect_rc: int | None = None
+        self.last_puback_reason: str | None = None  # v5 Reason String of the last PUBACK
         self._cond = threading.Condition()
         self._subacks: dict[int, list[int]] = {}
         self._pubacks: dict[int, int] = {}
@@ -94,6 +95,7 @@ class DeviceClient:
     def _on_publish(self, client, userdata, mid, rc, props):
         with self._cond:
             self._pubacks[mid] = rc.value if rc is not None else 0
+            self.last_puback_reason = getattr(props, "ReasonString", None) if props is not None else None
             self._cond.notify_all()
 
     def _wait(self, table, mid, timeout, what):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -34,6 +35,7 @@ WAIT = 10.0      # positive waits end as soon as the condition holds
 QUIET = 1.0      # negative waits ("nothing arrives") are short and bounded
 LISTEN_RE = re.compile(r"listening (\w+) ([0-9.]+):(\d+)")
 REQUIRED_LISTENERS = ("mqtt", "http")
+SETPRIV = shutil.which("setpriv")
 COAP_GRACE = 3.0
 
 
@@ -109,6 +111,10 @@ class Platform:
             raise RuntimeError(f"ironbridge binary not found or not executable: {exe} (set IRONBRIDGE_BIN)")
         cmd = [exe, "serve", "--data-dir", str(self.data_dir), "--mqtt", f"{HOST}:0",
                "--http", f"{HOST}:0", "--coap", f"{HOST}:0"]
+        if SETPRIV:
+            # the server dies with pytest even when pytest-timeout ends it with os._exit
+            # (setpriv execs the binary: same pid, signals reach the server itself)
+            cmd = [SETPRIV, "--pdeathsig", "KILL", "--"] + cmd
         env = {k: v for k, v in os.environ.items() if not k.startswith("IRONBRIDGE_")}
         env.update({"IRONBRIDGE_ADMIN_PASSWORD": self.admin_password, "RUST_BACKTRACE": "1"})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

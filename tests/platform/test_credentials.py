@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from ib_mqtt import V5, V311, VERSIONS, raw_connack
-from ib_platform import uid
+from ib_platform import assert_error_body, uid, wait_for
 
 TELEMETRY = "v1/devices/me/telemetry"
 REFUSED_V311 = (4, 5)        # bad user name or password / not authorized
@@ -200,3 +200,33 @@ def test_rotation_with_zero_grace_revokes_at_once(platform, api, clients):
     assert c.publish(TELEMETRY, {"rotated": 1}) == 0
     api.wait_latest(d["id"], ["rotated"])
 
+
+
+def test_rotation_grace_ends(platform, api):
+    d = api.create_device(uid("rotg"))
+    old = d["access_token"]
+    new = _rotate(api, d["id"], 2)
+    assert raw_connack(platform.mqtt_port, old) == 0
+    wait_for(lambda: raw_connack(platform.mqtt_port, old) == 0x86, timeout=15,
+             what="the old token to be refused once its 2 s grace is over")
+    assert raw_connack(platform.mqtt_port, new) == 0
+
+
+def test_credentials_of_unknown_device_is_404(api):
+    r = api.post("/api/v1/devices/00000000-0000-0000-0000-000000000000/credentials",
+                 {"type": "access_token", "grace_s": 0})
+    assert_error_body(r, 404)
+
+
+def test_credentials_with_unknown_type_is_refused(api):
+    d = api.create_device(uid("badtype"))
+    r = api.post(f"/api/v1/devices/{d['id']}/credentials", {"type": "kerberos"})
+    assert r.status_code in (400, 422), r.text
+    assert_error_body(r, r.status_code)
+
+
+def test_rotation_with_zero_grace_closes_the_old_tokens_live_session(platform, api, clients):
+    d = api.create_device(uid("rotlive"))
+    c = clients.new(platform.mqtt_port, d["access_token"])
+    _rotate(api, d["id"], 0)
+    wait_for(lambda: c.disconnected.is_set(), what="the revoked token's live session to be closed")

@@ -176,3 +176,56 @@ def test_deleted_device_token_is_refused(platform, api, clients):
     assert r.status_code in (200, 204), r.text
     assert api.get(f"/api/v1/devices/{d['id']}").status_code == 404
     assert raw_connack(platform.mqtt_port, d["access_token"]) == 0x86
+
+
+def test_gateway_sub_device_name_never_resolves_to_another_tenant(platform, api, clients, tenants):
+    (ta, _), (tb, _) = tenants
+    victim = api.create_device("shared-name", tenant=tb["id"])
+    gw = api.create_device(uid("gw"), tenant=ta["id"], gateway=True)
+    c = clients.new(platform.mqtt_port, gw["access_token"])
+    assert c.publish("v1/gateway/telemetry", {"shared-name": {"injected": 1}}) == 0
+    sub = wait_for(lambda: next((d for d in api.list_devices(ta["id"]) if d["name"] == "shared-name"), None),
+                   what="the sub-device in the gateway's tenant")
+    assert sub["id"] != victim["id"]
+    api.wait_latest(sub["id"], ["injected"])
+    assert not (api.latest(victim["id"], ["injected"]) or {}).get("injected")
+
+
+def test_two_gateways_only_get_their_own_sub_devices_traffic(platform, api, clients):
+    g1 = api.create_device(uid("gw1"), gateway=True)
+    g2 = api.create_device(uid("gw2"), gateway=True)
+    c1 = clients.new(platform.mqtt_port, g1["access_token"])
+    c2 = clients.new(platform.mqtt_port, g2["access_token"])
+    for c in (c1, c2):
+        assert c.subscribe("v1/gateway/attributes") == [1]
+        assert c.subscribe("v1/gateway/rpc") == [1]
+    name = uid("sub-of-g1")
+    assert c1.publish("v1/gateway/connect", {"device": name, "type": "default"}) == 0
+    sub = wait_for(lambda: next((d for d in api.list_devices() if d["name"] == name), None),
+                   what="the sub-device")
+    api.set_shared(sub["id"], {"k": 1})
+    assert c1.expect("v1/gateway/attributes").json() == {"device": name, "data": {"k": 1}}
+    assert api.rpc(sub["id"], {"method": "m", "params": {}, "oneway": True}).status_code == 200
+    assert c1.expect("v1/gateway/rpc").json()["device"] == name
+    c2.expect_none()
+
+
+def test_device_api_traffic_is_not_visible_to_wildcard_subscribers(platform, api, clients):
+    """A device allowed to subscribe `#` in its tenant still never gets commands, attribute
+    pushes or telemetry that belong to another device's device API."""
+    prof = api.create_profile(uid("open"), allow_publish=ALL, allow_subscribe=ALL)
+    target = api.create_device(uid("target"))
+    snoop = api.create_device(uid("snoop"), profile=prof["name"])
+    cs = clients.new(platform.mqtt_port, snoop["access_token"])
+    assert cs.subscribe("#") == [1]
+    ct = clients.new(platform.mqtt_port, target["access_token"])
+    assert ct.subscribe("v1/devices/me/attributes") == [1]
+    assert ct.subscribe("v1/devices/me/rpc/request/+") == [1]
+    assert ct.publish("v1/devices/me/telemetry", {"private": 1}) == 0
+    assert ct.publish("v1/devices/me/attributes", {"private_attr": 1}) == 0
+    api.set_shared(target["id"], {"private_shared": 1})
+    assert api.rpc(target["id"], {"method": "privateCmd", "params": {}, "oneway": True}).status_code == 200
+    ct.expect("v1/devices/me/attributes")
+    ct.expect("v1/devices/me/rpc/request/*")
+    seen = cs.collect(QUIET)
+    assert not seen, [(m.topic, m.payload[:80]) for m in seen]

@@ -144,6 +144,7 @@ def test_client_attribute_publish_is_not_echoed_to_the_device(platform, api, cli
 def test_v5_bad_json_is_refused_with_0x99(platform, api, clients, dev, topic):
     c = clients.new(platform.mqtt_port, dev["access_token"], version=V5)
     assert c.publish(topic, b'{"k": 1,') == 0x99
+    assert c.last_puback_reason, "PUBACK 0x99 without a reason string"
     assert c.publish(topic, b"\xff\xfe not json") == 0x99
     # the connection stays usable
     assert c.publish(TELEMETRY, {"after": 1}) == 0
@@ -194,3 +195,48 @@ def test_bad_element_inside_ts_values_stores_nothing(platform, api, clients, dev
     api.wait_latest(dev["id"], ["marker"])
     latest = api.latest(dev["id"], ["ok1", "ok2"]) or {}
     assert not latest.get("ok1") and not latest.get("ok2"), latest
+
+
+def test_timeseries_query_respects_from_and_to(platform, api, clients, dev):
+    c = clients.new(platform.mqtt_port, dev["access_token"])
+    t0 = now_ms() - 60_000
+    pts = [{"ts": t0 + i * 1000, "values": {"r": i}} for i in range(5)]
+    assert c.publish(TELEMETRY, pts) == 0
+    wait_for(lambda: len(api.timeseries(dev["id"], ["r"], t0 - 1, t0 + 10_000).get("r", [])) == 5,
+             what="five points")
+    mid = api.timeseries(dev["id"], ["r"], t0 + 1000, t0 + 3000)["r"]
+    assert sorted(p["ts"] for p in mid) in ([t0 + 1000, t0 + 2000, t0 + 3000], [t0 + 1000, t0 + 2000]), mid
+    assert api.timeseries(dev["id"], ["r"], t0 - 10_000, t0 - 1).get("r", []) == []
+
+
+def test_latest_ignores_older_points(platform, api, clients, dev):
+    c = clients.new(platform.mqtt_port, dev["access_token"])
+    t = now_ms()
+    assert c.publish(TELEMETRY, {"ts": t, "values": {"o": "new"}}) == 0
+    api.wait_latest(dev["id"], ["o"])
+    assert c.publish(TELEMETRY, {"ts": t - 10_000, "values": {"o": "old", "probe": 1}}) == 0
+    api.wait_latest(dev["id"], ["probe"])
+    assert api.latest(dev["id"], ["o"])["o"] == {"ts": t, "value": "new"}
+
+
+def test_shared_attributes_rest_rejects_non_object(api, dev):
+    from ib_platform import assert_error_body
+    assert_error_body(api.post(f"/api/v1/devices/{dev['id']}/attributes/shared", [1, 2]), 400)
+
+
+def test_telemetry_value_edge_cases_keep_types(platform, api, clients, dev):
+    c = clients.new(platform.mqtt_port, dev["access_token"])
+    sent = {"big": 9007199254740993, "neg": -5, "zero": 0, "tiny": 1.5e-7, "fint": 2.0,
+            "uni": "température ✓", "empty": "", "nested": {"a": {"b": [True, None, 1.25]}}}
+    assert c.publish(TELEMETRY, sent) == 0
+    got = values(api.wait_latest(dev["id"], list(sent)))
+    assert got == sent
+    assert type(got["big"]) is int and type(got["fint"]) is float and type(got["zero"]) is int
+
+
+def test_shared_attribute_pushes_are_not_retained(platform, api, clients, dev):
+    """Shared-attribute pushes are not retained: a device subscribing later gets none."""
+    api.set_shared(dev["id"], {"r": 1})
+    c = clients.new(platform.mqtt_port, dev["access_token"])
+    assert c.subscribe(ATTRIBUTES) == [1]
+    c.expect_none(topic=ATTRIBUTES)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ib_mqtt import V5, V311, VERSIONS
-from ib_platform import QUIET, assert_current_time, uid
+from ib_platform import QUIET, assert_current_time, assert_error_body, uid
 
 REQ = "v1/devices/me/rpc/request/+"
 RESP = "v1/devices/me/rpc/response/"
@@ -135,6 +135,8 @@ def _connect_receive_and_reply(platform, api, clients, dev, rpc_id, version=V5):
     assert c.subscribe(REQ) == [1]
     m = c.expect(REQ.replace("+", "*"))
     assert m.json() == {"method": "configure", "params": {"interval": 30}}
+    # handed to the device, not answered yet
+    assert api.rpc_state(dev["id"], rpc_id)["status"] in ("SENT", "DELIVERED")
     assert c.publish(RESP + request_id(m.topic), {"applied": True}) == 0
     state = api.wait_rpc_status(dev["id"], rpc_id, "SUCCESSFUL")
     if "response" in state:
@@ -231,3 +233,28 @@ def test_client_rpc_get_current_time(platform, clients, dev):
     m = c.request("v1/devices/me/rpc/request/99", RESP + "99", {"method": "getCurrentTime", "params": {}})
     body = m.json()
     assert_current_time(body)
+
+
+def test_rpc_to_unknown_device_is_404(api):
+    r = api.rpc("00000000-0000-0000-0000-000000000000", {"method": "x", "params": {}, "oneway": True})
+    assert_error_body(r, 404)
+
+
+def test_rpc_without_method_is_refused(api, dev):
+    r = api.rpc(dev["id"], {"params": {}})
+    assert r.status_code in (400, 422), r.text  # a body of the wrong shape
+    assert_error_body(r, r.status_code)
+
+
+def test_unknown_rpc_id_is_404(api, dev):
+    rpc_id = _queue(api, dev)
+    missing = rpc_id + 1_000_000 if isinstance(rpc_id, int) else "00000000-0000-0000-0000-000000000000"
+    assert_error_body(api.get(f"/api/v1/devices/{dev['id']}/rpc/{missing}"), 404)
+
+
+def test_persistent_rpc_is_not_delivered_to_another_device(platform, api, clients, dev):
+    other = api.create_device(uid("rpcother"))
+    _queue(api, dev)
+    c = clients.new(platform.mqtt_port, other["access_token"])
+    assert c.subscribe(REQ) == [1]
+    c.expect_none()
