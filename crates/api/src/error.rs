@@ -56,7 +56,12 @@ impl From<CoreError> for ApiError {
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> ApiError {
-        ApiError::new(e.status(), "invalid", e.body_text())
+        // A body of the wrong shape is bad input like malformed JSON: 400, as the device API.
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        };
+        ApiError::new(status, "invalid", e.body_text())
     }
 }
 
