@@ -65,6 +65,7 @@ impl Platform {
     pub fn delete_device(&self, id: &str) -> Result<crate::model::Device> {
         let d = self.registry.delete_device(id)?;
         self.sessions.close(&d.id);
+        self.state.forget(&d.id);
         Ok(d)
     }
 
@@ -90,6 +91,7 @@ impl Platform {
         let t = self.registry.delete_tenant(&t.id)?;
         for id in ids {
             self.sessions.close(&id);
+            self.state.forget(&id);
         }
         Ok(t)
     }
@@ -104,15 +106,7 @@ impl Platform {
 
     /// Notes traffic from an HTTP or CoAP device (online until its inactivity timeout).
     pub fn touch(&self, ctx: &DeviceCtx, transport: &'static str) {
-        let r = self.state.activity(
-            &self.attributes,
-            &self.bus,
-            &ctx.tenant,
-            &ctx.id,
-            transport,
-            ctx.spec.inactivity_timeout_ms,
-        );
-        if let Err(e) = r {
+        if let Err(e) = self.state.activity(ctx, transport) {
             tracing::warn!(device = %ctx.id, error = %e, "recording activity failed");
         }
     }

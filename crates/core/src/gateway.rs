@@ -100,14 +100,7 @@ impl GatewayLink {
             p.sessions.unregister(&sid);
             return Ok(existing);
         }
-        p.state.connected(
-            &p.attributes,
-            &p.bus,
-            &ctx.tenant,
-            &ctx.id,
-            "gateway",
-            ctx.spec.inactivity_timeout_ms,
-        )?;
+        p.state.connected(&ctx, "gateway")?;
         p.rpc.deliver_queued(&ctx.id, s.as_ref())?;
         Ok(ctx)
     }
@@ -122,9 +115,7 @@ impl GatewayLink {
         let removed = self.subs.lock().remove(name);
         if let Some((ctx, sid)) = removed {
             p.sessions.unregister(&sid);
-            let _ = p
-                .state
-                .disconnected(&p.attributes, &p.bus, &ctx.tenant, &ctx.id, "gateway");
+            let _ = p.state.disconnected(&ctx, "gateway");
         }
     }
 

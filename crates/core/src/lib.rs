@@ -76,6 +76,7 @@ impl Platform {
         let registry = Registry::new(db.clone());
         registry.ensure_default()?;
         let sessions = Arc::new(DeviceSessions::default());
+        let bus = Bus::default();
         Ok(Arc::new(Platform {
             registry,
             credentials: Credentials::new(db.clone()),
@@ -83,8 +84,8 @@ impl Platform {
             telemetry: Telemetry::new(db.clone()),
             rpc: Rpcs::new(db.clone(), sessions.clone())?,
             sessions,
-            state: DeviceState::default(),
-            bus: Bus::default(),
+            state: DeviceState::new(Attributes::new(db.clone()), bus.clone()),
+            bus,
             limits,
             db,
         }))
@@ -105,10 +106,10 @@ impl Platform {
             if let Err(e) = self.rpc.sweep() {
                 tracing::warn!(error = %e, "RPC sweep failed");
             }
-            if let Err(e) = self.state.flush(&self.attributes, &self.bus) {
+            if let Err(e) = self.state.flush() {
                 tracing::warn!(error = %e, "device state flush failed");
             }
         }
-        let _ = self.state.flush(&self.attributes, &self.bus);
+        let _ = self.state.flush();
     }
 }

@@ -58,6 +58,14 @@ fn device_row(r: &Row) -> rusqlite::Result<Device> {
     })
 }
 
+fn tenant_row(r: &Row) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created: r.get(2)?,
+    })
+}
+
 fn profile_row(r: &Row) -> rusqlite::Result<Profile> {
     let spec: String = r.get(3)?;
     Ok(Profile {
@@ -124,13 +132,7 @@ impl Registry {
     pub fn tenants(&self) -> Result<Vec<Tenant>> {
         let conn = self.db.conn();
         let mut st = conn.prepare("SELECT id, name, created_ms FROM tenants ORDER BY name")?;
-        let rows = st.query_map([], |r| {
-            Ok(Tenant {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                created: r.get(2)?,
-            })
-        })?;
+        let rows = st.query_map([], tenant_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -141,13 +143,7 @@ impl Registry {
             .query_row(
                 "SELECT id, name, created_ms FROM tenants WHERE id = ?1 OR name = ?1",
                 [id_or_name],
-                |r| {
-                    Ok(Tenant {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        created: r.get(2)?,
-                    })
-                },
+                tenant_row,
             )
             .optional()?
             .ok_or_else(|| CoreError::NotFound(format!("tenant {id_or_name:?}")))

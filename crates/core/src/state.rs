@@ -2,7 +2,7 @@
 //! online while a session is open; HTTP and CoAP devices while their traffic is more recent than
 //! their profile's inactivity timeout. Kept as server-side attributes as ThingsBoard names them
 //! (`active`, `lastActivityTime`, `lastConnectTime`, `lastDisconnectTime`) and published on the
-//! bus. Activity is noted in memory and written every few seconds, not on every message.
+//! bus. Activity is noted in memory and written every few hundred ms, not on every message.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use serde_json::{json, Map, Value};
 use crate::attributes::{Attributes, Scope};
 use crate::bus::{Bus, Event, EventKind};
 use crate::db::now_ms;
-use crate::error::Result;
+use crate::device_api::DeviceCtx;
+use crate::error::{CoreError, Result};
 
 struct Activity {
     tenant: Arc<str>,
@@ -25,161 +26,128 @@ struct Activity {
     sessions: u32,
 }
 
-/// Saves server attributes; a device deleted meanwhile (foreign key gone) is skipped.
-fn save_unless_deleted(attrs: &Attributes, device: &str, map: &Map<String, Value>) -> Result<()> {
-    match attrs.save(device, Scope::Server, map, now_ms()) {
-        Err(crate::error::CoreError::Storage(rusqlite::Error::SqliteFailure(f, _)))
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
 /// Online state of every device seen since start.
-#[derive(Default)]
 pub struct DeviceState {
     devices: Mutex<HashMap<Arc<str>, Activity>>,
+    attrs: Attributes,
+    bus: Bus,
 }
 
 impl DeviceState {
-    fn write(attrs: &Attributes, device: &str, values: Value) -> Result<()> {
-        let Value::Object(map) = values else {
-            unreachable!()
-        };
-        attrs.save(device, Scope::Server, &map, now_ms())
+    /// State kept in `attrs`, announced on `bus`.
+    pub fn new(attrs: Attributes, bus: Bus) -> DeviceState {
+        DeviceState {
+            devices: Mutex::new(HashMap::new()),
+            attrs,
+            bus,
+        }
+    }
+
+    /// Saves server attributes; a device deleted meanwhile (foreign key gone) is skipped.
+    fn write(&self, device: &str, values: Map<String, Value>) -> Result<()> {
+        match self.attrs.save(device, Scope::Server, &values, now_ms()) {
+            Err(CoreError::Storage(rusqlite::Error::SqliteFailure(f, _)))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn announce(&self, tenant: &Arc<str>, device: &Arc<str>, ts: i64, kind: EventKind) {
+        self.bus.publish(Event {
+            tenant: tenant.clone(),
+            device: device.clone(),
+            ts,
+            kind,
+        });
+    }
+
+    /// Updates (creating) a device's entry; returns whether it was inactive before.
+    fn note(&self, ctx: &DeviceCtx, now: i64, session: bool) -> bool {
+        let mut map = self.devices.lock();
+        let a = map.entry(ctx.id.clone()).or_insert_with(|| Activity {
+            tenant: ctx.tenant.clone(),
+            last: now,
+            written: 0,
+            timeout_ms: ctx.spec.inactivity_timeout_ms,
+            active: false,
+            sessions: 0,
+        });
+        a.last = now;
+        a.timeout_ms = ctx.spec.inactivity_timeout_ms;
+        a.sessions += u32::from(session);
+        let was = a.active;
+        a.active = true;
+        if !was || session {
+            a.written = now;
+        }
+        !was
     }
 
     /// A session opened (MQTT connect, gateway connect of a sub-device).
-    pub fn connected(
-        &self,
-        attrs: &Attributes,
-        bus: &Bus,
-        tenant: &Arc<str>,
-        device: &Arc<str>,
-        transport: &'static str,
-        timeout_ms: u64,
-    ) -> Result<()> {
+    pub fn connected(&self, ctx: &DeviceCtx, transport: &'static str) -> Result<()> {
         let now = now_ms();
-        {
-            let mut map = self.devices.lock();
-            let a = map.entry(device.clone()).or_insert_with(|| Activity {
-                tenant: tenant.clone(),
-                last: now,
-                written: 0,
-                timeout_ms,
-                active: false,
-                sessions: 0,
-            });
-            a.sessions += 1;
-            a.active = true;
-            a.last = now;
-            a.written = now;
-        }
-        Self::write(
-            attrs,
-            device,
-            json!({"active": true, "lastConnectTime": now, "lastActivityTime": now}),
-        )?;
-        bus.publish(Event {
-            tenant: tenant.clone(),
-            device: device.clone(),
-            ts: now,
-            kind: EventKind::Connected { transport },
-        });
+        self.note(ctx, now, true);
+        let values = json!({"active": true, "lastConnectTime": now, "lastActivityTime": now});
+        self.write(&ctx.id, as_map(values))?;
+        self.announce(
+            &ctx.tenant,
+            &ctx.id,
+            now,
+            EventKind::Connected { transport },
+        );
         Ok(())
     }
 
-    /// A session closed.
-    pub fn disconnected(
-        &self,
-        attrs: &Attributes,
-        bus: &Bus,
-        tenant: &Arc<str>,
-        device: &Arc<str>,
-        transport: &'static str,
-    ) -> Result<()> {
+    /// A session closed; the device goes offline with its last session.
+    pub fn disconnected(&self, ctx: &DeviceCtx, transport: &'static str) -> Result<()> {
         let now = now_ms();
-        let offline = {
-            let mut map = self.devices.lock();
-            match map.get_mut(device) {
-                Some(a) => {
-                    a.sessions = a.sessions.saturating_sub(1);
-                    let offline = a.sessions == 0;
-                    if offline {
-                        a.active = false;
-                    }
-                    offline
-                }
-                None => true,
+        let offline = match self.devices.lock().get_mut(&ctx.id) {
+            Some(a) => {
+                a.sessions = a.sessions.saturating_sub(1);
+                a.active = a.sessions > 0;
+                !a.active
             }
+            None => true,
         };
         if offline {
-            Self::write(
-                attrs,
-                device,
-                json!({"active": false, "lastDisconnectTime": now}),
+            self.write(
+                &ctx.id,
+                as_map(json!({"active": false, "lastDisconnectTime": now})),
             )?;
-            bus.publish(Event {
-                tenant: tenant.clone(),
-                device: device.clone(),
-                ts: now,
-                kind: EventKind::Disconnected { transport },
-            });
+            self.announce(
+                &ctx.tenant,
+                &ctx.id,
+                now,
+                EventKind::Disconnected { transport },
+            );
         }
         Ok(())
     }
 
-    /// Traffic from a device; returns true when this made it active (HTTP/CoAP first contact).
-    pub fn activity(
-        &self,
-        attrs: &Attributes,
-        bus: &Bus,
-        tenant: &Arc<str>,
-        device: &Arc<str>,
-        transport: &'static str,
-        timeout_ms: u64,
-    ) -> Result<()> {
+    /// Traffic from a device (any transport); an inactive device becomes active.
+    pub fn activity(&self, ctx: &DeviceCtx, transport: &'static str) -> Result<()> {
         let now = now_ms();
-        let became_active = {
-            let mut map = self.devices.lock();
-            let a = map.entry(device.clone()).or_insert_with(|| Activity {
-                tenant: tenant.clone(),
-                last: now,
-                written: 0,
-                timeout_ms,
-                active: false,
-                sessions: 0,
-            });
-            a.last = now;
-            a.timeout_ms = timeout_ms;
-            let was = a.active;
-            a.active = true;
-            if !was {
-                a.written = now;
-            }
-            !was
-        };
-        if became_active {
-            Self::write(
-                attrs,
-                device,
-                json!({"active": true, "lastActivityTime": now}),
+        if self.note(ctx, now, false) {
+            self.write(
+                &ctx.id,
+                as_map(json!({"active": true, "lastActivityTime": now})),
             )?;
-            bus.publish(Event {
-                tenant: tenant.clone(),
-                device: device.clone(),
-                ts: now,
-                kind: EventKind::Connected { transport },
-            });
+            self.announce(
+                &ctx.tenant,
+                &ctx.id,
+                now,
+                EventKind::Connected { transport },
+            );
         }
         Ok(())
     }
 
     /// Writes pending activity times and turns devices without sessions inactive after their
-    /// timeout. Called every few seconds.
-    pub fn flush(&self, attrs: &Attributes, bus: &Bus) -> Result<()> {
+    /// timeout. Called every few hundred ms.
+    pub fn flush(&self) -> Result<()> {
         let now = now_ms();
         let mut writes: Vec<(Arc<str>, Map<String, Value>)> = Vec::new();
         let mut gone: Vec<(Arc<str>, Arc<str>)> = Vec::new();
@@ -203,23 +171,31 @@ impl DeviceState {
             }
         }
         for (dev, m) in writes {
-            save_unless_deleted(attrs, &dev, &m)?;
+            self.write(&dev, m)?;
         }
         for (tenant, device) in gone {
-            bus.publish(Event {
-                tenant,
-                device,
-                ts: now,
-                kind: EventKind::Disconnected {
-                    transport: "inactivity",
-                },
-            });
+            let kind = EventKind::Disconnected {
+                transport: "inactivity",
+            };
+            self.announce(&tenant, &device, now, kind);
         }
         Ok(())
+    }
+
+    /// Forgets a deleted device.
+    pub fn forget(&self, device: &str) {
+        self.devices.lock().remove(device);
     }
 
     /// Whether a device is online now.
     pub fn active(&self, device: &str) -> bool {
         self.devices.lock().get(device).is_some_and(|a| a.active)
+    }
+}
+
+fn as_map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
     }
 }

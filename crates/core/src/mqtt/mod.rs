@@ -139,16 +139,7 @@ impl DeviceHooks {
         };
         let p = &self.platform;
         let ctx = &conn.ctx;
-        p.state
-            .activity(
-                &p.attributes,
-                &p.bus,
-                &ctx.tenant,
-                &ctx.id,
-                "mqtt",
-                ctx.spec.inactivity_timeout_ms,
-            )
-            .ok();
+        p.state.activity(ctx, "mqtt").ok();
         let body = &msg.payload[..];
         let ns = &id.namespace;
         let result = match t {
@@ -335,14 +326,7 @@ impl Hooks for DeviceHooks {
         d.sinks
             .lock()
             .push(p.sessions.register(d.ctx.id.clone(), sink.clone(), true));
-        if let Err(e) = p.state.connected(
-            &p.attributes,
-            &p.bus,
-            &d.ctx.tenant,
-            &d.ctx.id,
-            "mqtt",
-            d.ctx.spec.inactivity_timeout_ms,
-        ) {
+        if let Err(e) = p.state.connected(&d.ctx, "mqtt") {
             tracing::warn!(device = %d.ctx.id, error = %e, "recording connect failed");
         }
         // A persistent session already has its subscriptions: queued RPCs can go now.
@@ -399,10 +383,7 @@ impl Hooks for DeviceHooks {
         if let Some(gw) = &d.gateway {
             gw.close(p);
         }
-        if let Err(e) =
-            p.state
-                .disconnected(&p.attributes, &p.bus, &d.ctx.tenant, &d.ctx.id, "mqtt")
-        {
+        if let Err(e) = p.state.disconnected(&d.ctx, "mqtt") {
             tracing::warn!(device = %d.ctx.id, error = %e, "recording disconnect failed");
         }
     }

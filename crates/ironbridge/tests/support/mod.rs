@@ -276,20 +276,7 @@ pub fn publish_until_received(mut sub: Child, publish: &[&str]) -> String {
 
 /// `GET path` over plain HTTP: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http_request(addr, "GET", path, None, None)
 }
 
 /// An HTTP/1.1 request with an optional bearer token and JSON body: (status, body).
