@@ -210,6 +210,19 @@ def test_persistent_rpc_to_a_connected_device_is_delivered_at_once(platform, api
     api.wait_rpc_status(dev["id"], rpc_id, "SUCCESSFUL")
 
 
+
+def test_acknowledged_rpc_is_delivered_before_its_reply(platform, api, clients, dev):
+    """QoS 1 subscription: the device's PUBACK moves the RPC from SENT to DELIVERED."""
+    c = clients.new(platform.mqtt_port, dev["access_token"])
+    assert c.subscribe(REQ, qos=1) == [1]
+    r = api.rpc(dev["id"], {"method": "calibrate", "params": {}, "persistent": True, "ttl_ms": 60_000})
+    assert r.status_code == 200, r.text
+    rpc_id = r.json()["id"]
+    m = c.expect(REQ.replace("+", "*"))
+    api.wait_rpc_status(dev["id"], rpc_id, "DELIVERED")
+    assert c.publish(RESP + request_id(m.topic), {"ok": True}) == 0
+    api.wait_rpc_status(dev["id"], rpc_id, "SUCCESSFUL")
+
 # ---------------------------------------------------------------------------
 # client-side RPC
 
