@@ -1,0 +1,222 @@
+//! The SQLite backend. Files in `DATA_DIR/telemetry/`: `index.db` (series ids, the ingest log,
+//! latest values) and one `YYYY-MM-DD.db` per day of sealed chunks.
+//!
+//! - `writer`: the one writer thread (group commit of the ingest log, sealing, deletes).
+//! - `seal`: head → compressed chunks in day files, then the ingest log is trimmed.
+//! - `read`: queries merging sealed chunks with the head.
+//! - `partition`: day numbers, file names.
+
+mod partition;
+mod read;
+mod seal;
+mod writer;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use rusqlite::Connection;
+
+use crate::{Agg, Commit, Point, Result, Sample, Series, StoreError, TelemetryStore, Value};
+
+/// Backend settings.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// Seal the head at least this often.
+    pub seal_every: Duration,
+    /// Seal once the head holds this many points.
+    pub seal_points: usize,
+    /// `synchronous = FULL` (fsync every commit) instead of NORMAL (durable across process
+    /// crashes, not power loss).
+    pub fsync: bool,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            seal_every: Duration::from_secs(60),
+            seal_points: 2_000_000,
+            fsync: false,
+        }
+    }
+}
+
+pub(crate) type SeriesId = u32;
+
+/// Series ids by device and key, and back.
+#[derive(Default)]
+pub(crate) struct SeriesMap {
+    pub by_name: HashMap<(Arc<str>, Arc<str>), SeriesId>,
+    pub names: HashMap<SeriesId, (Arc<str>, Arc<str>)>,
+    pub by_device: HashMap<Arc<str>, Vec<SeriesId>>,
+    pub next: SeriesId,
+}
+
+impl SeriesMap {
+    pub fn insert(&mut self, id: SeriesId, device: Arc<str>, key: Arc<str>) {
+        self.by_name.insert((device.clone(), key.clone()), id);
+        self.names.insert(id, (device.clone(), key));
+        self.by_device.entry(device).or_default().push(id);
+        self.next = self.next.max(id + 1);
+    }
+
+    pub fn get(&self, device: &str, key: &str) -> Option<SeriesId> {
+        // Borrowed lookup on a tuple of Arcs needs owned keys; series lookups are per query, not
+        // per point, so the allocation does not matter.
+        self.by_name.get(&(Arc::from(device), Arc::from(key))).copied()
+    }
+}
+
+/// Recent points not yet sealed, per series, in write order.
+#[derive(Default)]
+pub(crate) struct Head {
+    pub points: HashMap<SeriesId, Vec<(i64, Value)>>,
+    pub total: usize,
+}
+
+/// What the writer thread and the readers share.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub config: SqliteConfig,
+    pub series: RwLock<SeriesMap>,
+    pub head: RwLock<Head>,
+    pub latest: RwLock<HashMap<SeriesId, (i64, Value)>>,
+    /// Days that have a partition file.
+    pub days: RwLock<BTreeSet<i64>>,
+    /// Read connections per day file.
+    pub readers: Mutex<HashMap<i64, Connection>>,
+    pub closed: AtomicBool,
+}
+
+/// A request to the writer thread.
+pub(crate) enum Req {
+    Write {
+        device: Arc<str>,
+        points: Vec<Point>,
+        done: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+    Seal(mpsc::Sender<Result<()>>),
+    Delete {
+        device: Arc<str>,
+        from: i64,
+        to: i64,
+        done: mpsc::Sender<Result<()>>,
+    },
+    Close(mpsc::Sender<Result<()>>),
+}
+
+/// The SQLite telemetry store.
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<Req>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating) the store in `dir`, replaying its ingest log.
+    pub fn open(dir: &Path, config: SqliteConfig) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir)?;
+        let mut days = BTreeSet::new();
+        for entry in std::fs::read_dir(dir)? {
+            if let Some(day) = entry?.file_name().to_str().and_then(partition::day_of_file) {
+                days.insert(day);
+            }
+        }
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            config,
+            series: RwLock::new(SeriesMap::default()),
+            head: RwLock::new(Head::default()),
+            latest: RwLock::new(HashMap::new()),
+            days: RwLock::new(days),
+            readers: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
+        let conn = writer::open_index(&shared)?;
+        let (tx, rx) = mpsc::channel();
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("telemetry-writer".into())
+            .spawn(move || writer::run(s, conn, rx))?;
+        Ok(SqliteStore { shared, tx: Mutex::new(Some(tx)) })
+    }
+
+    fn send(&self, req: Req) -> bool {
+        match &*self.tx.lock() {
+            Some(tx) => tx.send(req).is_ok(),
+            None => false,
+        }
+    }
+
+    fn call(&self, make: impl FnOnce(mpsc::Sender<Result<()>>) -> Req) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(make(tx)) {
+            return Err(StoreError::Closed);
+        }
+        rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+impl TelemetryStore for SqliteStore {
+    fn write(&self, device: &str, points: Vec<Point>) -> Commit {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Commit::failed(StoreError::Closed);
+        }
+        let (done, commit) = Commit::pending();
+        if !self.send(Req::Write { device: Arc::from(device), points, done }) {
+            return Commit::failed(StoreError::Closed);
+        }
+        commit
+    }
+
+    fn latest(&self, device: &str, keys: Option<&[String]>) -> Result<Vec<(String, Sample)>> {
+        read::latest(&self.shared, device, keys)
+    }
+
+    fn range(&self, device: &str, keys: &[String], from: i64, to: i64, limit: usize, desc: bool) -> Result<Series> {
+        read::range(&self.shared, device, keys, from, to, limit, desc)
+    }
+
+    fn aggregate(&self, device: &str, keys: &[String], from: i64, to: i64, interval: i64, agg: Agg) -> Result<Vec<(String, Vec<(i64, f64)>)>> {
+        let series = read::range(&self.shared, device, keys, from, to, usize::MAX, false)?;
+        Ok(series
+            .into_iter()
+            .map(|(k, samples)| (k, crate::aggregate_samples(&samples, from, interval, agg)))
+            .collect())
+    }
+
+    fn delete(&self, device: &str, from: i64, to: i64) -> Result<()> {
+        self.call(|done| Req::Delete { device: Arc::from(device), from, to, done })
+    }
+
+    fn seal(&self) -> Result<()> {
+        self.call(Req::Seal)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.shared.dir)
+            .map(|it| it.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    }
+
+    fn close(&self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = self.call(Req::Close) {
+            tracing::warn!(error = %e, "closing the telemetry store");
+        }
+        self.tx.lock().take();
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+//! Queries: latest values from memory; ranges from the sealed chunks of the days they cover
+//! merged with the head (a timestamp written twice shows its last value).
+
+use rusqlite::{params, Connection};
+
+use super::{partition, SeriesId, Shared};
+use crate::chunk::{self, Kind};
+use crate::{Result, Sample, Series, StoreError, Value};
+
+/// Latest values of a device's keys (`None`: every key it has).
+pub fn latest(shared: &Shared, device: &str, keys: Option<&[String]>) -> Result<Vec<(String, Sample)>> {
+    let series = shared.series.read();
+    let ids: Vec<(String, SeriesId)> = match keys {
+        Some(keys) => keys.iter().filter_map(|k| Some((k.clone(), series.get(device, k)?))).collect(),
+        None => {
+            let mut all: Vec<(String, SeriesId)> = series
+                .by_device
+                .get(device)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| Some((series.names.get(id)?.1.to_string(), *id)))
+                .collect();
+            all.sort();
+            all
+        }
+    };
+    drop(series);
+    let latest = shared.latest.read();
+    Ok(ids
+        .into_iter()
+        .filter_map(|(k, id)| {
+            let (ts, value) = latest.get(&id)?.clone();
+            Some((k, Sample { ts, value }))
+        })
+        .collect())
+}
+
+/// Runs `f` with the read connection of a day's file.
+fn with_day<T>(shared: &Shared, day: i64, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let mut readers = shared.readers.lock();
+    if !readers.contains_key(&day) {
+        let conn = Connection::open_with_flags(
+            partition::path(&shared.dir, day),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        readers.insert(day, conn);
+    }
+    f(&readers[&day])
+}
+
+/// A series' sealed points in `[from, to]` in write order.
+fn sealed(shared: &Shared, s: SeriesId, from: i64, to: i64, out: &mut Vec<(i64, Value)>) -> Result<()> {
+    let days: Vec<i64> = shared
+        .days
+        .read()
+        .range(partition::day_of(from)..=partition::day_of(to))
+        .copied()
+        .collect();
+    for day in days {
+        with_day(shared, day, |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT kind, ts, vals FROM chunks WHERE series = ?1 AND t_max >= ?2 AND t_min <= ?3 ORDER BY rowid",
+            )?;
+            let mut rows = st.query(params![s, from, to])?;
+            while let Some(r) = rows.next()? {
+                let kind: i64 = r.get(0)?;
+                let ts = r.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                let vals = r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+                let points = Kind::from_i64(kind)
+                    .and_then(|k| chunk::decode(k, ts, vals))
+                    .ok_or_else(|| StoreError::Corrupt(format!("a chunk of series {s} on day {day}")))?;
+                out.extend(points.into_iter().filter(|p| p.0 >= from && p.0 <= to));
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Raw points per key.
+pub fn range(shared: &Shared, device: &str, keys: &[String], from: i64, to: i64, limit: usize, desc: bool) -> Result<Series> {
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(s) = shared.series.read().get(device, key) else {
+            out.push((key.clone(), Vec::new()));
+            continue;
+        };
+        let mut points = Vec::new();
+        sealed(shared, s, from, to, &mut points)?;
+        if let Some(head) = shared.head.read().points.get(&s) {
+            points.extend(head.iter().filter(|p| p.0 >= from && p.0 <= to).cloned());
+        }
+        // Stable: equal timestamps stay in write order, and the last one wins.
+        points.sort_by_key(|p| p.0);
+        let mut samples: Vec<Sample> = Vec::with_capacity(points.len());
+        for (ts, value) in points {
+            match samples.last_mut() {
+                Some(last) if last.ts == ts => last.value = value,
+                _ => samples.push(Sample { ts, value }),
+            }
+        }
+        if desc {
+            samples.reverse();
+        }
+        samples.truncate(limit);
+        out.push((key.clone(), samples));
+    }
+    Ok(out)
+}
+
+/// The newest sealed point of a series, newest day first.
+pub fn newest_sealed(shared: &Shared, s: SeriesId) -> Result<Option<(i64, Value)>> {
+    let days: Vec<i64> = shared.days.read().iter().rev().copied().collect();
+    for day in days {
+        let mut points = Vec::new();
+        let (lo, hi) = (day * partition::DAY_MS, (day + 1) * partition::DAY_MS - 1);
+        sealed(shared, s, lo, hi, &mut points)?;
+        if let Some(p) = points.into_iter().max_by_key(|p| p.0) {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,154 @@
+//! Sealing: the head's points, per series and day, become compressed chunks in the day files;
+//! then the ingest log is emptied and the latest values saved. A crash between the two replays
+//! the log into the head again, and queries drop the duplicate timestamps.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection};
+
+use super::{partition, Head, SeriesId, Shared};
+use crate::chunk::{self, Kind};
+use crate::{Result, Value};
+
+/// Seals the whole head.
+pub fn seal(shared: &Shared, conn: &mut Connection) -> Result<()> {
+    let started = std::time::Instant::now();
+    // Only this thread changes the head, so it can be read without holding the lock across
+    // the writes; readers go on seeing it until it is cleared.
+    let mut by_day: BTreeMap<i64, Vec<(SeriesId, Vec<(i64, Value)>)>> = BTreeMap::new();
+    let total = {
+        let head = shared.head.read();
+        for (series, points) in &head.points {
+            let mut sorted = points.clone();
+            sorted.sort_by_key(|p| p.0);
+            let mut start = 0;
+            while start < sorted.len() {
+                let day = partition::day_of(sorted[start].0);
+                let end = start + sorted[start..].partition_point(|p| partition::day_of(p.0) == day);
+                by_day.entry(day).or_default().push((*series, sorted[start..end].to_vec()));
+                start = end;
+            }
+        }
+        head.total
+    };
+    if total == 0 {
+        return Ok(());
+    }
+    for (day, series) in by_day {
+        let mut part = partition::open(&shared.dir, day, shared.config.fsync)?;
+        let tx = part.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO chunks (series, t_min, t_max, n, kind, ts, vals) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (s, points) in &series {
+                write_chunk(&mut st, *s, points)?;
+            }
+        }
+        tx.commit()?;
+        shared.days.write().insert(day);
+    }
+    save_latest(shared, conn)?;
+    conn.execute("DELETE FROM ingest", [])?;
+    *shared.head.write() = Head::default();
+    metrics::counter!("telemetry_points_sealed_total").increment(total as u64);
+    tracing::debug!(points = total, elapsed = ?started.elapsed(), "telemetry sealed");
+    Ok(())
+}
+
+fn write_chunk(st: &mut rusqlite::CachedStatement, series: SeriesId, points: &[(i64, Value)]) -> Result<()> {
+    // A timestamp written twice keeps its last value (points are in write order after a
+    // stable sort).
+    let mut unique: Vec<(i64, Value)> = Vec::with_capacity(points.len());
+    for p in points {
+        match unique.last_mut() {
+            Some(last) if last.0 == p.0 => *last = p.clone(),
+            _ => unique.push(p.clone()),
+        }
+    }
+    let e = chunk::encode(&unique);
+    let (t_min, t_max) = (unique[0].0, unique[unique.len() - 1].0);
+    st.execute(params![series, t_min, t_max, unique.len() as i64, e.kind as i64, e.ts, e.values])?;
+    Ok(())
+}
+
+fn save_latest(shared: &Shared, conn: &mut Connection) -> Result<()> {
+    let latest: Vec<(SeriesId, i64, Vec<u8>)> = shared
+        .latest
+        .read()
+        .iter()
+        .map(|(s, (ts, v))| {
+            let mut b = Vec::new();
+            v.encode(&mut b);
+            (*s, *ts, b)
+        })
+        .collect();
+    let tx = conn.transaction()?;
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO latest (series, ts, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, value = excluded.value",
+        )?;
+        for (s, ts, b) in latest {
+            st.execute(params![s, ts, b])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Deletes a device's points in `[from, to]` from the sealed chunks (the head was just sealed)
+/// and recomputes its latest values.
+pub fn delete(shared: &Shared, conn: &mut Connection, device: &Arc<str>, from: i64, to: i64) -> Result<()> {
+    let ids: Vec<SeriesId> = shared.series.read().by_device.get(device).cloned().unwrap_or_default();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let days: Vec<i64> = shared.days.read().iter().copied().filter(|d| {
+        let (lo, hi) = (d * partition::DAY_MS, (d + 1) * partition::DAY_MS - 1);
+        hi >= from && lo <= to
+    }).collect();
+    for day in days {
+        let mut part = partition::open(&shared.dir, day, shared.config.fsync)?;
+        let tx = part.transaction()?;
+        for s in &ids {
+            let rows: Vec<(i64, i64, Vec<u8>, Vec<u8>)> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT rowid, kind, ts, vals FROM chunks WHERE series = ?1 AND t_max >= ?2 AND t_min <= ?3",
+                )?;
+                let rows = st.query_map(params![s, from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (rowid, kind, ts, vals) in rows {
+                let points = Kind::from_i64(kind)
+                    .and_then(|k| chunk::decode(k, &ts, &vals))
+                    .ok_or_else(|| crate::StoreError::Corrupt(format!("chunk {rowid} of day {day}")))?;
+                let kept: Vec<(i64, Value)> = points.into_iter().filter(|p| p.0 < from || p.0 > to).collect();
+                tx.execute("DELETE FROM chunks WHERE rowid = ?1", [rowid])?;
+                if !kept.is_empty() {
+                    let mut st = tx.prepare_cached(
+                        "INSERT INTO chunks (series, t_min, t_max, n, kind, ts, vals) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?;
+                    write_chunk(&mut st, *s, &kept)?;
+                }
+            }
+        }
+        tx.commit()?;
+    }
+    // Latest values: the newest point left, searching the newest days first.
+    for s in &ids {
+        let newest = super::read::newest_sealed(shared, *s)?;
+        let mut latest = shared.latest.write();
+        match newest {
+            Some(p) => {
+                latest.insert(*s, p);
+            }
+            None => {
+                latest.remove(s);
+                conn.execute("DELETE FROM latest WHERE series = ?1", [s])?;
+            }
+        }
+    }
+    save_latest(shared, conn)
+}
