@@ -57,9 +57,14 @@ async fn telemetry(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let ctx = device(&s.platform, &token)?;
-    s.platform
+    let commit = s
+        .platform
         .post_telemetry(&ctx, &body)
         .map_err(|e| refused(&ctx, e))?;
+    // 200 promises the points are on disk.
+    commit
+        .await
+        .map_err(|e| ib_core::CoreError::Store(e.to_string()))?;
     Ok(Json(json!({})))
 }
 

@@ -134,9 +134,20 @@ async fn latest(
 ) -> ApiResult<Json<Value>> {
     let d = s.platform.registry.device(&id)?;
     let keys = q.keys.as_deref().map(split_keys);
-    Ok(Json(Value::Object(
-        s.platform.telemetry.latest(&d.id, keys.as_deref())?,
-    )))
+    let latest = s
+        .platform
+        .telemetry
+        .latest(&d.id, keys.as_deref())
+        .map_err(store_error)?;
+    let out: Map<String, Value> = latest
+        .into_iter()
+        .map(|(k, smp)| (k, json!({"ts": smp.ts, "value": smp.value.to_json()})))
+        .collect();
+    Ok(Json(Value::Object(out)))
+}
+
+fn store_error(e: store::StoreError) -> ApiError {
+    ib_core::CoreError::Store(e.to_string()).into()
 }
 
 #[derive(Deserialize)]
@@ -145,6 +156,9 @@ struct RangeQuery {
     from: Option<i64>,
     to: Option<i64>,
     limit: Option<usize>,
+    agg: Option<String>,
+    interval: Option<i64>,
+    order: Option<String>,
 }
 
 async fn range(
@@ -158,10 +172,47 @@ async fn range(
     let keys = split_keys(q.keys.as_deref().unwrap_or(""));
     need_keys(&keys)?;
     let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(i64::MAX));
-    let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
-    Ok(Json(Value::Object(
-        s.platform.telemetry.range(&d.id, &keys, from, to, limit)?,
-    )))
+    if from > to {
+        return Err(ApiError::bad_request("from must not be after to"));
+    }
+    let limit = q.limit.unwrap_or(10_000).clamp(1, 1_000_000);
+    let store = &s.platform.telemetry;
+    let mut out = Map::new();
+    match q.agg.as_deref() {
+        Some(agg) => {
+            let agg = store::Agg::parse(agg)
+                .ok_or_else(|| ApiError::bad_request("agg is one of avg, min, max, sum, count"))?;
+            let interval = q
+                .interval
+                .filter(|i| *i > 0)
+                .ok_or_else(|| ApiError::bad_request("an aggregation needs interval=MS (> 0)"))?;
+            for (k, buckets) in store
+                .aggregate(&d.id, &keys, from, to, interval, agg)
+                .map_err(store_error)?
+            {
+                let series: Vec<Value> = buckets
+                    .into_iter()
+                    .take(limit)
+                    .map(|(ts, v)| json!({"ts": ts, "value": v}))
+                    .collect();
+                out.insert(k, Value::Array(series));
+            }
+        }
+        None => {
+            let desc = matches!(q.order.as_deref(), Some("desc" | "DESC"));
+            for (k, samples) in store
+                .range(&d.id, &keys, from, to, limit, desc)
+                .map_err(store_error)?
+            {
+                let series: Vec<Value> = samples
+                    .into_iter()
+                    .map(|smp| json!({"ts": smp.ts, "value": smp.value.to_json()}))
+                    .collect();
+                out.insert(k, Value::Array(series));
+            }
+        }
+    }
+    Ok(Json(Value::Object(out)))
 }
 
 async fn send_rpc(

@@ -45,8 +45,8 @@ impl From<CoreError> for ApiError {
             CoreError::Unauthorized => StatusCode::UNAUTHORIZED,
             CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            CoreError::Storage(err) => {
-                tracing::error!(error = %err, "storage error");
+            CoreError::Storage(_) | CoreError::Store(_) => {
+                tracing::error!(error = %e, "storage error");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

@@ -7,23 +7,19 @@ use api::auth::Auth;
 use api::{router, ApiState};
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
-use ib_core::db::Db;
-use ib_core::{Platform, SessionLimits};
+use ib_core::testing::TestPlatform;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-fn app() -> axum::Router {
-    let db = Arc::new(Db::memory().unwrap());
-    let platform = Platform::with_db(db.clone(), SessionLimits::default()).unwrap();
-    let (auth, generated) = Auth::open(db, Some("s3cret-pass")).unwrap();
+fn app() -> (axum::Router, TestPlatform) {
+    let t = TestPlatform::new();
+    let (auth, generated) = Auth::open(t.platform.db.clone(), Some("s3cret-pass")).unwrap();
     assert!(generated.is_none(), "a given password is not generated");
-    router(
-        ApiState {
-            platform,
-            auth: Arc::new(auth),
-        },
-        1024,
-    )
+    let state = ApiState {
+        platform: t.platform.clone(),
+        auth: Arc::new(auth),
+    };
+    (router(state, 1024), t)
 }
 
 async fn call(
@@ -67,7 +63,7 @@ async fn login(app: &axum::Router) -> String {
 
 #[tokio::test]
 async fn management_routes_need_a_valid_bearer_token() {
-    let app = app();
+    let (app, _t) = app();
     let (status, v) = call(&app, "GET", "/api/v1/devices", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(v["error"]["code"], "unauthorized");
@@ -92,7 +88,7 @@ async fn management_routes_need_a_valid_bearer_token() {
 
 #[tokio::test]
 async fn device_api_errors_are_json() {
-    let app = app();
+    let (app, _t) = app();
     let token = login(&app).await;
     let (status, d) = call(
         &app,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
-    encode_packet, Decoder, Disconnect, Packet, Properties, Protocol, ReasonCode, Will,
+    encode_packet, Decoder, Disconnect, Packet, Properties, Protocol, QoS, ReasonCode, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -73,13 +73,31 @@ pub struct Connection {
     pub wbuf: BytesMut,
     /// Publish rate bucket, when a rate limit is configured.
     pub publish_rate: Option<PublishRate>,
-    /// Acknowledgements waiting for the store to commit what they promise, with its sequence.
-    pub held: VecDeque<(u64, Bytes)>,
+    /// Acknowledgements waiting for what they promise: a store commit or a hook's deferred
+    /// work, in the order they must be sent.
+    pub held: VecDeque<Held>,
     /// Bytes in `held`.
     pub held_bytes: usize,
     /// The store's committed sequence (persistence on).
     pub committed: Option<watch::Receiver<u64>>,
 }
+
+/// A packet held back until what it promises is done.
+pub enum Held {
+    /// Encoded bytes, sent once the broker store's sequence `seq` is committed.
+    Bytes { seq: u64, bytes: Bytes },
+    /// A PUBACK/PUBREC waiting for a hook's deferred work (then also for `seq`).
+    Ack {
+        wait: crate::hooks::Deferred,
+        pid: u16,
+        qos: QoS,
+        seq: u64,
+    },
+}
+
+/// Most acknowledgements held before the connection stops reading (a client outrunning the
+/// store waits instead of queueing without bound).
+const MAX_HELD: usize = 4096;
 
 /// What the client told us it can take.
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +242,7 @@ impl Connection {
         let mut read_hint = MIN_READ;
         loop {
             self.fill_outbound();
-            let can_read = self.wbuf.len() < WRITE_HIGH_WATER;
+            let can_read = self.wbuf.len() < WRITE_HIGH_WATER && self.held.len() < MAX_HELD;
             if rbuf.capacity() - rbuf.len() < read_hint / 2 {
                 rbuf.reserve(read_hint);
             }
@@ -289,6 +307,13 @@ impl Connection {
                 }
                 _ = self.session.notify.notified() => {}
                 _ = committed_changed(&mut self.committed), if !self.held.is_empty() => self.release_held(),
+                r = front_deferred(&mut self.held), if matches!(self.held.front(), Some(Held::Ack { .. })) => {
+                    if let Err(close) = self.resolve_deferred(r) {
+                        let _ = writer.write_all(&self.wbuf).await;
+                        self.wbuf.clear();
+                        return close;
+                    }
+                }
                 _ = &mut keepalive, if grace.is_some() => {
                     let due = last_read + grace.unwrap_or_default();
                     if Instant::now() < due {
@@ -316,6 +341,15 @@ impl Connection {
             }
         }
     }
+}
+
+/// Waits for the deferred work of the first held acknowledgement.
+async fn front_deferred(held: &mut VecDeque<Held>) -> Result<(), (ReasonCode, Option<String>)> {
+    std::future::poll_fn(|cx| match held.front_mut() {
+        Some(Held::Ack { wait, .. }) => wait.as_mut().poll(cx),
+        _ => std::task::Poll::Pending,
+    })
+    .await
 }
 
 async fn committed_changed(committed: &mut Option<watch::Receiver<u64>>) {

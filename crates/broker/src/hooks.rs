@@ -74,8 +74,11 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+/// The outcome of deferred interception work: done (acknowledge), or refused with a reason
+/// code and string.
+pub type Deferred = BoxFuture<'static, Result<(), (ReasonCode, Option<String>)>>;
+
 /// What an interceptor decides about a published message.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intercept {
     /// Route the message to subscribers.
     Continue,
@@ -84,6 +87,11 @@ pub enum Intercept {
     /// Refuse it with this reason code and an optional reason string (v5 PUBACK/PUBREC;
     /// 3.1.1 has no negative acknowledgement: acked and dropped).
     Reject(ReasonCode, Option<String>),
+    /// Consume it, but acknowledge only once this resolves (the message is being stored): a
+    /// QoS 1/2 acknowledgement waits, in order with the client's other acknowledgements. A
+    /// failure is the v5 reason code; a 3.1.1 client, which has no negative acknowledgement,
+    /// is disconnected instead, so that it sends the message again.
+    Defer(Deferred),
 }
 
 /// Authentication, authorisation and interception, called by every connection.

@@ -17,7 +17,7 @@ use mqtt_codec::{
 use tokio::time::Instant;
 
 use crate::broker::split_shared;
-use crate::connection::{Close, Connection};
+use crate::connection::{Close, Connection, Held};
 use crate::hooks::Intercept;
 use crate::limits::{self, Limit};
 use crate::message::Message;
@@ -92,7 +92,47 @@ impl Connection {
     /// Queues encoded bytes behind the held ones, to go out once `seq` is committed.
     pub fn hold(&mut self, seq: u64, bytes: Bytes) {
         self.held_bytes += bytes.len();
-        self.held.push_back((seq, bytes));
+        self.held.push_back(Held::Bytes { seq, bytes });
+    }
+
+    /// The first held acknowledgement's deferred work is done: it becomes a packet (or, for a
+    /// 3.1.1 client whose message could not be taken, the connection closes).
+    pub fn resolve_deferred(
+        &mut self,
+        r: Result<(), (ReasonCode, Option<String>)>,
+    ) -> Result<(), Close> {
+        let Some(Held::Ack { pid, qos, seq, .. }) = self.held.pop_front() else {
+            return Ok(());
+        };
+        let (code, reason) = match r {
+            Ok(()) => (ReasonCode::SUCCESS, None),
+            Err((code, reason)) => {
+                if qos == QoS::ExactlyOnce {
+                    self.session.state.lock().incoming_qos2.remove(&pid);
+                }
+                if !self.protocol.is_v5() {
+                    tracing::info!(client_id = %self.client_id, reason = ?reason, "message not taken; closing the 3.1.1 connection so that it is sent again");
+                    return Err(Close {
+                        reason: None,
+                        will: true,
+                    });
+                }
+                (code, reason)
+            }
+        };
+        let mut packet = ack(pid, code);
+        packet.properties.reason_string = reason;
+        let packet = match qos {
+            QoS::ExactlyOnce => Packet::PubRec(packet),
+            _ => Packet::PubAck(packet),
+        };
+        let mut out = BytesMut::new();
+        encode_packet(&packet, self.protocol, &mut out);
+        let bytes = out.freeze();
+        self.held_bytes += bytes.len();
+        self.held.push_front(Held::Bytes { seq, bytes });
+        self.release_held();
+        Ok(())
     }
 
     /// Sends the held packets whose writes are committed, in order.
@@ -101,8 +141,11 @@ impl Connection {
             .committed
             .as_mut()
             .map_or(u64::MAX, |c| *c.borrow_and_update());
-        while self.held.front().is_some_and(|(seq, _)| *seq <= committed) {
-            if let Some((_, bytes)) = self.held.pop_front() {
+        while let Some(Held::Bytes { seq, .. }) = self.held.front() {
+            if *seq > committed {
+                break;
+            }
+            if let Some(Held::Bytes { bytes, .. }) = self.held.pop_front() {
                 self.held_bytes -= bytes.len();
                 self.wbuf.extend_from_slice(&bytes);
             }
@@ -212,6 +255,7 @@ impl Connection {
         let qos = msg.qos;
         let mut seq = 0;
         let mut reason = None;
+        let mut deferred = None;
         let code = match self
             .shared
             .hooks
@@ -227,6 +271,10 @@ impl Connection {
                 }
             }
             Intercept::Consume => ReasonCode::SUCCESS,
+            Intercept::Defer(wait) => {
+                deferred = Some(wait);
+                ReasonCode::SUCCESS
+            }
             Intercept::Reject(code, why) if v5 => {
                 reason = why;
                 code
@@ -243,7 +291,16 @@ impl Connection {
                 seq = self.shared.persist(|| Op::Qos2Add { ns, client_id, pid });
             }
         }
-        self.send_pub_ack_with(seq, qos, pid, code, reason);
+        match deferred {
+            // QoS 0 has nothing to acknowledge: the work goes on without us.
+            Some(wait) if qos != QoS::AtMostOnce => self.held.push_back(Held::Ack {
+                wait,
+                pid,
+                qos,
+                seq,
+            }),
+            _ => self.send_pub_ack_with(seq, qos, pid, code, reason),
+        }
         Ok(())
     }
 

@@ -20,6 +20,8 @@ use serde_json::Value;
 pub enum Outcome {
     /// Answer with a status and (JSON) payload.
     Reply(Status, Vec<u8>),
+    /// Answer 2.04 once this commit is done (telemetry is acknowledged only when stored).
+    Stored(store::Commit),
     /// Register an observation of the device's attributes (`rpc = false`) or RPCs, answering
     /// with `initial` now.
     Observe {
@@ -47,7 +49,7 @@ pub fn status_of(e: &CoreError) -> Status {
         CoreError::AlreadyExists(_) => Status::Conflict,
         CoreError::Unavailable(_) => Status::ServiceUnavailable,
         CoreError::Timeout => Status::GatewayTimeout,
-        CoreError::Storage(_) => Status::InternalServerError,
+        CoreError::Storage(_) | CoreError::Store(_) => Status::InternalServerError,
     }
 }
 
@@ -90,9 +92,7 @@ pub fn handle(p: &Platform, req: &Request) -> Outcome {
     };
     p.touch(&ctx, "coap");
     let result = match (req.method, rest) {
-        (Method::Post, ["telemetry"]) => p
-            .post_telemetry(&ctx, req.payload)
-            .map(|_| ok(Status::Changed, None)),
+        (Method::Post, ["telemetry"]) => p.post_telemetry(&ctx, req.payload).map(Outcome::Stored),
         (Method::Post, ["attributes"]) => p
             .post_attributes(&ctx, req.payload)
             .map(|_| ok(Status::Changed, None)),

@@ -25,8 +25,38 @@ const DEDUP_CAPACITY: usize = 16_384;
 /// Most notification ids remembered for RST matching.
 const SENT_CAPACITY: usize = 16_384;
 
+/// A response to complete once a commit is done.
+type Pending = (Option<coap_lite::CoapResponse>, store::Commit);
+
+/// A request answered once its telemetry is stored.
+struct Waiting {
+    peer: SocketAddr,
+    mid: u16,
+    con: bool,
+    response: Option<coap_lite::CoapResponse>,
+    commit: store::Commit,
+}
+
+/// The answer once a commit resolved: 2.04, or 5.00 with the store's error.
+fn stored_answer(response: Option<coap_lite::CoapResponse>, r: store::Result<()>) -> Vec<u8> {
+    let Some(mut resp) = response else {
+        return Vec::new();
+    };
+    match r {
+        Ok(()) => resp.set_status(Status::Changed),
+        Err(e) => {
+            resp.set_status(Status::InternalServerError);
+            resp.message.set_content_format(ContentFormat::TextPlain);
+            resp.message.payload = e.to_string().into_bytes();
+        }
+    }
+    resp.message.to_bytes_unlimited().unwrap_or_default()
+}
+
 struct Server {
     platform: Arc<Platform>,
+    /// Requests whose answer waits for a commit (the loop spawns the waits).
+    waiting: Vec<Waiting>,
     blocks: BlockHandler<SocketAddr>,
     dedup: Dedup,
     obs: Observations,
@@ -44,8 +74,10 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = mpsc::channel(1024);
+    let (done_tx, mut done_rx) = mpsc::channel::<(SocketAddr, u16, bool, Vec<u8>)>(1024);
     let mut s = Server {
         platform,
+        waiting: Vec::new(),
         blocks: BlockHandler::new(BlockHandlerConfig::default()),
         dedup: Dedup::new(DEDUP_CAPACITY),
         obs: Observations::default(),
@@ -61,9 +93,23 @@ pub async fn serve(
                     if let Some(out) = s.guarded(&buf[..n], peer) {
                         let _ = socket.send_to(&out, peer).await;
                     }
+                    for w in s.waiting.drain(..) {
+                        let done = done_tx.clone();
+                        tokio::spawn(async move {
+                            let Waiting { peer, mid, con, response, commit } = w;
+                            let bytes = stored_answer(response, commit.await);
+                            let _ = done.send((peer, mid, con, bytes)).await;
+                        });
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "CoAP receive failed"),
             },
+            Some((peer, mid, con, bytes)) = done_rx.recv() => {
+                if con {
+                    s.dedup.answered(peer, mid, bytes.clone());
+                }
+                let _ = socket.send_to(&bytes, peer).await;
+            }
             Some(n) = rx.recv() => {
                 let peer = n.key.0;
                 if let Some(out) = s.notification(n) {
@@ -132,7 +178,7 @@ impl Server {
                 Some(Seen::Answered(b)) => Some(b),
                 Some(Seen::Pending) => None,
                 None => {
-                    let out = self.request(packet, peer);
+                    let out = self.request(packet, peer)?;
                     if kind == MessageType::Confirmable {
                         self.dedup.answered(peer, mid, out.clone());
                     }
@@ -144,41 +190,63 @@ impl Server {
         }
     }
 
-    fn request(&mut self, packet: Packet, peer: SocketAddr) -> Vec<u8> {
+    /// Handles a request; `None` when its answer waits for a commit (see `waiting`).
+    fn request(&mut self, packet: Packet, peer: SocketAddr) -> Option<Vec<u8>> {
+        let mid = packet.header.message_id;
+        let con = packet.header.get_type() == MessageType::Confirmable;
+        match self.outcome(packet, peer) {
+            Ok(bytes) => Some(bytes),
+            Err((response, commit)) => {
+                self.waiting.push(Waiting {
+                    peer,
+                    mid,
+                    con,
+                    response,
+                    commit,
+                });
+                None
+            }
+        }
+    }
+
+    /// The answer, or the response to complete once a commit is done.
+    fn outcome(&mut self, packet: Packet, peer: SocketAddr) -> Result<Vec<u8>, Pending> {
         let mut req = CoapRequest::from_packet(packet, peer);
         if let Some(Ok(b1)) = req
             .message
             .get_first_option_as::<BlockValue>(CoapOption::Block1)
         {
             if usize::from(b1.num) * b1.size() > self.max_payload {
-                return self.finish(
+                let out = self.finish(
                     &mut req,
                     Status::RequestEntityTooLarge,
                     b"payload too large".to_vec(),
                 );
+                return Ok(out);
             }
         }
         match self.blocks.intercept_request(&mut req) {
-            Ok(true) => return serialize(&req),
+            Ok(true) => return Ok(serialize(&req)),
             Ok(false) => {}
             Err(e) => {
                 req.apply_from_error(e);
-                return serialize(&req);
+                return Ok(serialize(&req));
             }
         }
         if req.message.payload.len() > self.max_payload {
-            return self.finish(
+            let out = self.finish(
                 &mut req,
                 Status::RequestEntityTooLarge,
                 b"payload too large".to_vec(),
             );
+            return Ok(out);
         }
         let Ok(path) = req.get_path_as_vec() else {
-            return self.finish(
+            return Ok(self.finish(
                 &mut req,
                 Status::BadOption,
                 b"Uri-Path is not UTF-8".to_vec(),
-            );
+            ));
         };
         let query: Vec<String> = req
             .message
@@ -204,7 +272,8 @@ impl Server {
             payload: &req.message.payload,
         };
         match resources::handle(&self.platform, &r) {
-            Outcome::Reply(status, payload) => self.finish(&mut req, status, payload),
+            Outcome::Reply(status, payload) => Ok(self.finish(&mut req, status, payload)),
+            Outcome::Stored(commit) => Err((req.response.take(), commit)),
             Outcome::Observe { ctx, rpc, initial } => {
                 self.cancel(&key);
                 let sink = observe::sink(key.clone(), rpc, self.tx.clone());
@@ -221,7 +290,7 @@ impl Server {
                     // Queued RPCs become notifications right after this response.
                     let _ = self.platform.rpc.deliver_queued(&ctx.id, sink.as_ref());
                 }
-                out
+                Ok(out)
             }
         }
     }
@@ -309,18 +378,20 @@ fn serialize(req: &CoapRequest<SocketAddr>) -> Vec<u8> {
 /// One datagram into a fresh server whose platform has a device with token `fuzz-token-0001`.
 pub(crate) fn fuzz_datagram(bytes: &[u8]) {
     thread_local! {
-        static PLATFORM: Arc<Platform> = {
-            let db = Arc::new(ib_core::db::Db::memory().expect("in-memory database"));
-            let p = Platform::with_db(db, ib_core::SessionLimits::default()).expect("platform");
-            let t = p.registry.tenant("default").expect("default tenant");
-            let (d, _) = p.registry.create_device(&t.id, ib_core::model::NewDevice { name: "fuzz".into(), ..Default::default() }).expect("device");
+        static PLATFORM: ib_core::testing::TestPlatform = {
+            let t = ib_core::testing::TestPlatform::new();
+            let p = &t.platform;
+            let tenant = p.registry.tenant("default").expect("default tenant");
+            let new = ib_core::model::NewDevice { name: "fuzz".into(), ..Default::default() };
+            let (d, _) = p.registry.create_device(&tenant.id, new).expect("device");
             p.credentials.add_token(&d.id, "fuzz-token-0001", None).expect("token");
-            p
+            t
         };
     }
-    let platform = PLATFORM.with(Arc::clone);
+    let platform = PLATFORM.with(|t| t.platform.clone());
     let mut s = Server {
         platform,
+        waiting: Vec::new(),
         blocks: BlockHandler::new(BlockHandlerConfig::default()),
         dedup: Dedup::new(64),
         obs: Observations::default(),
@@ -340,18 +411,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn server() -> Server {
-        let db = Arc::new(ib_core::db::Db::memory().unwrap());
-        let platform = Platform::with_db(db, ib_core::SessionLimits::default()).unwrap();
-        Server {
-            platform,
+    fn server() -> (Server, ib_core::testing::TestPlatform) {
+        let t = ib_core::testing::TestPlatform::new();
+        let s = Server {
+            platform: t.platform.clone(),
+            waiting: Vec::new(),
             blocks: BlockHandler::new(BlockHandlerConfig::default()),
             dedup: Dedup::new(64),
             obs: Observations::default(),
             tx: mpsc::channel(8).0,
             next_mid: 0,
             max_payload: 4096,
-        }
+        };
+        (s, t)
     }
 
     fn peer() -> SocketAddr {
@@ -376,7 +448,7 @@ mod tests {
 
     #[test]
     fn unknown_token_is_4_01_and_retransmission_gets_the_same_answer() {
-        let mut s = server();
+        let (mut s, _t) = server();
         let req = con_post(7, "api/v1/nope/telemetry", b"{}");
         let first = s.on_datagram(&req, peer()).unwrap();
         assert_eq!(code(&first), MessageClass::Response(Status::Unauthorized));
@@ -385,7 +457,7 @@ mod tests {
 
     #[test]
     fn bad_json_is_4_00_and_stores_nothing() {
-        let mut s = server();
+        let (mut s, _t) = server();
         let t = s.platform.registry.tenant("default").unwrap();
         let new = ib_core::model::NewDevice {
             name: "d".into(),
@@ -411,20 +483,23 @@ mod tests {
             .unwrap();
         assert_eq!(code(&out), MessageClass::Response(Status::BadRequest));
         assert!(s.platform.telemetry.latest(&d.id, None).unwrap().is_empty());
-        let out = s
-            .on_datagram(
-                &con_post(3, &format!("api/v1/{token}/telemetry"), b"{\"a\":1}"),
-                peer(),
-            )
-            .unwrap();
-        assert_eq!(code(&out), MessageClass::Response(Status::Changed));
+        // Valid telemetry is answered once committed.
+        let out = s.on_datagram(
+            &con_post(3, &format!("api/v1/{token}/telemetry"), b"{\"a\":1}"),
+            peer(),
+        );
+        assert!(out.is_none(), "the answer waits for the commit");
+        let w = s.waiting.pop().unwrap();
+        let bytes = stored_answer(w.response, w.commit.wait());
+        assert_eq!(code(&bytes), MessageClass::Response(Status::Changed));
+        assert_eq!(s.platform.telemetry.latest(&d.id, None).unwrap().len(), 1);
     }
 
     #[test]
     fn datagrams_too_large_to_re_encode_get_4_13() {
         // Found by the coap_datagram fuzz target: coap-lite's block handler panicked re-encoding
         // a request above its packet size limit.
-        let mut s = server();
+        let (mut s, _t) = server();
         for size in [1300, 5000, Packet::MAX_SIZE + 10] {
             let out = s.guarded(
                 &con_post(9, "api/v1/t/telemetry", &vec![b'x'; size]),
@@ -441,7 +516,7 @@ mod tests {
 
     #[test]
     fn empty_con_is_a_ping() {
-        let mut s = server();
+        let (mut s, _t) = server();
         let out = s.on_datagram(&[0x40, 0, 0x12, 0x34], peer()).unwrap();
         let p = Packet::from_bytes(&out).unwrap();
         assert_eq!(p.header.get_type(), MessageType::Reset);
@@ -451,7 +526,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_datagrams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let mut s = server();
+            let (mut s, _t) = server();
             let _ = s.on_datagram(&bytes, peer());
         }
 
@@ -460,7 +535,7 @@ mod tests {
             path in prop::sample::select(vec!["telemetry", "attributes", "rpc", "rpc/1", "x"]),
             payload in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
-            let mut s = server();
+            let (mut s, _t) = server();
             let out = s.on_datagram(&con_post(1, &format!("api/v1/t/{path}"), &payload), peer());
             prop_assert!(out.is_some());
         }

@@ -1,6 +1,5 @@
 //! The platform's embedded database: one SQLite file (`platform.db` in the data dir, WAL mode)
-//! holding the registry, credentials, attributes, RPCs and (until the telemetry store lands)
-//! telemetry. One connection behind a mutex: every statement here is a point lookup or a small
+//! holding the registry, credentials, attributes, RPCs and users (telemetry has its own store). One connection behind a mutex: every statement here is a point lookup or a small
 //! write, microseconds each, so callers use it directly from async code.
 
 use std::path::Path;
@@ -45,12 +44,6 @@ CREATE TABLE IF NOT EXISTS rpc (
     persistent INTEGER NOT NULL, status TEXT NOT NULL, response TEXT,
     created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS rpc_pending ON rpc (device_id, status);
-CREATE TABLE IF NOT EXISTS ts_kv (
-    device_id TEXT NOT NULL, key TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL,
-    PRIMARY KEY (device_id, key, ts)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ts_latest (
-    device_id TEXT NOT NULL, key TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL,
-    PRIMARY KEY (device_id, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
     role TEXT NOT NULL, tenant_id TEXT REFERENCES tenants(id) ON DELETE CASCADE,

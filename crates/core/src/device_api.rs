@@ -37,6 +37,24 @@ pub struct SessionLimits {
     pub messages_per_second: Option<u32>,
 }
 
+/// What telemetry is accepted.
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// Oldest timestamp accepted, as an age in ms.
+    pub max_past_ms: i64,
+    /// Newest timestamp accepted, ms ahead of the platform's clock.
+    pub max_future_ms: i64,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_past_ms: 10 * 366 * 86_400_000,
+            max_future_ms: 86_400_000,
+        }
+    }
+}
+
 impl Default for SessionLimits {
     fn default() -> Self {
         SessionLimits {
@@ -65,6 +83,9 @@ impl Platform {
     pub fn delete_device(&self, id: &str) -> Result<crate::model::Device> {
         let d = self.registry.delete_device(id)?;
         self.sessions.close(&d.id);
+        if let Err(e) = self.telemetry.delete(&d.id, i64::MIN, i64::MAX) {
+            tracing::warn!(device = %d.id, error = %e, "deleting the device's telemetry failed");
+        }
         self.state.forget(&d.id);
         Ok(d)
     }
@@ -91,6 +112,9 @@ impl Platform {
         let t = self.registry.delete_tenant(&t.id)?;
         for id in ids {
             self.sessions.close(&id);
+            if let Err(e) = self.telemetry.delete(&id, i64::MIN, i64::MAX) {
+                tracing::warn!(device = %id, error = %e, "deleting the device's telemetry failed");
+            }
             self.state.forget(&id);
         }
         Ok(t)
@@ -111,15 +135,49 @@ impl Platform {
         }
     }
 
-    /// Telemetry from a device; returns the number of points stored.
-    pub fn post_telemetry(&self, ctx: &DeviceCtx, body: &[u8]) -> Result<usize> {
-        let points = payload::telemetry(body, now_ms())?;
-        self.store_points(ctx, points)
+    /// Telemetry from a device, parsed and checked whole; returns the commit to wait for
+    /// before acknowledging it.
+    pub fn post_telemetry(&self, ctx: &DeviceCtx, body: &[u8]) -> Result<store::Commit> {
+        let points = self.parse_telemetry(body)?;
+        Ok(self.store_points(ctx, points))
     }
 
-    /// Stores parsed points and publishes them.
-    pub fn store_points(&self, ctx: &DeviceCtx, points: Vec<payload::Point>) -> Result<usize> {
-        self.telemetry.save(&ctx.id, &points)?;
+    /// Parses telemetry and checks its timestamps against the accepted window.
+    pub fn parse_telemetry(&self, body: &[u8]) -> Result<Vec<payload::Point>> {
+        let points = payload::telemetry(body, now_ms())?;
+        self.check_window(&points)?;
+        Ok(points)
+    }
+
+    /// Refuses points whose timestamps are too far in the past or future.
+    pub fn check_window(&self, points: &[payload::Point]) -> Result<()> {
+        let now = now_ms();
+        let (lo, hi) = (
+            now - self.ingest.max_past_ms,
+            now + self.ingest.max_future_ms,
+        );
+        match points.iter().find(|p| p.ts < lo || p.ts > hi) {
+            Some(p) => Err(CoreError::Invalid(format!(
+                "timestamp {} of {:?} is outside the accepted window [{lo}, {hi}]",
+                p.ts, p.key
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores parsed points (one commit) and publishes them.
+    pub fn store_points(&self, ctx: &DeviceCtx, points: Vec<payload::Point>) -> store::Commit {
+        let stored: Vec<store::Point> = points
+            .iter()
+            .filter_map(|p| {
+                Some(store::Point {
+                    key: p.key.clone(),
+                    ts: p.ts,
+                    value: store::Value::from_json(&p.value)?,
+                })
+            })
+            .collect();
+        let commit = self.telemetry.write(&ctx.id, stored);
         let n = points.len();
         metrics::counter!("telemetry_points_total").increment(n as u64);
         self.bus.publish(Event {
@@ -128,7 +186,7 @@ impl Platform {
             ts: now_ms(),
             kind: EventKind::Telemetry(points),
         });
-        Ok(n)
+        commit
     }
 
     /// Client attributes from a device.

@@ -22,6 +22,9 @@ pub enum CoreError {
     /// A request that waited too long (two-way RPC).
     #[error("timed out")]
     Timeout,
+    /// The telemetry store failed.
+    #[error("telemetry store: {0}")]
+    Store(String),
     /// The embedded database failed.
     #[error("storage: {0}")]
     Storage(#[from] rusqlite::Error),
@@ -37,7 +40,7 @@ impl CoreError {
             CoreError::Unauthorized => "unauthorized",
             CoreError::Unavailable(_) => "unavailable",
             CoreError::Timeout => "timeout",
-            CoreError::Storage(_) => "storage",
+            CoreError::Storage(_) | CoreError::Store(_) => "storage",
         }
     }
 

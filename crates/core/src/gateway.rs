@@ -155,8 +155,14 @@ impl GatewayLink {
         Ok(())
     }
 
-    /// `v1/gateway/telemetry`: `{"name":[{"ts","values"}] | {"k":v}, ...}`; parsed whole first.
-    pub fn on_telemetry(&self, p: &Platform, body: &[u8], sink: SinkFactory) -> Result<usize> {
+    /// `v1/gateway/telemetry`: `{"name":[{"ts","values"}] | {"k":v}, ...}`; parsed and checked
+    /// whole first. Returns one commit per sub-device, to wait for before acknowledging.
+    pub fn on_telemetry(
+        &self,
+        p: &Platform,
+        body: &[u8],
+        sink: SinkFactory,
+    ) -> Result<Vec<store::Commit>> {
         let Value::Object(by_device) = payload::json(body)? else {
             return Err(CoreError::Invalid(
                 "gateway telemetry must be an object keyed by device name".into(),
@@ -165,14 +171,18 @@ impl GatewayLink {
         let now = now_ms();
         let parsed: Vec<(String, Vec<Point>)> = by_device
             .iter()
-            .map(|(name, v)| Ok((name.clone(), payload::telemetry_value(v, now)?)))
+            .map(|(name, v)| {
+                let points = payload::telemetry_value(v, now)?;
+                p.check_window(&points)?;
+                Ok((name.clone(), points))
+            })
             .collect::<Result<_>>()?;
-        let mut n = 0;
+        let mut commits = Vec::with_capacity(parsed.len());
         for (name, points) in parsed {
             let ctx = self.connect(p, &name, None, sink)?;
-            n += p.store_points(&ctx, points)?;
+            commits.push(p.store_points(&ctx, points));
         }
-        Ok(n)
+        Ok(commits)
     }
 
     /// `v1/gateway/attributes`: `{"name":{"k":v}, ...}`.

@@ -6,7 +6,7 @@
 //! - `db`: the SQLite file; `registry`: tenants, customers, profiles, devices; `credentials`:
 //!   tokens, MQTT basic, X.509, rotation; `model`: their types.
 //! - `payload`: the JSON payload forms; `attributes`: client/shared/server attributes;
-//!   `telemetry`: points and latest values; `rpc`: server-side RPC and its states.
+//!   `rpc`: server-side RPC and its states. Telemetry goes to a `store::TelemetryStore`.
 //! - `sessions`: live ways down to each device (sinks); `state`: online/offline and activity;
 //!   `bus`: accepted device messages as one event type.
 //! - `gateway`: the gateway API (sub-devices); `provision`: self-provisioning.
@@ -32,7 +32,8 @@ pub mod registry;
 pub mod rpc;
 pub mod sessions;
 pub mod state;
-pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,13 +43,12 @@ use attributes::Attributes;
 use bus::Bus;
 use credentials::Credentials;
 use db::Db;
-pub use device_api::{DeviceCtx, SessionLimits};
+pub use device_api::{DeviceCtx, IngestLimits, SessionLimits};
 pub use error::{CoreError, Result};
 use registry::Registry;
 use rpc::Rpcs;
 use sessions::DeviceSessions;
 use state::DeviceState;
-use telemetry::Telemetry;
 
 /// The platform core's services over one database.
 pub struct Platform {
@@ -56,23 +56,40 @@ pub struct Platform {
     pub registry: Registry,
     pub credentials: Credentials,
     pub attributes: Attributes,
-    pub telemetry: Telemetry,
+    pub telemetry: Arc<dyn store::TelemetryStore>,
     pub rpc: Rpcs,
     pub sessions: Arc<DeviceSessions>,
     pub state: DeviceState,
     pub bus: Bus,
     pub limits: SessionLimits,
+    pub ingest: IngestLimits,
+}
+
+/// How the platform is set up.
+#[derive(Debug, Clone, Default)]
+pub struct PlatformConfig {
+    pub session: SessionLimits,
+    pub ingest: IngestLimits,
+    pub store: store::sqlite::SqliteConfig,
 }
 
 impl Platform {
-    /// Opens `platform.db` in the data dir (creating the `default` tenant on first start).
-    pub fn open(data_dir: &Path, limits: SessionLimits) -> Result<Arc<Platform>> {
+    /// Opens `platform.db` and the telemetry store (`telemetry/`) in the data dir (creating the
+    /// `default` tenant on first start).
+    pub fn open(data_dir: &Path, config: PlatformConfig) -> Result<Arc<Platform>> {
         let db = Db::open(&data_dir.join("platform.db"))?;
-        Platform::with_db(Arc::new(db), limits)
+        let store =
+            store::sqlite::SqliteStore::open(&data_dir.join("telemetry"), config.store.clone())
+                .map_err(|e| CoreError::Store(e.to_string()))?;
+        Platform::with_db(Arc::new(db), Arc::new(store), config)
     }
 
-    /// The platform over an open database.
-    pub fn with_db(db: Arc<Db>, limits: SessionLimits) -> Result<Arc<Platform>> {
+    /// The platform over an open database and telemetry store.
+    pub fn with_db(
+        db: Arc<Db>,
+        telemetry: Arc<dyn store::TelemetryStore>,
+        config: PlatformConfig,
+    ) -> Result<Arc<Platform>> {
         let registry = Registry::new(db.clone());
         registry.ensure_default()?;
         let sessions = Arc::new(DeviceSessions::default());
@@ -81,12 +98,13 @@ impl Platform {
             registry,
             credentials: Credentials::new(db.clone()),
             attributes: Attributes::new(db.clone()),
-            telemetry: Telemetry::new(db.clone()),
+            telemetry,
             rpc: Rpcs::new(db.clone(), sessions.clone())?,
             sessions,
             state: DeviceState::new(Attributes::new(db.clone()), bus.clone()),
             bus,
-            limits,
+            limits: config.session,
+            ingest: config.ingest,
             db,
         }))
     }

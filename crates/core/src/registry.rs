@@ -453,8 +453,6 @@ impl Registry {
         let d = self.device(id)?;
         let conn = self.db.conn();
         conn.execute("DELETE FROM devices WHERE id = ?1", [id])?;
-        conn.execute("DELETE FROM ts_kv WHERE device_id = ?1", [id])?;
-        conn.execute("DELETE FROM ts_latest WHERE device_id = ?1", [id])?;
         Ok(d)
     }
 

@@ -41,6 +41,52 @@ impl Default for Listeners {
     }
 }
 
+/// Telemetry storage (`[storage]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Seal recent points into compressed chunks at least this often (seconds).
+    pub seal_interval_s: u64,
+    /// ... or once this many points are waiting.
+    pub seal_points: usize,
+    /// fsync every commit (survives power loss, not only process crashes).
+    pub fsync: bool,
+    /// Points older than this many days are refused.
+    pub max_past_days: u32,
+    /// Points this many seconds ahead of the platform's clock are refused.
+    pub max_future_s: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            seal_interval_s: 60,
+            seal_points: 2_000_000,
+            fsync: false,
+            max_past_days: 3660,
+            max_future_s: 86_400,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The platform's settings from this section.
+    pub fn platform(&self, session: ib_core::SessionLimits) -> ib_core::PlatformConfig {
+        ib_core::PlatformConfig {
+            session,
+            ingest: ib_core::IngestLimits {
+                max_past_ms: i64::from(self.max_past_days) * 86_400_000,
+                max_future_ms: i64::from(self.max_future_s) * 1000,
+            },
+            store: store::sqlite::SqliteConfig {
+                seal_every: std::time::Duration::from_secs(self.seal_interval_s.max(1)),
+                seal_points: self.seal_points.max(1),
+                fsync: self.fsync,
+            },
+        }
+    }
+}
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -49,6 +95,7 @@ pub struct Config {
     pub listeners: Listeners,
     pub mqtt: BrokerConfig,
     pub tls: TlsConfig,
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -58,6 +105,7 @@ impl Default for Config {
             listeners: Listeners::default(),
             mqtt: BrokerConfig::default(),
             tls: TlsConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }

@@ -71,8 +71,9 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         .context("installing the metrics recorder")?;
     // TLS clients' certificate names, known while they are connected (see cert_identity).
     let names = CertNames::default();
-    let platform = ib_core::Platform::open(&config.data_dir, session_limits(&config.mqtt))
-        .with_context(|| {
+    let platform_config = config.storage.platform(session_limits(&config.mqtt));
+    let platform =
+        ib_core::Platform::open(&config.data_dir, platform_config).with_context(|| {
             format!(
                 "opening the platform database in {}",
                 config.data_dir.display()
@@ -230,8 +231,9 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
     {
         tracing::warn!("some tasks did not stop within 10 s");
     }
-    // Listeners are down: commit what was acknowledged and stop the store.
+    // Listeners are down: commit what was acknowledged and stop the stores.
     broker.close();
+    platform.telemetry.close();
     Ok(())
 }
 

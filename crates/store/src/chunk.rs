@@ -53,7 +53,10 @@ pub fn encode(points: &[(i64, Value)]) -> Encoded {
     };
     let values = match kind {
         Kind::Double => {
-            let v: Vec<f64> = points.iter().map(|p| if let Value::Double(f) = p.1 { f } else { 0.0 }).collect();
+            let v: Vec<f64> = points
+                .iter()
+                .map(|p| if let Value::Double(f) = p.1 { f } else { 0.0 })
+                .collect();
             simple_compress(&v, &cfg).expect("pco compresses any f64 slice")
         }
         Kind::Long | Kind::Bool => {
@@ -82,9 +85,21 @@ pub fn encode(points: &[(i64, Value)]) -> Encoded {
 pub fn decode(kind: Kind, ts: &[u8], values: &[u8]) -> Option<Vec<(i64, Value)>> {
     let ts: Vec<i64> = simple_decompress(ts).ok()?;
     let values: Vec<Value> = match kind {
-        Kind::Double => simple_decompress::<f64>(values).ok()?.into_iter().map(Value::Double).collect(),
-        Kind::Long => simple_decompress::<i64>(values).ok()?.into_iter().map(Value::Long).collect(),
-        Kind::Bool => simple_decompress::<i64>(values).ok()?.into_iter().map(|i| Value::Bool(i != 0)).collect(),
+        Kind::Double => simple_decompress::<f64>(values)
+            .ok()?
+            .into_iter()
+            .map(Value::Double)
+            .collect(),
+        Kind::Long => simple_decompress::<i64>(values)
+            .ok()?
+            .into_iter()
+            .map(Value::Long)
+            .collect(),
+        Kind::Bool => simple_decompress::<i64>(values)
+            .ok()?
+            .into_iter()
+            .map(|i| Value::Bool(i != 0))
+            .collect(),
         Kind::Mixed => {
             let mut buf = values;
             let mut out = Vec::with_capacity(ts.len());
@@ -104,10 +119,19 @@ mod tests {
     #[test]
     fn every_kind_round_trips() {
         let cases: Vec<Vec<(i64, Value)>> = vec![
-            (0..500).map(|i| (1000 * i, Value::Double(20.0 + (i % 7) as f64 * 0.01))).collect(),
+            (0..500)
+                .map(|i| (1000 * i, Value::Double(20.0 + (i % 7) as f64 * 0.01)))
+                .collect(),
             (0..500).map(|i| (1000 * i, Value::Long(i * 3))).collect(),
-            (0..500).map(|i| (1000 * i, Value::Bool(i % 3 == 0))).collect(),
-            vec![(1, Value::Long(1)), (2, Value::Double(2.5)), (3, Value::Str("x".into())), (4, Value::Json("{}".into()))],
+            (0..500)
+                .map(|i| (1000 * i, Value::Bool(i % 3 == 0)))
+                .collect(),
+            vec![
+                (1, Value::Long(1)),
+                (2, Value::Double(2.5)),
+                (3, Value::Str("x".into())),
+                (4, Value::Json("{}".into())),
+            ],
         ];
         for points in cases {
             let e = encode(&points);
@@ -125,7 +149,10 @@ mod tests {
                 x ^= x << 17;
                 let noise = (x % 100) as f64 / 1000.0;
                 let v = ((21.0 + (i as f64 / 600.0).sin() + noise) * 100.0).round() / 100.0;
-                (1_700_000_000_000 + i * 1000 + (x % 5) as i64, Value::Double(v))
+                (
+                    1_700_000_000_000 + i * 1000 + (x % 5) as i64,
+                    Value::Double(v),
+                )
             })
             .collect();
         let e = encode(&points);

@@ -108,9 +108,14 @@ impl Future for Commit {
     type Output = Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed)))
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::Closed)))
     }
 }
+
+/// Aggregates of several keys: `(key, [(interval start, value)])`.
+pub type Aggregated = Vec<(String, Vec<(i64, f64)>)>;
 
 /// Values of several keys: `(key, samples)` in the order the keys were asked.
 pub type Series = Vec<(String, Vec<Sample>)>;
@@ -125,11 +130,27 @@ pub trait TelemetryStore: Send + Sync {
 
     /// Raw points in `[from, to]`, oldest first (newest first with `desc`), at most `limit`
     /// per key. A timestamp written twice holds the last value written.
-    fn range(&self, device: &str, keys: &[String], from: i64, to: i64, limit: usize, desc: bool) -> Result<Series>;
+    fn range(
+        &self,
+        device: &str,
+        keys: &[String],
+        from: i64,
+        to: i64,
+        limit: usize,
+        desc: bool,
+    ) -> Result<Series>;
 
     /// `agg` over intervals of `interval` ms from `from` (numeric values; booleans as 0/1):
     /// `(key, [(interval start, value)])` for intervals that hold points.
-    fn aggregate(&self, device: &str, keys: &[String], from: i64, to: i64, interval: i64, agg: Agg) -> Result<Vec<(String, Vec<(i64, f64)>)>>;
+    fn aggregate(
+        &self,
+        device: &str,
+        keys: &[String],
+        from: i64,
+        to: i64,
+        interval: i64,
+        agg: Agg,
+    ) -> Result<Aggregated>;
 
     /// Deletes a device's points in `[from, to]` (all of them with `i64::MIN..=i64::MAX`).
     fn delete(&self, device: &str, from: i64, to: i64) -> Result<()>;
@@ -145,7 +166,12 @@ pub trait TelemetryStore: Send + Sync {
 }
 
 /// Buckets `(ts, value)` points (sorted by time) into `agg` over `interval` from `from`.
-pub fn aggregate_samples(samples: &[Sample], from: i64, interval: i64, agg: Agg) -> Vec<(i64, f64)> {
+pub fn aggregate_samples(
+    samples: &[Sample],
+    from: i64,
+    interval: i64,
+    agg: Agg,
+) -> Vec<(i64, f64)> {
     let interval = interval.max(1);
     let mut out: Vec<(i64, f64)> = Vec::new();
     let mut acc: Option<(i64, f64, f64, f64, u64)> = None; // bucket, sum, min, max, count

@@ -147,7 +147,9 @@ mod tests {
         prop_oneof![
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::Long),
-            any::<f64>().prop_filter("NaN never equals", |f| !f.is_nan()).prop_map(Value::Double),
+            any::<f64>()
+                .prop_filter("NaN never equals", |f| !f.is_nan())
+                .prop_map(Value::Double),
             ".{0,20}".prop_map(Value::Str),
             ".{0,20}".prop_map(Value::Json),
         ]
@@ -173,7 +175,12 @@ mod tests {
     #[test]
     fn json_types_are_kept() {
         let v = serde_json::json!([true, 3, 2.5, "x", {"a": 1}]);
-        let back: Vec<_> = v.as_array().unwrap().iter().map(|x| Value::from_json(x).unwrap().to_json()).collect();
+        let back: Vec<_> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| Value::from_json(x).unwrap().to_json())
+            .collect();
         assert_eq!(serde_json::Value::Array(back), v);
         assert_eq!(Value::from_json(&serde_json::Value::Null), None);
     }

@@ -142,8 +142,10 @@ impl DeviceHooks {
         p.state.activity(ctx, "mqtt").ok();
         let body = &msg.payload[..];
         let ns = &id.namespace;
+        // Telemetry is acknowledged once it is committed to the store.
+        let mut commits = Vec::new();
         let result = match t {
-            DeviceTopic::Telemetry => p.post_telemetry(ctx, body).map(|_| ()),
+            DeviceTopic::Telemetry => p.post_telemetry(ctx, body).map(|c| commits.push(c)),
             DeviceTopic::Attributes => p.post_attributes(ctx, body),
             DeviceTopic::AttributeRequest(req) => Platform::attribute_request_keys(body)
                 .and_then(|(c, s)| p.request_attributes(&ctx.id, c, s))
@@ -181,13 +183,16 @@ impl DeviceHooks {
                 Ok(())
             }
             DeviceTopic::Gateway(what) => match &conn.gateway {
-                Some(gw) => self.on_gateway_publish(gw, ns, client_id, what, body),
+                Some(gw) => self
+                    .on_gateway_publish(gw, ns, client_id, what, body)
+                    .map(|c| commits = c),
                 None => Err(CoreError::Unauthorized),
             },
             DeviceTopic::Firmware(_) => Err(CoreError::NotFound("firmware".into())),
         };
         match result {
-            Ok(()) => Intercept::Consume,
+            Ok(()) if commits.is_empty() => Intercept::Consume,
+            Ok(()) => deferred(ctx, commits),
             Err(e) => refuse(ctx, &msg.topic, e),
         }
     }
@@ -199,24 +204,39 @@ impl DeviceHooks {
         client_id: &str,
         what: &str,
         body: &[u8],
-    ) -> Result<(), CoreError> {
+    ) -> Result<Vec<store::Commit>, CoreError> {
         let p = &self.platform;
         let factory =
             |name: &str| -> Arc<dyn DownlinkSink> { self.sink(ns, client_id, Some(name)) };
         match what {
+            "telemetry" => return gw.on_telemetry(p, body, &factory),
             "connect" => gw.on_connect(p, body, &factory),
             "disconnect" => gw.on_disconnect(p, body),
-            "telemetry" => gw.on_telemetry(p, body, &factory).map(|_| ()),
             "attributes" => gw.on_attributes(p, body, &factory),
-            "attributes/request" => {
-                let v = gw.on_attribute_request(p, body, &factory)?;
+            "attributes/request" => gw.on_attribute_request(p, body, &factory).map(|v| {
                 self.reply(ns, client_id, "v1/gateway/attributes/response", v);
-                Ok(())
-            }
+            }),
             "rpc" => gw.on_rpc_reply(p, body, &factory),
             other => Err(CoreError::NotFound(format!("gateway topic {other:?}"))),
         }
+        .map(|()| Vec::new())
     }
+}
+
+/// Acknowledge once every commit is done; a store failure is 0x80 with the error (a 3.1.1
+/// client is disconnected by the broker so that it sends again).
+fn deferred(ctx: &DeviceCtx, commits: Vec<store::Commit>) -> Intercept {
+    let device = ctx.id.clone();
+    Intercept::Defer(Box::pin(async move {
+        for c in commits {
+            if let Err(e) = c.await {
+                tracing::warn!(%device, error = %e, "telemetry not stored");
+                metrics::counter!("device_messages_failed_total").increment(1);
+                return Err((ReasonCode::UNSPECIFIED_ERROR, Some(e.to_string())));
+            }
+        }
+        Ok(())
+    }))
 }
 
 /// A refused device message: v5 gets the reason code and string; for 3.1.1 (acked anyway) it

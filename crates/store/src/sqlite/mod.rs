@@ -66,7 +66,9 @@ impl SeriesMap {
     pub fn get(&self, device: &str, key: &str) -> Option<SeriesId> {
         // Borrowed lookup on a tuple of Arcs needs owned keys; series lookups are per query, not
         // per point, so the allocation does not matter.
-        self.by_name.get(&(Arc::from(device), Arc::from(key))).copied()
+        self.by_name
+            .get(&(Arc::from(device), Arc::from(key)))
+            .copied()
     }
 }
 
@@ -140,7 +142,10 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("telemetry-writer".into())
             .spawn(move || writer::run(s, conn, rx))?;
-        Ok(SqliteStore { shared, tx: Mutex::new(Some(tx)) })
+        Ok(SqliteStore {
+            shared,
+            tx: Mutex::new(Some(tx)),
+        })
     }
 
     fn send(&self, req: Req) -> bool {
@@ -165,7 +170,11 @@ impl TelemetryStore for SqliteStore {
             return Commit::failed(StoreError::Closed);
         }
         let (done, commit) = Commit::pending();
-        if !self.send(Req::Write { device: Arc::from(device), points, done }) {
+        if !self.send(Req::Write {
+            device: Arc::from(device),
+            points,
+            done,
+        }) {
             return Commit::failed(StoreError::Closed);
         }
         commit
@@ -175,11 +184,27 @@ impl TelemetryStore for SqliteStore {
         read::latest(&self.shared, device, keys)
     }
 
-    fn range(&self, device: &str, keys: &[String], from: i64, to: i64, limit: usize, desc: bool) -> Result<Series> {
+    fn range(
+        &self,
+        device: &str,
+        keys: &[String],
+        from: i64,
+        to: i64,
+        limit: usize,
+        desc: bool,
+    ) -> Result<Series> {
         read::range(&self.shared, device, keys, from, to, limit, desc)
     }
 
-    fn aggregate(&self, device: &str, keys: &[String], from: i64, to: i64, interval: i64, agg: Agg) -> Result<Vec<(String, Vec<(i64, f64)>)>> {
+    fn aggregate(
+        &self,
+        device: &str,
+        keys: &[String],
+        from: i64,
+        to: i64,
+        interval: i64,
+        agg: Agg,
+    ) -> Result<crate::Aggregated> {
         let series = read::range(&self.shared, device, keys, from, to, usize::MAX, false)?;
         Ok(series
             .into_iter()
@@ -188,7 +213,12 @@ impl TelemetryStore for SqliteStore {
     }
 
     fn delete(&self, device: &str, from: i64, to: i64) -> Result<()> {
-        self.call(|done| Req::Delete { device: Arc::from(device), from, to, done })
+        self.call(|done| Req::Delete {
+            device: Arc::from(device),
+            from,
+            to,
+            done,
+        })
     }
 
     fn seal(&self) -> Result<()> {
@@ -197,7 +227,11 @@ impl TelemetryStore for SqliteStore {
 
     fn disk_bytes(&self) -> u64 {
         std::fs::read_dir(&self.shared.dir)
-            .map(|it| it.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .map(|it| {
+                it.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
             .unwrap_or(0)
     }
 

@@ -40,7 +40,11 @@ pub fn date_of(day: i64) -> String {
 pub fn day_of_file(name: &str) -> Option<i64> {
     let date = name.strip_suffix(".db")?;
     let mut it = date.splitn(3, '-');
-    let (y, m, d): (i64, i64, i64) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+    let (y, m, d): (i64, i64, i64) = (
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    );
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || date.len() != 10 {
         return None;
     }
@@ -65,7 +69,9 @@ pub fn open(dir: &Path, day: i64, synchronous_full: bool) -> Result<Connection> 
     let conn = Connection::open(path(dir, day))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let sync = if synchronous_full { "FULL" } else { "NORMAL" };
-    conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"))?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+    ))?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }

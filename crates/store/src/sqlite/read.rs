@@ -8,10 +8,17 @@ use crate::chunk::{self, Kind};
 use crate::{Result, Sample, Series, StoreError, Value};
 
 /// Latest values of a device's keys (`None`: every key it has).
-pub fn latest(shared: &Shared, device: &str, keys: Option<&[String]>) -> Result<Vec<(String, Sample)>> {
+pub fn latest(
+    shared: &Shared,
+    device: &str,
+    keys: Option<&[String]>,
+) -> Result<Vec<(String, Sample)>> {
     let series = shared.series.read();
     let ids: Vec<(String, SeriesId)> = match keys {
-        Some(keys) => keys.iter().filter_map(|k| Some((k.clone(), series.get(device, k)?))).collect(),
+        Some(keys) => keys
+            .iter()
+            .filter_map(|k| Some((k.clone(), series.get(device, k)?)))
+            .collect(),
         None => {
             let mut all: Vec<(String, SeriesId)> = series
                 .by_device
@@ -38,19 +45,29 @@ pub fn latest(shared: &Shared, device: &str, keys: Option<&[String]>) -> Result<
 /// Runs `f` with the read connection of a day's file.
 fn with_day<T>(shared: &Shared, day: i64, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     let mut readers = shared.readers.lock();
-    if !readers.contains_key(&day) {
-        let conn = Connection::open_with_flags(
-            partition::path(&shared.dir, day),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        readers.insert(day, conn);
-    }
-    f(&readers[&day])
+    let conn = match readers.entry(day) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            let conn = Connection::open_with_flags(
+                partition::path(&shared.dir, day),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            v.insert(conn)
+        }
+    };
+    f(conn)
 }
 
 /// A series' sealed points in `[from, to]` in write order.
-fn sealed(shared: &Shared, s: SeriesId, from: i64, to: i64, out: &mut Vec<(i64, Value)>) -> Result<()> {
+fn sealed(
+    shared: &Shared,
+    s: SeriesId,
+    from: i64,
+    to: i64,
+    out: &mut Vec<(i64, Value)>,
+) -> Result<()> {
     let days: Vec<i64> = shared
         .days
         .read()
@@ -69,7 +86,9 @@ fn sealed(shared: &Shared, s: SeriesId, from: i64, to: i64, out: &mut Vec<(i64, 
                 let vals = r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
                 let points = Kind::from_i64(kind)
                     .and_then(|k| chunk::decode(k, ts, vals))
-                    .ok_or_else(|| StoreError::Corrupt(format!("a chunk of series {s} on day {day}")))?;
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("a chunk of series {s} on day {day}"))
+                    })?;
                 out.extend(points.into_iter().filter(|p| p.0 >= from && p.0 <= to));
             }
             Ok(())
@@ -79,7 +98,15 @@ fn sealed(shared: &Shared, s: SeriesId, from: i64, to: i64, out: &mut Vec<(i64, 
 }
 
 /// Raw points per key.
-pub fn range(shared: &Shared, device: &str, keys: &[String], from: i64, to: i64, limit: usize, desc: bool) -> Result<Series> {
+pub fn range(
+    shared: &Shared,
+    device: &str,
+    keys: &[String],
+    from: i64,
+    to: i64,
+    limit: usize,
+    desc: bool,
+) -> Result<Series> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let Some(s) = shared.series.read().get(device, key) else {

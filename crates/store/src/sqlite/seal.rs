@@ -11,12 +11,15 @@ use super::{partition, Head, SeriesId, Shared};
 use crate::chunk::{self, Kind};
 use crate::{Result, Value};
 
+/// One series' points.
+type SeriesPoints = (SeriesId, Vec<(i64, Value)>);
+
 /// Seals the whole head.
 pub fn seal(shared: &Shared, conn: &mut Connection) -> Result<()> {
     let started = std::time::Instant::now();
     // Only this thread changes the head, so it can be read without holding the lock across
     // the writes; readers go on seeing it until it is cleared.
-    let mut by_day: BTreeMap<i64, Vec<(SeriesId, Vec<(i64, Value)>)>> = BTreeMap::new();
+    let mut by_day: BTreeMap<i64, Vec<SeriesPoints>> = BTreeMap::new();
     let total = {
         let head = shared.head.read();
         for (series, points) in &head.points {
@@ -25,8 +28,12 @@ pub fn seal(shared: &Shared, conn: &mut Connection) -> Result<()> {
             let mut start = 0;
             while start < sorted.len() {
                 let day = partition::day_of(sorted[start].0);
-                let end = start + sorted[start..].partition_point(|p| partition::day_of(p.0) == day);
-                by_day.entry(day).or_default().push((*series, sorted[start..end].to_vec()));
+                let end =
+                    start + sorted[start..].partition_point(|p| partition::day_of(p.0) == day);
+                by_day
+                    .entry(day)
+                    .or_default()
+                    .push((*series, sorted[start..end].to_vec()));
                 start = end;
             }
         }
@@ -57,7 +64,11 @@ pub fn seal(shared: &Shared, conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn write_chunk(st: &mut rusqlite::CachedStatement, series: SeriesId, points: &[(i64, Value)]) -> Result<()> {
+fn write_chunk(
+    st: &mut rusqlite::CachedStatement,
+    series: SeriesId,
+    points: &[(i64, Value)],
+) -> Result<()> {
     // A timestamp written twice keeps its last value (points are in write order after a
     // stable sort).
     let mut unique: Vec<(i64, Value)> = Vec::with_capacity(points.len());
@@ -69,7 +80,15 @@ fn write_chunk(st: &mut rusqlite::CachedStatement, series: SeriesId, points: &[(
     }
     let e = chunk::encode(&unique);
     let (t_min, t_max) = (unique[0].0, unique[unique.len() - 1].0);
-    st.execute(params![series, t_min, t_max, unique.len() as i64, e.kind as i64, e.ts, e.values])?;
+    st.execute(params![
+        series,
+        t_min,
+        t_max,
+        unique.len() as i64,
+        e.kind as i64,
+        e.ts,
+        e.values
+    ])?;
     Ok(())
 }
 
@@ -100,15 +119,33 @@ fn save_latest(shared: &Shared, conn: &mut Connection) -> Result<()> {
 
 /// Deletes a device's points in `[from, to]` from the sealed chunks (the head was just sealed)
 /// and recomputes its latest values.
-pub fn delete(shared: &Shared, conn: &mut Connection, device: &Arc<str>, from: i64, to: i64) -> Result<()> {
-    let ids: Vec<SeriesId> = shared.series.read().by_device.get(device).cloned().unwrap_or_default();
+pub fn delete(
+    shared: &Shared,
+    conn: &mut Connection,
+    device: &Arc<str>,
+    from: i64,
+    to: i64,
+) -> Result<()> {
+    let ids: Vec<SeriesId> = shared
+        .series
+        .read()
+        .by_device
+        .get(device)
+        .cloned()
+        .unwrap_or_default();
     if ids.is_empty() {
         return Ok(());
     }
-    let days: Vec<i64> = shared.days.read().iter().copied().filter(|d| {
-        let (lo, hi) = (d * partition::DAY_MS, (d + 1) * partition::DAY_MS - 1);
-        hi >= from && lo <= to
-    }).collect();
+    let days: Vec<i64> = shared
+        .days
+        .read()
+        .iter()
+        .copied()
+        .filter(|d| {
+            let (lo, hi) = (d * partition::DAY_MS, (d + 1) * partition::DAY_MS - 1);
+            hi >= from && lo <= to
+        })
+        .collect();
     for day in days {
         let mut part = partition::open(&shared.dir, day, shared.config.fsync)?;
         let tx = part.transaction()?;
@@ -117,14 +154,21 @@ pub fn delete(shared: &Shared, conn: &mut Connection, device: &Arc<str>, from: i
                 let mut st = tx.prepare_cached(
                     "SELECT rowid, kind, ts, vals FROM chunks WHERE series = ?1 AND t_max >= ?2 AND t_min <= ?3",
                 )?;
-                let rows = st.query_map(params![s, from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                let rows = st.query_map(params![s, from, to], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             for (rowid, kind, ts, vals) in rows {
                 let points = Kind::from_i64(kind)
                     .and_then(|k| chunk::decode(k, &ts, &vals))
-                    .ok_or_else(|| crate::StoreError::Corrupt(format!("chunk {rowid} of day {day}")))?;
-                let kept: Vec<(i64, Value)> = points.into_iter().filter(|p| p.0 < from || p.0 > to).collect();
+                    .ok_or_else(|| {
+                        crate::StoreError::Corrupt(format!("chunk {rowid} of day {day}"))
+                    })?;
+                let kept: Vec<(i64, Value)> = points
+                    .into_iter()
+                    .filter(|p| p.0 < from || p.0 > to)
+                    .collect();
                 tx.execute("DELETE FROM chunks WHERE rowid = ?1", [rowid])?;
                 if !kept.is_empty() {
                     let mut st = tx.prepare_cached(

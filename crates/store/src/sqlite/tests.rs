@@ -18,7 +18,11 @@ fn dir(tag: &str) -> Dir {
 }
 
 fn p(key: &str, ts: i64, v: Value) -> Point {
-    Point { key: key.into(), ts, value: v }
+    Point {
+        key: key.into(),
+        ts,
+        value: v,
+    }
 }
 
 #[test]
@@ -26,32 +30,69 @@ fn written_points_survive_reopening_sealed_or_not() {
     let d = dir("reopen");
     {
         let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
-        s.write("dev", vec![p("t", 1_000, Value::Double(1.5)), p("t", 2_000, Value::Double(2.5))]).wait().unwrap();
+        s.write(
+            "dev",
+            vec![
+                p("t", 1_000, Value::Double(1.5)),
+                p("t", 2_000, Value::Double(2.5)),
+            ],
+        )
+        .wait()
+        .unwrap();
         s.seal().unwrap();
-        s.write("dev", vec![p("t", 3_000, Value::Long(3))]).wait().unwrap();
+        s.write("dev", vec![p("t", 3_000, Value::Long(3))])
+            .wait()
+            .unwrap();
         // Dropped without close: the head is only in the ingest log.
         std::mem::forget(s);
     }
     let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
-    let r = s.range("dev", &["t".into()], 0, 10_000, 100, false).unwrap();
+    let r = s
+        .range("dev", &["t".into()], 0, 10_000, 100, false)
+        .unwrap();
     let ts: Vec<i64> = r[0].1.iter().map(|x| x.ts).collect();
     assert_eq!(ts, [1_000, 2_000, 3_000]);
     let l = s.latest("dev", None).unwrap();
-    assert_eq!(l, vec![("t".to_string(), crate::Sample { ts: 3_000, value: Value::Long(3) })]);
+    assert_eq!(
+        l,
+        vec![(
+            "t".to_string(),
+            crate::Sample {
+                ts: 3_000,
+                value: Value::Long(3)
+            }
+        )]
+    );
 }
 
 #[test]
 fn last_write_of_a_timestamp_wins_across_seals() {
     let d = dir("dup");
     let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
-    s.write("dev", vec![p("k", 5, Value::Long(1))]).wait().unwrap();
+    s.write("dev", vec![p("k", 5, Value::Long(1))])
+        .wait()
+        .unwrap();
     s.seal().unwrap();
-    s.write("dev", vec![p("k", 5, Value::Long(2))]).wait().unwrap();
+    s.write("dev", vec![p("k", 5, Value::Long(2))])
+        .wait()
+        .unwrap();
     let r = s.range("dev", &["k".into()], 0, 10, 10, false).unwrap();
-    assert_eq!(r[0].1, vec![crate::Sample { ts: 5, value: Value::Long(2) }]);
+    assert_eq!(
+        r[0].1,
+        vec![crate::Sample {
+            ts: 5,
+            value: Value::Long(2)
+        }]
+    );
     s.seal().unwrap();
     let r = s.range("dev", &["k".into()], 0, 10, 10, false).unwrap();
-    assert_eq!(r[0].1, vec![crate::Sample { ts: 5, value: Value::Long(2) }]);
+    assert_eq!(
+        r[0].1,
+        vec![crate::Sample {
+            ts: 5,
+            value: Value::Long(2)
+        }]
+    );
 }
 
 #[test]
@@ -59,12 +100,16 @@ fn points_land_in_the_partition_of_their_day_and_deletes_rewrite_chunks() {
     let d = dir("days");
     let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
     let day = partition::DAY_MS;
-    let points: Vec<Point> = (0..10).map(|i| p("x", i * day / 2, Value::Long(i))).collect();
+    let points: Vec<Point> = (0..10)
+        .map(|i| p("x", i * day / 2, Value::Long(i)))
+        .collect();
     s.write("dev", points).wait().unwrap();
     s.seal().unwrap();
     assert_eq!(s.shared.days.read().len(), 5);
     s.delete("dev", day, 3 * day - 1).unwrap();
-    let r = s.range("dev", &["x".into()], i64::MIN, i64::MAX, 100, false).unwrap();
+    let r = s
+        .range("dev", &["x".into()], i64::MIN, i64::MAX, 100, false)
+        .unwrap();
     let ts: Vec<i64> = r[0].1.iter().map(|x| x.ts / (day / 2)).collect();
     assert_eq!(ts, [0, 1, 6, 7, 8, 9]);
     s.delete("dev", i64::MIN, i64::MAX).unwrap();
@@ -76,5 +121,8 @@ fn writes_after_close_fail() {
     let d = dir("closed");
     let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
     s.close();
-    assert!(matches!(s.write("dev", vec![p("k", 1, Value::Bool(true))]).wait(), Err(StoreError::Closed)));
+    assert!(matches!(
+        s.write("dev", vec![p("k", 1, Value::Bool(true))]).wait(),
+        Err(StoreError::Closed)
+    ));
 }

@@ -26,13 +26,25 @@ CREATE TABLE IF NOT EXISTS latest (series INTEGER PRIMARY KEY, ts INTEGER NOT NU
 pub fn open_index(shared: &Shared) -> Result<Connection> {
     let conn = Connection::open(shared.dir.join("index.db"))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let sync = if shared.config.fsync { "FULL" } else { "NORMAL" };
-    conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"))?;
+    let sync = if shared.config.fsync {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+    ))?;
     conn.execute_batch(SCHEMA)?;
     {
         let mut series = shared.series.write();
         let mut st = conn.prepare("SELECT id, device, key FROM series")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
         for row in rows {
             let (id, device, key) = row?;
             series.insert(id, Arc::from(device), Arc::from(key));
@@ -41,7 +53,13 @@ pub fn open_index(shared: &Shared) -> Result<Connection> {
     {
         let mut latest = shared.latest.write();
         let mut st = conn.prepare("SELECT series, ts, value FROM latest")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
         for row in rows {
             let (id, ts, blob) = row?;
             if let Some(v) = Value::decode(&mut &blob[..]) {
@@ -54,7 +72,8 @@ pub fn open_index(shared: &Shared) -> Result<Connection> {
         let mut st = conn.prepare("SELECT blob FROM ingest ORDER BY seq")?;
         let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         for blob in rows {
-            let records = decode_records(&blob?).ok_or_else(|| StoreError::Corrupt("ingest log record".into()))?;
+            let records = decode_records(&blob?)
+                .ok_or_else(|| StoreError::Corrupt("ingest log record".into()))?;
             replayed += records.len();
             apply(shared, records);
         }
@@ -117,16 +136,24 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
         };
         let mut writes = Vec::new();
         let mut others = Vec::new();
-        for req in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_BATCH)) {
+        for req in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_BATCH))
+        {
             match req {
-                Req::Write { device, points, done } => writes.push((device, points, done)),
+                Req::Write {
+                    device,
+                    points,
+                    done,
+                } => writes.push((device, points, done)),
                 other => others.push(other),
             }
         }
         if !writes.is_empty() {
             commit_writes(&shared, &mut conn, writes);
         }
-        let due = last_seal.elapsed() >= shared.config.seal_every || shared.head.read().total >= shared.config.seal_points;
+        let due = last_seal.elapsed() >= shared.config.seal_every
+            || shared.head.read().total >= shared.config.seal_points;
         let mut stop = false;
         for req in others {
             match req {
@@ -134,8 +161,14 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
                     let _ = done.send(seal::seal(&shared, &mut conn));
                     last_seal = Instant::now();
                 }
-                Req::Delete { device, from, to, done } => {
-                    let r = seal::seal(&shared, &mut conn).and_then(|()| seal::delete(&shared, &mut conn, &device, from, to));
+                Req::Delete {
+                    device,
+                    from,
+                    to,
+                    done,
+                } => {
+                    let r = seal::seal(&shared, &mut conn)
+                        .and_then(|()| seal::delete(&shared, &mut conn, &device, from, to));
                     last_seal = Instant::now();
                     let _ = done.send(r);
                 }
@@ -166,7 +199,11 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
     }
 }
 
-type Write = (Arc<str>, Vec<crate::Point>, tokio::sync::oneshot::Sender<Result<()>>);
+type Write = (
+    Arc<str>,
+    Vec<crate::Point>,
+    tokio::sync::oneshot::Sender<Result<()>>,
+);
 
 fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) {
     let mut records = Vec::new();
@@ -174,7 +211,8 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) {
     {
         let series = shared.series.read();
         let mut next = series.next;
-        let mut pending: std::collections::HashMap<(Arc<str>, Arc<str>), SeriesId> = Default::default();
+        let mut pending: std::collections::HashMap<(Arc<str>, Arc<str>), SeriesId> =
+            Default::default();
         for (device, points, _) in &writes {
             for p in points {
                 let key: Arc<str> = Arc::from(p.key.as_str());
@@ -198,11 +236,13 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) {
     let result = (|| -> Result<()> {
         let tx = conn.transaction()?;
         {
-            let mut st = tx.prepare_cached("INSERT INTO series (id, device, key) VALUES (?1, ?2, ?3)")?;
+            let mut st =
+                tx.prepare_cached("INSERT INTO series (id, device, key) VALUES (?1, ?2, ?3)")?;
             for (id, device, key) in &fresh {
                 st.execute(params![id, &**device, &**key])?;
             }
-            tx.prepare_cached("INSERT INTO ingest (blob) VALUES (?1)")?.execute([&blob])?;
+            tx.prepare_cached("INSERT INTO ingest (blob) VALUES (?1)")?
+                .execute([&blob])?;
         }
         tx.commit()?;
         Ok(())
@@ -237,7 +277,11 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let records = vec![(0, -5, Value::Long(3)), (7, 1_795_000_000_000, Value::Str("é".into())), (300, 0, Value::Double(1.5))];
+        let records = vec![
+            (0, -5, Value::Long(3)),
+            (7, 1_795_000_000_000, Value::Str("é".into())),
+            (300, 0, Value::Double(1.5)),
+        ];
         let mut out = Vec::new();
         encode_records(&records, &mut out);
         assert_eq!(decode_records(&out), Some(records));
