@@ -24,6 +24,8 @@ pub struct BenchArgs {
 pub enum BenchTarget {
     /// MQTT load against a broker on this machine (loopback only).
     Mqtt(MqttArgs),
+    /// Telemetry ingest: QoS 1 device telemetry end to end, or the store's writer alone.
+    Ingest(crate::ingest::IngestArgs),
 }
 
 /// `bench mqtt`: a scenario plus the options every scenario shares.

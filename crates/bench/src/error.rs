@@ -42,6 +42,9 @@ pub enum BenchError {
         total: usize,
         cause: ClientError,
     },
+    /// The ingest benchmark could not prepare its run (login, devices, store).
+    #[error("ingest set-up: {0}")]
+    Ingest(String),
     /// The tokio runtime could not be built.
     #[error("starting the runtime: {0}")]
     Runtime(io::Error),

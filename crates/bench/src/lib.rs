@@ -22,6 +22,7 @@ pub mod client;
 pub mod endpoint;
 mod engine;
 pub mod error;
+pub mod ingest;
 pub mod report;
 mod roles;
 pub mod scenario;
@@ -39,6 +40,7 @@ pub use report::Report;
 pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     match args.target {
         BenchTarget::Mqtt(mqtt) => run_mqtt_blocking(mqtt),
+        BenchTarget::Ingest(a) => ingest::run(a),
     }
 }
 

@@ -1,0 +1,421 @@
+//! `ironbridge bench ingest`: telemetry ingest, end to end or the store's writer alone.
+//!
+//! End to end: creates `--devices` devices through the REST API (logging in as `admin`), then
+//! each device publishes QoS 1 JSON telemetry `{"ts":T,"values":{"k0":..,"k9":..}}` with a
+//! window of `--inflight` unacknowledged messages. A PUBACK means the points are committed
+//! (Ironbridge acknowledges telemetry only after its store commits), so points/s is
+//! acknowledged messages × keys over the measured window.
+//!
+//! `--writer-only`: the telemetry store in this process, in `--data-dir`, fed by `--writers`
+//! threads with batches of `--keys` points for `--devices` devices; points/s committed.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use clap::Args;
+use mqtt_codec::{Packet, Protocol, Publish, QoS};
+use store::TelemetryStore;
+
+use crate::cli::Transport;
+use crate::client::{ConnectOptions, Incoming, MqttConn};
+use crate::endpoint::{parse_loopback, Endpoint};
+use crate::error::BenchError;
+
+/// `bench ingest` options.
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    /// Ironbridge's MQTT address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub mqtt: SocketAddr,
+    /// Ironbridge's HTTP address, for creating the devices.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// The `admin` password.
+    #[arg(long, env = "IRONBRIDGE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Devices (one MQTT connection each; in `--writer-only`, series owners).
+    #[arg(long, default_value_t = 1000)]
+    pub devices: usize,
+    /// Numeric keys per message.
+    #[arg(long, default_value_t = 10)]
+    pub keys: usize,
+    /// Unacknowledged messages per device.
+    #[arg(long, default_value_t = 16)]
+    pub inflight: usize,
+    /// Seconds of warm-up, not counted.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Runtime threads for the generator.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Measure the store's writer alone, in this process.
+    #[arg(long)]
+    pub writer_only: bool,
+    /// `--writer-only`: where the store is created (a fresh `ingest-bench-*` directory in it).
+    #[arg(long, default_value = ".")]
+    pub data_dir: std::path::PathBuf,
+    /// `--writer-only`: threads writing.
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IngestReport {
+    pub mode: &'static str,
+    pub devices: usize,
+    pub keys: usize,
+    pub seconds: f64,
+    pub messages: u64,
+    pub points: u64,
+    pub points_per_s: f64,
+    pub messages_per_s: f64,
+    /// `--writer-only`: bytes on disk after sealing, per point.
+    pub bytes_per_point: Option<f64>,
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(a: IngestArgs) -> Result<(), BenchError> {
+    let report = if a.writer_only {
+        writer_only(&a)?
+    } else {
+        end_to_end(&a)?
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serialises")
+        );
+    } else {
+        println!(
+            "ingest ({}): {} devices x {} keys, {:.1} s: {} messages, {} points, {:.0} points/s ({:.0} messages/s){}",
+            report.mode,
+            report.devices,
+            report.keys,
+            report.seconds,
+            report.messages,
+            report.points,
+            report.points_per_s,
+            report.messages_per_s,
+            report.bytes_per_point.map(|b| format!(", {b:.2} bytes/point on disk")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn writer_only(a: &IngestArgs) -> Result<IngestReport, BenchError> {
+    let dir = a
+        .data_dir
+        .join(format!("ingest-bench-{}", std::process::id()));
+    let store = Arc::new(
+        store::sqlite::SqliteStore::open(&dir, store::sqlite::SqliteConfig::default())
+            .map_err(|e| BenchError::Ingest(format!("opening the store: {e}")))?,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let counting = Arc::new(AtomicBool::new(false));
+    let points = Arc::new(AtomicU64::new(0));
+    let base = 1_700_000_000_000i64;
+    let mut handles = Vec::new();
+    for w in 0..a.writers.max(1) {
+        let (store, stop, counting, points) = (
+            store.clone(),
+            stop.clone(),
+            counting.clone(),
+            points.clone(),
+        );
+        let (devices, keys, writers) = (a.devices.max(1), a.keys.max(1), a.writers.max(1));
+        handles.push(std::thread::spawn(move || {
+            let names: Vec<String> = (0..devices)
+                .filter(|d| d % writers == w)
+                .map(|d| format!("dev-{d}"))
+                .collect();
+            let mut pending = std::collections::VecDeque::new();
+            let mut step = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                for name in &names {
+                    let pts: Vec<store::Point> = (0..keys)
+                        .map(|k| store::Point {
+                            key: format!("k{k}"),
+                            ts: base + step * 1000,
+                            value: store::Value::Double(
+                                20.0 + ((step + k as i64) % 100) as f64 * 0.01,
+                            ),
+                        })
+                        .collect();
+                    pending.push_back((store.write(name, pts), counting.load(Ordering::Relaxed)));
+                    // Keep a bounded number of commits outstanding, like devices awaiting acks.
+                    while pending.len() > 256 {
+                        let (c, counted): (store::Commit, bool) =
+                            pending.pop_front().expect("non-empty");
+                        if c.wait().is_ok() && counted {
+                            points.fetch_add(keys as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+                step += 1;
+            }
+            for (c, counted) in pending {
+                if c.wait().is_ok() && counted {
+                    points.fetch_add(keys as u64, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(a.warmup));
+    counting.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(a.duration));
+    counting.store(false, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    let n = points.load(Ordering::Relaxed);
+    store
+        .seal()
+        .map_err(|e| BenchError::Ingest(format!("sealing: {e}")))?;
+    // Everything written (warm-up included) is on disk now.
+    let written: u64 = {
+        let keys: Vec<String> = (0..a.keys.max(1)).map(|k| format!("k{k}")).collect();
+        let mut total = 0u64;
+        for d in 0..a.devices.max(1) {
+            for (_, s) in store
+                .range(
+                    &format!("dev-{d}"),
+                    &keys,
+                    i64::MIN,
+                    i64::MAX,
+                    usize::MAX,
+                    false,
+                )
+                .unwrap_or_default()
+            {
+                total += s.len() as u64;
+            }
+        }
+        total
+    };
+    let bytes = store.disk_bytes();
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(IngestReport {
+        mode: "writer-only",
+        devices: a.devices,
+        keys: a.keys,
+        seconds,
+        messages: n / a.keys.max(1) as u64,
+        points: n,
+        points_per_s: n as f64 / seconds,
+        messages_per_s: n as f64 / a.keys.max(1) as f64 / seconds,
+        bytes_per_point: (written > 0).then(|| bytes as f64 / written as f64),
+    })
+}
+
+/// A tiny HTTP/1.1 request on loopback: (status, body).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> Result<(u16, String), BenchError> {
+    let err = |e: std::io::Error| BenchError::Ingest(format!("HTTP {addr}: {e}"));
+    let mut s = TcpStream::connect(addr).map_err(err)?;
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(err)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(err)?;
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn create_devices(a: &IngestArgs, run: &str) -> Result<Vec<String>, BenchError> {
+    let password = a.admin_password.as_deref().ok_or_else(|| {
+        BenchError::Ingest("--admin-password (or IRONBRIDGE_ADMIN_PASSWORD) is required".into())
+    })?;
+    let login = serde_json::json!({"username": "admin", "password": password}).to_string();
+    let (status, body) = http(a.http, "POST", "/api/v1/auth/login", None, &login)?;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let token = v["token"]
+        .as_str()
+        .filter(|_| status == 200)
+        .ok_or_else(|| BenchError::Ingest(format!("login failed: {status} {body}")))?
+        .to_string();
+    (0..a.devices)
+        .map(|i| {
+            let new = serde_json::json!({"name": format!("ingest-{run}-{i}")}).to_string();
+            let (status, body) = http(a.http, "POST", "/api/v1/devices", Some(&token), &new)?;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            v["access_token"]
+                .as_str()
+                .filter(|_| status == 201)
+                .map(str::to_string)
+                .ok_or_else(|| BenchError::Ingest(format!("creating a device: {status} {body}")))
+        })
+        .collect()
+}
+
+fn end_to_end(a: &IngestArgs) -> Result<IngestReport, BenchError> {
+    parse_loopback(&a.mqtt.ip().to_string())?;
+    parse_loopback(&a.http.ip().to_string())?;
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    );
+    let tokens = create_devices(a, &run)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let endpoint = Arc::new(Endpoint {
+        addr: a.mqtt,
+        transport: Transport::Tcp,
+        ws_url: String::new(),
+        tls: None,
+    });
+    let started = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for (i, token) in tokens.into_iter().enumerate() {
+            let (acked, counting, stop, endpoint) = (
+                acked.clone(),
+                counting.clone(),
+                stop.clone(),
+                endpoint.clone(),
+            );
+            let (keys, inflight) = (a.keys.max(1), a.inflight.max(1));
+            tasks.push(tokio::spawn(async move {
+                let opts = ConnectOptions {
+                    protocol: Protocol::V311,
+                    client_id: format!("ingest-{i}"),
+                    keep_alive: 60,
+                    username: Some(token),
+                    password: None,
+                };
+                let mut conn = MqttConn::connect(&endpoint, None, &opts, 4096).await?;
+                device_loop(&mut conn, keys, inflight, &acked, &counting, &stop).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(a.warmup)).await;
+        counting.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let before = acked.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(a.duration)).await;
+        let n = acked.load(Ordering::Relaxed) - before;
+        let seconds = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let mut failed = 0;
+        for t in tasks {
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(10), t).await,
+                Ok(Ok(Ok(())))
+            ) {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            eprintln!("{failed} device connections failed or did not stop");
+        }
+        (n, seconds)
+    });
+    let (messages, seconds) = started;
+    let points = messages * a.keys.max(1) as u64;
+    Ok(IngestReport {
+        mode: "mqtt-qos1",
+        devices: a.devices,
+        keys: a.keys,
+        seconds,
+        messages,
+        points,
+        points_per_s: points as f64 / seconds,
+        messages_per_s: messages as f64 / seconds,
+        bytes_per_point: None,
+    })
+}
+
+async fn device_loop(
+    conn: &mut MqttConn,
+    keys: usize,
+    inflight: usize,
+    acked: &AtomicU64,
+    counting: &AtomicBool,
+    stop: &AtomicBool,
+) -> Result<(), crate::ClientError> {
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+        - 86_400_000;
+    let (mut seq, mut outstanding, mut pid) = (0i64, 0usize, 0u16);
+    let mut out = BytesMut::new();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping && outstanding == 0 {
+            return Ok(());
+        }
+        while !stopping && outstanding < inflight {
+            pid = pid.wrapping_add(1).max(1);
+            let mut payload = format!("{{\"ts\":{},\"values\":{{", base + seq);
+            for k in 0..keys {
+                let v = 20.0 + ((seq + k as i64) % 100) as f64 * 0.01;
+                payload.push_str(&format!("{}\"k{k}\":{v:.2}", if k > 0 { "," } else { "" }));
+            }
+            payload.push_str("}}");
+            let publish = Publish {
+                topic: "v1/devices/me/telemetry".into(),
+                payload: payload.into_bytes().into(),
+                qos: QoS::AtLeastOnce,
+                packet_id: pid,
+                ..Publish::default()
+            };
+            conn.encode(&Packet::Publish(publish), &mut out);
+            seq += 1;
+            outstanding += 1;
+        }
+        if !out.is_empty() {
+            conn.send(&out).await?;
+            out.clear();
+        }
+        conn.fill().await?;
+        while let Some(incoming) = conn.next_incoming()? {
+            if let Incoming::PubAck(_, code) = incoming {
+                outstanding -= 1;
+                if code.is_success() && counting.load(Ordering::Relaxed) {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
