@@ -8,7 +8,29 @@ use clap::Parser;
 fn parse(line: &str) -> Result<MqttArgs, clap::Error> {
     BenchArgs::try_parse_from(line.split_whitespace()).map(|a| match a.target {
         BenchTarget::Mqtt(m) => m,
+        BenchTarget::Ingest(i) => panic!("not an mqtt scenario: {i:?}"),
     })
+}
+
+#[test]
+fn ingest_defaults_and_loopback() {
+    let a = BenchArgs::try_parse_from("bench ingest --devices 10 --writer-only".split_whitespace())
+        .unwrap();
+    let BenchTarget::Ingest(i) = a.target else {
+        panic!("{a:?}")
+    };
+    assert_eq!((i.devices, i.keys, i.writer_only), (10, 10, true));
+    let a = BenchArgs::try_parse_from(
+        "bench ingest --mqtt 10.0.0.1:1883 --admin-password x".split_whitespace(),
+    )
+    .unwrap();
+    let BenchTarget::Ingest(i) = a.target else {
+        panic!("{a:?}")
+    };
+    assert!(matches!(
+        bench::ingest::run(i),
+        Err(BenchError::NotLoopback(_))
+    ));
 }
 
 #[test]

@@ -46,6 +46,7 @@ pub fn args(line: &str, port: u16) -> MqttArgs {
         Ok(BenchArgs {
             target: BenchTarget::Mqtt(m),
         }) => m,
+        Ok(other) => panic!("{full}: not an mqtt scenario: {other:?}"),
         Err(e) => panic!("{full}: {e}"),
     }
 }
