@@ -3,6 +3,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ib_core::attributes::Scope;
@@ -166,7 +167,7 @@ async fn range(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     q: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let Query(q) = q?;
     let d = s.platform.registry.device(&id)?;
     let keys = split_keys(q.keys.as_deref().unwrap_or(""));
@@ -200,19 +201,16 @@ async fn range(
         }
         None => {
             let desc = matches!(q.order.as_deref(), Some("desc" | "DESC"));
-            for (k, samples) in store
+            let series = store
                 .range(&d.id, &keys, from, to, limit, desc)
-                .map_err(store_error)?
-            {
-                let series: Vec<Value> = samples
-                    .into_iter()
-                    .map(|smp| json!({"ts": smp.ts, "value": smp.value.to_json()}))
-                    .collect();
-                out.insert(k, Value::Array(series));
-            }
+                .map_err(store_error)?;
+            // Serialised straight from the samples: raw ranges can be large.
+            let body = store::series_json(&series);
+            let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+            return Ok((json, body).into_response());
         }
     }
-    Ok(Json(Value::Object(out)))
+    Ok(Json(Value::Object(out)).into_response())
 }
 
 async fn send_rpc(

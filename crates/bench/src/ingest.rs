@@ -64,9 +64,107 @@ pub struct IngestArgs {
     /// `--writer-only`: threads writing.
     #[arg(long, default_value_t = 4)]
     pub writers: usize,
+    /// Query timing instead: one day of 1 Hz data for one key (a slow signal with noise) is
+    /// written and sealed in `--data-dir`, then 1-minute averages and all raw points (as JSON)
+    /// are read `--repeat` times; also reports bytes per point on disk.
+    #[arg(long)]
+    pub query: bool,
+    /// `--query`: repetitions of each query (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    pub repeat: usize,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `--query` measured (milliseconds, medians).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueryReport {
+    pub points: usize,
+    pub bytes_per_point: f64,
+    pub avg_1m_ms: f64,
+    pub raw_json_ms: f64,
+}
+
+fn median_ms(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn query(a: &IngestArgs) -> Result<QueryReport, BenchError> {
+    let dir = a
+        .data_dir
+        .join(format!("query-bench-{}", std::process::id()));
+    let store = store::sqlite::SqliteStore::open(&dir, store::sqlite::SqliteConfig::default())
+        .map_err(|e| BenchError::Ingest(format!("opening the store: {e}")))?;
+    let day0 = 1_700_006_400_000i64; // a UTC midnight
+    let mut x: u64 = 88_172_645_463_325_252;
+    let points: Vec<store::Point> = (0..86_400i64)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let noise = (x % 1000) as f64 / 10_000.0 - 0.05;
+            let slow = 21.0 + 4.0 * (i as f64 / 86_400.0 * std::f64::consts::TAU).sin();
+            let v = ((slow + noise) * 100.0).round() / 100.0;
+            // Real clocks jitter: up to 15 ms late.
+            store::Point {
+                key: "temperature".into(),
+                ts: day0 + i * 1000 + (x % 16) as i64,
+                value: store::Value::Double(v),
+            }
+        })
+        .collect();
+    // Written as a device would over the day (one point a message), sealed once.
+    let mut commits = Vec::new();
+    for p in points {
+        commits.push(store.write("sensor-1", vec![p]));
+    }
+    for c in commits {
+        c.wait()
+            .map_err(|e| BenchError::Ingest(format!("write: {e}")))?;
+    }
+    store
+        .seal()
+        .map_err(|e| BenchError::Ingest(format!("seal: {e}")))?;
+    let keys = vec!["temperature".to_string()];
+    let (from, to) = (day0, day0 + 86_400_000 - 1);
+    let mut avg = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..a.repeat.max(1) {
+        let t = Instant::now();
+        let r = store
+            .aggregate("sensor-1", &keys, from, to, 60_000, store::Agg::Avg)
+            .map_err(|e| BenchError::Ingest(e.to_string()))?;
+        avg.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(r[0].1.len(), 1440, "one average a minute");
+        let t = Instant::now();
+        let r = store
+            .range("sensor-1", &keys, from, to, usize::MAX, false)
+            .map_err(|e| BenchError::Ingest(e.to_string()))?;
+        // The same serialisation as GET /api/v1/devices/{id}/telemetry.
+        let text = store::series_json(&r);
+        raw.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(text.len() > 86_400 * 20);
+    }
+    let bytes = store.disk_bytes();
+    if std::env::var_os("IRONBRIDGE_BENCH_KEEP").is_some() {
+        eprintln!("keeping {}", dir.display());
+        return Ok(QueryReport {
+            points: 86_400,
+            bytes_per_point: bytes as f64 / 86_400.0,
+            avg_1m_ms: median_ms(avg),
+            raw_json_ms: median_ms(raw),
+        });
+    }
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(QueryReport {
+        points: 86_400,
+        bytes_per_point: bytes as f64 / 86_400.0,
+        avg_1m_ms: median_ms(avg),
+        raw_json_ms: median_ms(raw),
+    })
 }
 
 /// What a run measured.
@@ -86,6 +184,18 @@ pub struct IngestReport {
 
 /// Runs the benchmark and prints its report.
 pub fn run(a: IngestArgs) -> Result<(), BenchError> {
+    if a.query {
+        let r = query(&a)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r).expect("report serialises"));
+        } else {
+            println!(
+                "query: one day of 1 Hz ({} points): 1-minute averages {:.2} ms, all raw points as JSON {:.2} ms (medians); {:.2} bytes/point on disk",
+                r.points, r.avg_1m_ms, r.raw_json_ms, r.bytes_per_point
+            );
+        }
+        return Ok(());
+    }
     let report = if a.writer_only {
         writer_only(&a)?
     } else {

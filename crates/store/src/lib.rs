@@ -32,8 +32,8 @@ pub struct Point {
     pub value: Value,
 }
 
-/// A stored value at a time.
-#[derive(Debug, Clone, PartialEq)]
+/// A stored value at a time (serialises as `{"ts":MS,"value":V}`, the API's shape).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Sample {
     pub ts: i64,
     pub value: Value,
@@ -119,6 +119,23 @@ pub type Aggregated = Vec<(String, Vec<(i64, f64)>)>;
 
 /// Values of several keys: `(key, samples)` in the order the keys were asked.
 pub type Series = Vec<(String, Vec<Sample>)>;
+
+/// `{"key":[{"ts","value"},...],...}` straight from samples (no intermediate JSON values: a
+/// day of 1 Hz data is 86,400 of them).
+pub fn series_json(series: &Series) -> Vec<u8> {
+    use serde::ser::SerializeMap;
+    struct AsMap<'a>(&'a Series);
+    impl serde::Serialize for AsMap<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(self.0.len()))?;
+            for (k, samples) in self.0 {
+                m.serialize_entry(k, samples)?;
+            }
+            m.end()
+        }
+    }
+    serde_json::to_vec(&AsMap(series)).expect("samples serialise")
+}
 
 /// What the platform needs from a telemetry store.
 pub trait TelemetryStore: Send + Sync {

@@ -106,6 +106,19 @@ impl Value {
     }
 }
 
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Long(i) => s.serialize_i64(*i),
+            Value::Double(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Double(_) => s.serialize_unit(),
+            Value::Str(t) => s.serialize_str(t),
+            Value::Json(_) => self.to_json().serialize(s),
+        }
+    }
+}
+
 /// Zig-zag maps signed to unsigned so that small magnitudes stay short.
 pub fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64

@@ -46,38 +46,62 @@ impl Default for SqliteConfig {
 
 pub(crate) type SeriesId = u32;
 
-/// Series ids by device and key, and back.
+/// A fast hasher for in-memory maps.
+pub(crate) type Fast = ahash::RandomState;
+
+/// One device's series.
+#[derive(Default)]
+pub(crate) struct DeviceSeries {
+    pub keys: HashMap<Box<str>, SeriesId, Fast>,
+    pub ids: Vec<SeriesId>,
+}
+
+/// Series ids by device and key, and back. Ids are dense (0, 1, 2, ...), so per-series state
+/// lives in vectors indexed by id.
 #[derive(Default)]
 pub(crate) struct SeriesMap {
-    pub by_name: HashMap<(Arc<str>, Arc<str>), SeriesId>,
-    pub names: HashMap<SeriesId, (Arc<str>, Arc<str>)>,
-    pub by_device: HashMap<Arc<str>, Vec<SeriesId>>,
+    pub by_device: HashMap<Arc<str>, DeviceSeries, Fast>,
+    /// Key name by id.
+    pub keys: Vec<Arc<str>>,
     pub next: SeriesId,
 }
 
 impl SeriesMap {
     pub fn insert(&mut self, id: SeriesId, device: Arc<str>, key: Arc<str>) {
-        self.by_name.insert((device.clone(), key.clone()), id);
-        self.names.insert(id, (device.clone(), key));
-        self.by_device.entry(device).or_default().push(id);
+        let d = self.by_device.entry(device).or_default();
+        d.keys.insert(Box::from(&*key), id);
+        d.ids.push(id);
+        let i = id as usize;
+        if self.keys.len() <= i {
+            self.keys.resize(i + 1, Arc::from(""));
+        }
+        self.keys[i] = key;
         self.next = self.next.max(id + 1);
     }
 
     pub fn get(&self, device: &str, key: &str) -> Option<SeriesId> {
-        // Borrowed lookup on a tuple of Arcs needs owned keys; series lookups are per query, not
-        // per point, so the allocation does not matter.
-        self.by_name
-            .get(&(Arc::from(device), Arc::from(key)))
-            .copied()
+        self.by_device.get(device)?.keys.get(key).copied()
     }
 }
 
-/// Recent points not yet sealed, per series, in write order.
+/// Recent points not yet sealed, per series (indexed by id), in write order.
 #[derive(Default)]
 pub(crate) struct Head {
-    pub points: HashMap<SeriesId, Vec<(i64, Value)>>,
+    pub points: Vec<Vec<(i64, Value)>>,
+    /// Series that have points.
+    pub active: Vec<SeriesId>,
     pub total: usize,
 }
+
+impl Head {
+    /// A series' unsealed points.
+    pub fn of(&self, s: SeriesId) -> &[(i64, Value)] {
+        self.points.get(s as usize).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Latest values, indexed by series id.
+pub(crate) type Latest = Vec<Option<(i64, Value)>>;
 
 /// What the writer thread and the readers share.
 pub(crate) struct Shared {
@@ -85,7 +109,10 @@ pub(crate) struct Shared {
     pub config: SqliteConfig,
     pub series: RwLock<SeriesMap>,
     pub head: RwLock<Head>,
-    pub latest: RwLock<HashMap<SeriesId, (i64, Value)>>,
+    /// The head being sealed (by the sealer thread); readers see it until its chunks are in.
+    /// Lock order: `head`, then `frozen`.
+    pub frozen: RwLock<Option<Arc<Head>>>,
+    pub latest: RwLock<Latest>,
     /// Days that have a partition file.
     pub days: RwLock<BTreeSet<i64>>,
     /// Read connections per day file.
@@ -131,7 +158,8 @@ impl SqliteStore {
             config,
             series: RwLock::new(SeriesMap::default()),
             head: RwLock::new(Head::default()),
-            latest: RwLock::new(HashMap::new()),
+            frozen: RwLock::new(None),
+            latest: RwLock::new(Vec::new()),
             days: RwLock::new(days),
             readers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -226,9 +254,12 @@ impl TelemetryStore for SqliteStore {
     }
 
     fn disk_bytes(&self) -> u64 {
+        // `-shm` files are SQLite's shared-memory index of a WAL, not data.
         std::fs::read_dir(&self.shared.dir)
             .map(|it| {
-                it.filter_map(|e| e.ok()?.metadata().ok())
+                it.filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().ends_with("-shm"))
+                    .filter_map(|e| e.metadata().ok())
                     .map(|m| m.len())
                     .sum()
             })

@@ -23,9 +23,10 @@ pub fn latest(
             let mut all: Vec<(String, SeriesId)> = series
                 .by_device
                 .get(device)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| Some((series.names.get(id)?.1.to_string(), *id)))
+                .map(|d| d.ids.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|id| Some((series.keys.get(*id as usize)?.to_string(), *id)))
                 .collect();
             all.sort();
             all
@@ -36,7 +37,7 @@ pub fn latest(
     Ok(ids
         .into_iter()
         .filter_map(|(k, id)| {
-            let (ts, value) = latest.get(&id)?.clone();
+            let (ts, value) = latest.get(id as usize)?.clone()?;
             Some((k, Sample { ts, value }))
         })
         .collect())
@@ -113,11 +114,24 @@ pub fn range(
             out.push((key.clone(), Vec::new()));
             continue;
         };
+        // Unsealed points are taken before the chunks are read: a seal finishing in between
+        // then shows points twice (dropped below), never not at all. Older first: chunks,
+        // the head being sealed, the live head.
+        let unsealed: Vec<(i64, Value)> = {
+            let head = shared.head.read();
+            let frozen = shared.frozen.read();
+            let in_range = |p: &&(i64, Value)| p.0 >= from && p.0 <= to;
+            let older = frozen.as_ref().map(|f| f.of(s)).unwrap_or_default();
+            older
+                .iter()
+                .filter(in_range)
+                .chain(head.of(s).iter().filter(in_range))
+                .cloned()
+                .collect()
+        };
         let mut points = Vec::new();
         sealed(shared, s, from, to, &mut points)?;
-        if let Some(head) = shared.head.read().points.get(&s) {
-            points.extend(head.iter().filter(|p| p.0 >= from && p.0 <= to).cloned());
-        }
+        points.extend(unsealed);
         // Stable: equal timestamps stay in write order, and the last one wins.
         points.sort_by_key(|p| p.0);
         let mut samples: Vec<Sample> = Vec::with_capacity(points.len());

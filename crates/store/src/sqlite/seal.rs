@@ -14,16 +14,14 @@ use crate::{Result, Value};
 /// One series' points.
 type SeriesPoints = (SeriesId, Vec<(i64, Value)>);
 
-/// Seals the whole head.
-pub fn seal(shared: &Shared, conn: &mut Connection) -> Result<()> {
+/// Seals a frozen head (taken out of the live one by the writer, still visible to readers as
+/// `Shared::frozen`), then trims the ingest log up to `upto` and lets go of the frozen head.
+pub fn seal(shared: &Shared, conn: &mut Connection, head: &Head, upto: i64) -> Result<()> {
     let started = std::time::Instant::now();
-    // Only this thread changes the head, so it can be read without holding the lock across
-    // the writes; readers go on seeing it until it is cleared.
     let mut by_day: BTreeMap<i64, Vec<SeriesPoints>> = BTreeMap::new();
     let total = {
-        let head = shared.head.read();
-        for (series, points) in &head.points {
-            let mut sorted = points.clone();
+        for &series in &head.active {
+            let mut sorted = head.of(series).to_vec();
             sorted.sort_by_key(|p| p.0);
             let mut start = 0;
             while start < sorted.len() {
@@ -33,13 +31,14 @@ pub fn seal(shared: &Shared, conn: &mut Connection) -> Result<()> {
                 by_day
                     .entry(day)
                     .or_default()
-                    .push((*series, sorted[start..end].to_vec()));
+                    .push((series, sorted[start..end].to_vec()));
                 start = end;
             }
         }
         head.total
     };
     if total == 0 {
+        *shared.frozen.write() = None;
         return Ok(());
     }
     for (day, series) in by_day {
@@ -54,11 +53,21 @@ pub fn seal(shared: &Shared, conn: &mut Connection) -> Result<()> {
             }
         }
         tx.commit()?;
+        // Fold the WAL into the file now: disk use is what the chunks take.
+        part.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         shared.days.write().insert(day);
     }
     save_latest(shared, conn)?;
-    conn.execute("DELETE FROM ingest", [])?;
-    *shared.head.write() = Head::default();
+    conn.execute("DELETE FROM ingest WHERE seq <= ?1", [upto])?;
+    // The ingest log's pages go back to the file system, not only to SQLite's free list:
+    // incremental_vacuum frees a page per step, then the checkpoint shrinks the file.
+    {
+        let mut st = conn.prepare("PRAGMA incremental_vacuum")?;
+        let mut rows = st.query([])?;
+        while rows.next()?.is_some() {}
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    *shared.frozen.write() = None;
     metrics::counter!("telemetry_points_sealed_total").increment(total as u64);
     tracing::debug!(points = total, elapsed = ?started.elapsed(), "telemetry sealed");
     Ok(())
@@ -97,10 +106,12 @@ fn save_latest(shared: &Shared, conn: &mut Connection) -> Result<()> {
         .latest
         .read()
         .iter()
-        .map(|(s, (ts, v))| {
+        .enumerate()
+        .filter_map(|(s, l)| {
+            let (ts, v) = l.as_ref()?;
             let mut b = Vec::new();
             v.encode(&mut b);
-            (*s, *ts, b)
+            Some((s as SeriesId, *ts, b))
         })
         .collect();
     let tx = conn.transaction()?;
@@ -131,7 +142,7 @@ pub fn delete(
         .read()
         .by_device
         .get(device)
-        .cloned()
+        .map(|d| d.ids.clone())
         .unwrap_or_default();
     if ids.is_empty() {
         return Ok(());
@@ -184,12 +195,12 @@ pub fn delete(
     for s in &ids {
         let newest = super::read::newest_sealed(shared, *s)?;
         let mut latest = shared.latest.write();
+        if let Some(slot) = latest.get_mut(*s as usize) {
+            *slot = None;
+        }
         match newest {
-            Some(p) => {
-                latest.insert(*s, p);
-            }
+            Some((ts, v)) => super::writer::set_latest(&mut latest, *s, ts, v),
             None => {
-                latest.remove(s);
                 conn.execute("DELETE FROM latest WHERE series = ?1", [s])?;
             }
         }

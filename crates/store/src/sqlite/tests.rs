@@ -126,3 +126,34 @@ fn writes_after_close_fail() {
         Err(StoreError::Closed)
     ));
 }
+
+#[test]
+fn reads_see_every_point_while_background_seals_run() {
+    let d = dir("bg");
+    let config = SqliteConfig {
+        seal_points: 500,
+        ..SqliteConfig::default()
+    };
+    let s = SqliteStore::open(&d.0, config).unwrap();
+    let mut expected = 0;
+    for batch in 0..40 {
+        let points: Vec<Point> = (0..100)
+            .map(|i| p("v", batch * 100 + i, Value::Long(batch * 100 + i)))
+            .collect();
+        s.write("dev", points).wait().unwrap();
+        expected += 100;
+        // Every acknowledged point is visible, whether in the head, the head being sealed
+        // or a chunk.
+        let r = s
+            .range("dev", &["v".into()], 0, i64::MAX, usize::MAX, false)
+            .unwrap();
+        assert_eq!(r[0].1.len(), expected, "after batch {batch}");
+    }
+    assert!(!s.shared.days.read().is_empty(), "seals ran");
+    s.close();
+    let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
+    let r = s
+        .range("dev", &["v".into()], 0, i64::MAX, usize::MAX, false)
+        .unwrap();
+    assert_eq!(r[0].1.len(), 4000);
+}

@@ -2,7 +2,7 @@
 //! batch, plus any new series), then into the head and the latest values, then the writers'
 //! commits are resolved. Sealing and deletes run here too, between batches.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,8 +31,10 @@ pub fn open_index(shared: &Shared) -> Result<Connection> {
     } else {
         "NORMAL"
     };
+    // Incremental auto-vacuum (effective on a new file) lets sealing return the ingest log's
+    // pages to the file system.
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+        "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
     ))?;
     conn.execute_batch(SCHEMA)?;
     {
@@ -63,7 +65,7 @@ pub fn open_index(shared: &Shared) -> Result<Connection> {
         for row in rows {
             let (id, ts, blob) = row?;
             if let Some(v) = Value::decode(&mut &blob[..]) {
-                latest.insert(id, (ts, v));
+                set_latest(&mut latest, id, ts, v);
             }
         }
     }
@@ -104,31 +106,142 @@ fn decode_records(mut buf: &[u8]) -> Option<Vec<(SeriesId, i64, Value)>> {
     Some(out)
 }
 
+/// Sets a series' latest value unless a newer one is known.
+pub(crate) fn set_latest(latest: &mut super::Latest, s: SeriesId, ts: i64, v: Value) {
+    let i = s as usize;
+    if latest.len() <= i {
+        latest.resize(i + 1, None);
+    }
+    match &latest[i] {
+        Some((t, _)) if *t > ts => {}
+        _ => latest[i] = Some((ts, v)),
+    }
+}
+
 /// Puts committed records into the head and the latest values.
 fn apply(shared: &Shared, records: Vec<(SeriesId, i64, Value)>) {
     {
         let mut latest = shared.latest.write();
         for (s, ts, v) in &records {
-            match latest.get(s) {
-                Some((t, _)) if *t > *ts => {}
-                _ => {
-                    latest.insert(*s, (*ts, v.clone()));
-                }
-            }
+            set_latest(&mut latest, *s, *ts, v.clone());
         }
     }
     let mut head = shared.head.write();
     head.total += records.len();
     for (s, ts, v) in records {
-        head.points.entry(s).or_default().push((ts, v));
+        let i = s as usize;
+        if head.points.len() <= i {
+            head.points.resize_with(i + 1, Vec::new);
+        }
+        if head.points[i].is_empty() {
+            head.active.push(s);
+        }
+        head.points[i].push((ts, v));
+    }
+}
+
+/// A seal for the sealer thread: the frozen head, the last ingest-log row it covers, and
+/// where to say it is done.
+type SealJob = (Arc<super::Head>, i64, mpsc::Sender<Result<()>>);
+
+/// Starts the sealer thread (its own connection to `index.db`).
+fn start_sealer(shared: &Arc<Shared>) -> Result<mpsc::Sender<SealJob>> {
+    let conn = Connection::open(shared.dir.join("index.db"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    let (tx, rx) = mpsc::channel::<SealJob>();
+    let shared = shared.clone();
+    std::thread::Builder::new().name("telemetry-sealer".into()).spawn(move || {
+        let mut conn = conn;
+        for (head, upto, done) in rx {
+            let r = seal::seal(&shared, &mut conn, &head, upto);
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "sealing telemetry failed; the ingest log keeps it");
+                // Readers keep seeing the frozen points until the next restart replays them.
+            }
+            let _ = done.send(r);
+        }
+    })?;
+    Ok(tx)
+}
+
+/// The writer's side of sealing: at most one seal in flight.
+struct Sealing {
+    tx: mpsc::Sender<SealJob>,
+    in_flight: Option<mpsc::Receiver<Result<()>>>,
+    last_seq: i64,
+    last: Instant,
+}
+
+impl Sealing {
+    /// Whether the previous seal is done (collecting its result).
+    fn idle(&mut self) -> bool {
+        match &self.in_flight {
+            None => true,
+            Some(rx) => match rx.try_recv() {
+                Err(mpsc::TryRecvError::Empty) => false,
+                _ => {
+                    self.in_flight = None;
+                    true
+                }
+            },
+        }
+    }
+
+    /// Waits for the seal in flight.
+    fn wait(&mut self) -> Result<()> {
+        match self.in_flight.take() {
+            Some(rx) => rx.recv().unwrap_or(Err(StoreError::Closed)),
+            None => Ok(()),
+        }
+    }
+
+    /// Freezes the live head and hands it to the sealer (the previous seal must be done).
+    fn start(&mut self, shared: &Shared) {
+        let frozen = {
+            let mut head = shared.head.write();
+            let mut frozen = shared.frozen.write();
+            let h = Arc::new(std::mem::take(&mut *head));
+            *frozen = Some(h.clone());
+            h
+        };
+        let (done, rx) = mpsc::channel();
+        if self.tx.send((frozen, self.last_seq, done)).is_ok() {
+            self.in_flight = Some(rx);
+        }
+        self.last = Instant::now();
+    }
+
+    /// Seals everything written so far and waits for it.
+    fn now(&mut self, shared: &Shared) -> Result<()> {
+        self.wait()?;
+        self.start(shared);
+        self.wait()
     }
 }
 
 /// The writer loop.
 pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
-    let mut last_seal = Instant::now();
+    let tx = match start_sealer(&shared) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "starting the telemetry sealer failed");
+            return;
+        }
+    };
+    let last_seq = conn
+        .query_row("SELECT coalesce(max(seq), 0) FROM ingest", [], |r| r.get(0))
+        .unwrap_or(0);
+    let mut sealing = Sealing {
+        tx,
+        in_flight: None,
+        last_seq,
+        last: Instant::now(),
+    };
     loop {
-        let wait = shared.config.seal_every.saturating_sub(last_seal.elapsed());
+        let wait = shared
+            .config
+            .seal_every
+            .saturating_sub(sealing.last.elapsed());
         let first = match rx.recv_timeout(wait) {
             Ok(r) => Some(r),
             Err(RecvTimeoutError::Timeout) => None,
@@ -150,16 +263,15 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
             }
         }
         if !writes.is_empty() {
-            commit_writes(&shared, &mut conn, writes);
+            if let Some(seq) = commit_writes(&shared, &mut conn, writes) {
+                sealing.last_seq = seq;
+            }
         }
-        let due = last_seal.elapsed() >= shared.config.seal_every
-            || shared.head.read().total >= shared.config.seal_points;
         let mut stop = false;
         for req in others {
             match req {
                 Req::Seal(done) => {
-                    let _ = done.send(seal::seal(&shared, &mut conn));
-                    last_seal = Instant::now();
+                    let _ = done.send(sealing.now(&shared));
                 }
                 Req::Delete {
                     device,
@@ -167,13 +279,13 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
                     to,
                     done,
                 } => {
-                    let r = seal::seal(&shared, &mut conn)
+                    let r = sealing
+                        .now(&shared)
                         .and_then(|()| seal::delete(&shared, &mut conn, &device, from, to));
-                    last_seal = Instant::now();
                     let _ = done.send(r);
                 }
                 Req::Close(done) => {
-                    let _ = done.send(seal::seal(&shared, &mut conn));
+                    let _ = done.send(sealing.now(&shared));
                     stop = true;
                 }
                 Req::Write { .. } => unreachable!("writes were taken above"),
@@ -188,13 +300,15 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
             }
             break;
         }
-        if due && shared.head.read().total > 0 {
-            if let Err(e) = seal::seal(&shared, &mut conn) {
-                tracing::error!(error = %e, "sealing telemetry failed; the head keeps it");
+        let total = shared.head.read().total;
+        let due = sealing.last.elapsed() >= shared.config.seal_every
+            || total >= shared.config.seal_points;
+        if due && sealing.idle() {
+            if total > 0 {
+                sealing.start(&shared);
+            } else {
+                sealing.last = Instant::now();
             }
-            last_seal = Instant::now();
-        } else if due {
-            last_seal = Instant::now();
         }
     }
 }
@@ -205,27 +319,29 @@ type Write = (
     tokio::sync::oneshot::Sender<Result<()>>,
 );
 
-fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) {
+/// Commits a batch of writes; returns the ingest-log row written.
+fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) -> Option<i64> {
     let mut records = Vec::new();
     let mut fresh: Vec<(SeriesId, Arc<str>, Arc<str>)> = Vec::new();
     {
         let series = shared.series.read();
         let mut next = series.next;
-        let mut pending: std::collections::HashMap<(Arc<str>, Arc<str>), SeriesId> =
+        // Series first seen in this batch, by device and key.
+        let mut pending: std::collections::HashMap<(Arc<str>, String), SeriesId> =
             Default::default();
         for (device, points, _) in &writes {
+            let known = series.by_device.get(device);
             for p in points {
-                let key: Arc<str> = Arc::from(p.key.as_str());
-                let name = (device.clone(), key.clone());
-                let id = match series.by_name.get(&name).or_else(|| pending.get(&name)) {
+                let id = match known.and_then(|d| d.keys.get(p.key.as_str())) {
                     Some(id) => *id,
-                    None => {
-                        let id = next;
-                        next += 1;
-                        pending.insert(name, id);
-                        fresh.push((id, device.clone(), key));
-                        id
-                    }
+                    None => *pending
+                        .entry((device.clone(), p.key.clone()))
+                        .or_insert_with(|| {
+                            let id = next;
+                            next += 1;
+                            fresh.push((id, device.clone(), Arc::from(p.key.as_str())));
+                            id
+                        }),
                 };
                 records.push((id, p.ts, p.value.clone()));
             }
@@ -233,7 +349,7 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) {
     }
     let mut blob = Vec::with_capacity(records.len() * 12);
     encode_records(&records, &mut blob);
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<i64> {
         let tx = conn.transaction()?;
         {
             let mut st =
@@ -244,11 +360,12 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) {
             tx.prepare_cached("INSERT INTO ingest (blob) VALUES (?1)")?
                 .execute([&blob])?;
         }
+        let seq = tx.last_insert_rowid();
         tx.commit()?;
-        Ok(())
+        Ok(seq)
     })();
     match result {
-        Ok(()) => {
+        Ok(seq) => {
             {
                 let mut series = shared.series.write();
                 for (id, device, key) in fresh {
@@ -260,6 +377,7 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) {
             for (_, _, done) in writes {
                 let _ = done.send(Ok(()));
             }
+            Some(seq)
         }
         Err(e) => {
             tracing::error!(error = %e, "telemetry commit failed");
@@ -267,6 +385,7 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) {
             for (_, _, done) in writes {
                 let _ = done.send(Err(StoreError::Write(msg.clone())));
             }
+            None
         }
     }
 }
