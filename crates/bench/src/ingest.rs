@@ -118,7 +118,7 @@ fn query(a: &IngestArgs) -> Result<QueryReport, BenchError> {
     // Written as a device would over the day (one point a message), sealed once.
     let mut commits = Vec::new();
     for p in points {
-        commits.push(store.write("sensor-1", vec![p]));
+        commits.push(store.write("sensor-1", "bench", vec![p]));
     }
     for c in commits {
         c.wait()
@@ -262,7 +262,10 @@ fn writer_only(a: &IngestArgs) -> Result<IngestReport, BenchError> {
                             ),
                         })
                         .collect();
-                    pending.push_back((store.write(name, pts), counting.load(Ordering::Relaxed)));
+                    pending.push_back((
+                        store.write(name, "bench", pts),
+                        counting.load(Ordering::Relaxed),
+                    ));
                     // Keep a bounded number of commits outstanding, like devices awaiting acks.
                     while pending.len() > 256 {
                         let (c, counted): (store::Commit, bool) =

@@ -23,9 +23,23 @@ pub type KeyRequest = (Option<Vec<String>>, Option<Vec<String>>);
 pub struct DeviceCtx {
     pub id: Arc<str>,
     pub tenant: Arc<str>,
+    /// The profile's id.
+    pub profile: Arc<str>,
     pub name: String,
     pub gateway: bool,
     pub spec: ProfileSpec,
+}
+
+impl DeviceCtx {
+    /// The telemetry store's retention group of the device: its tenant and profile.
+    pub fn retention_group(&self) -> String {
+        retention_group(&self.tenant, &self.profile)
+    }
+}
+
+/// The retention group of a tenant's profile.
+pub fn retention_group(tenant: &str, profile: &str) -> String {
+    format!("{tenant}/{profile}")
 }
 
 /// What `getSessionLimits` tells a device (ThingsBoard's SDKs ask right after connecting).
@@ -73,6 +87,7 @@ impl Platform {
         Ok(Arc::new(DeviceCtx {
             id: Arc::from(d.id.as_str()),
             tenant: Arc::from(d.tenant.as_str()),
+            profile: Arc::from(d.profile_id.as_str()),
             name: d.name,
             gateway: d.gateway,
             spec,
@@ -177,7 +192,9 @@ impl Platform {
                 })
             })
             .collect();
-        let commit = self.telemetry.write(&ctx.id, stored);
+        let commit = self
+            .telemetry
+            .write(&ctx.id, &ctx.retention_group(), stored);
         let n = points.len();
         metrics::counter!("telemetry_points_total").increment(n as u64);
         self.bus.publish(Event {

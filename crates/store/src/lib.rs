@@ -139,8 +139,10 @@ pub fn series_json(series: &Series) -> Vec<u8> {
 
 /// What the platform needs from a telemetry store.
 pub trait TelemetryStore: Send + Sync {
-    /// Stores one device's points (all or nothing); resolves once durable.
-    fn write(&self, device: &str, points: Vec<Point>) -> Commit;
+    /// Stores one device's points (all or nothing); resolves once durable. `group` is the
+    /// retention group the device's series belong to (the platform uses tenant and profile):
+    /// partitions hold one group's points, so that retention drops whole partitions.
+    fn write(&self, device: &str, group: &str, points: Vec<Point>) -> Commit;
 
     /// The latest value of each key (`None`: all keys of the device).
     fn latest(&self, device: &str, keys: Option<&[String]>) -> Result<Vec<(String, Sample)>>;
@@ -171,6 +173,14 @@ pub trait TelemetryStore: Send + Sync {
 
     /// Deletes a device's points in `[from, to]` (all of them with `i64::MIN..=i64::MAX`).
     fn delete(&self, device: &str, from: i64, to: i64) -> Result<()>;
+
+    /// Drops the partitions of `group` that hold only points older than `before` (retention:
+    /// whole partitions, never row by row), and unsealed points of the group older than it;
+    /// returns the bytes freed.
+    fn drop_before(&self, group: &str, before: i64) -> Result<u64>;
+
+    /// Bytes on disk per retention group.
+    fn usage(&self) -> Result<Vec<(String, u64)>>;
 
     /// Seals everything written so far (tests, benchmarks, shutdown).
     fn seal(&self) -> Result<()>;

@@ -45,6 +45,8 @@ impl Default for SqliteConfig {
 }
 
 pub(crate) type SeriesId = u32;
+/// A retention group's id (its partitions are in `gN/`).
+pub(crate) type GroupId = u32;
 
 /// A fast hasher for in-memory maps.
 pub(crate) type Fast = ahash::RandomState;
@@ -56,27 +58,47 @@ pub(crate) struct DeviceSeries {
     pub ids: Vec<SeriesId>,
 }
 
-/// Series ids by device and key, and back. Ids are dense (0, 1, 2, ...), so per-series state
-/// lives in vectors indexed by id.
+/// Series ids by device and key, and back, and retention groups. Ids are dense (0, 1, 2,
+/// ...), so per-series state lives in vectors indexed by id.
 #[derive(Default)]
 pub(crate) struct SeriesMap {
     pub by_device: HashMap<Arc<str>, DeviceSeries, Fast>,
     /// Key name by id.
     pub keys: Vec<Arc<str>>,
+    /// Retention group by series id.
+    pub group_of: Vec<GroupId>,
     pub next: SeriesId,
+    /// Group names by id, and back.
+    pub groups: Vec<Arc<str>>,
+    pub group_ids: HashMap<Arc<str>, GroupId, Fast>,
 }
 
 impl SeriesMap {
-    pub fn insert(&mut self, id: SeriesId, device: Arc<str>, key: Arc<str>) {
+    pub fn insert(&mut self, id: SeriesId, device: Arc<str>, key: Arc<str>, group: GroupId) {
         let d = self.by_device.entry(device).or_default();
         d.keys.insert(Box::from(&*key), id);
         d.ids.push(id);
         let i = id as usize;
         if self.keys.len() <= i {
             self.keys.resize(i + 1, Arc::from(""));
+            self.group_of.resize(i + 1, 0);
         }
         self.keys[i] = key;
+        self.group_of[i] = group;
         self.next = self.next.max(id + 1);
+    }
+
+    pub fn add_group(&mut self, id: GroupId, name: Arc<str>) {
+        let i = id as usize;
+        if self.groups.len() <= i {
+            self.groups.resize(i + 1, Arc::from(""));
+        }
+        self.groups[i] = name.clone();
+        self.group_ids.insert(name, id);
+    }
+
+    pub fn group(&self, s: SeriesId) -> GroupId {
+        self.group_of.get(s as usize).copied().unwrap_or(0)
     }
 
     pub fn get(&self, device: &str, key: &str) -> Option<SeriesId> {
@@ -113,10 +135,10 @@ pub(crate) struct Shared {
     /// Lock order: `head`, then `frozen`.
     pub frozen: RwLock<Option<Arc<Head>>>,
     pub latest: RwLock<Latest>,
-    /// Days that have a partition file.
-    pub days: RwLock<BTreeSet<i64>>,
-    /// Read connections per day file.
-    pub readers: Mutex<HashMap<i64, Connection>>,
+    /// (group, day) partitions that have a file.
+    pub days: RwLock<BTreeSet<(GroupId, i64)>>,
+    /// Read connections per partition file.
+    pub readers: Mutex<HashMap<(GroupId, i64), Connection>>,
     pub closed: AtomicBool,
 }
 
@@ -124,6 +146,7 @@ pub(crate) struct Shared {
 pub(crate) enum Req {
     Write {
         device: Arc<str>,
+        group: Arc<str>,
         points: Vec<Point>,
         done: tokio::sync::oneshot::Sender<Result<()>>,
     },
@@ -133,6 +156,11 @@ pub(crate) enum Req {
         from: i64,
         to: i64,
         done: mpsc::Sender<Result<()>>,
+    },
+    Drop {
+        group: Arc<str>,
+        before: i64,
+        done: mpsc::Sender<Result<u64>>,
     },
     Close(mpsc::Sender<Result<()>>),
 }
@@ -149,8 +177,14 @@ impl SqliteStore {
         std::fs::create_dir_all(dir)?;
         let mut days = BTreeSet::new();
         for entry in std::fs::read_dir(dir)? {
-            if let Some(day) = entry?.file_name().to_str().and_then(partition::day_of_file) {
-                days.insert(day);
+            let entry = entry?;
+            let Some(g) = entry.file_name().to_str().and_then(partition::group_of_dir) else {
+                continue;
+            };
+            for file in std::fs::read_dir(entry.path())? {
+                if let Some(day) = file?.file_name().to_str().and_then(partition::day_of_file) {
+                    days.insert((g, day));
+                }
             }
         }
         let shared = Arc::new(Shared {
@@ -193,13 +227,14 @@ impl SqliteStore {
 }
 
 impl TelemetryStore for SqliteStore {
-    fn write(&self, device: &str, points: Vec<Point>) -> Commit {
+    fn write(&self, device: &str, group: &str, points: Vec<Point>) -> Commit {
         if self.shared.closed.load(Ordering::Acquire) {
             return Commit::failed(StoreError::Closed);
         }
         let (done, commit) = Commit::pending();
         if !self.send(Req::Write {
             device: Arc::from(device),
+            group: Arc::from(group),
             points,
             done,
         }) {
@@ -253,17 +288,41 @@ impl TelemetryStore for SqliteStore {
         self.call(Req::Seal)
     }
 
-    fn disk_bytes(&self) -> u64 {
-        // `-shm` files are SQLite's shared-memory index of a WAL, not data.
-        std::fs::read_dir(&self.shared.dir)
-            .map(|it| {
-                it.filter_map(|e| e.ok())
-                    .filter(|e| !e.file_name().to_string_lossy().ends_with("-shm"))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
+    fn drop_before(&self, group: &str, before: i64) -> Result<u64> {
+        let (tx, rx) = mpsc::channel();
+        let req = Req::Drop {
+            group: Arc::from(group),
+            before,
+            done: tx,
+        };
+        if !self.send(req) {
+            return Err(StoreError::Closed);
+        }
+        rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn usage(&self) -> Result<Vec<(String, u64)>> {
+        let groups: Vec<(GroupId, Arc<str>)> = {
+            let s = self.shared.series.read();
+            s.groups
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i as GroupId, n.clone()))
+                .collect()
+        };
+        Ok(groups
+            .into_iter()
+            .map(|(g, name)| {
+                (
+                    name.to_string(),
+                    dir_bytes(&partition::group_dir(&self.shared.dir, g)),
+                )
             })
-            .unwrap_or(0)
+            .collect())
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        dir_bytes(&self.shared.dir)
     }
 
     fn close(&self) {
@@ -281,6 +340,22 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Bytes of the files in a directory and its subdirectories (`-shm` files, SQLite's
+/// shared-memory index of a WAL, are not data).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) if !e.file_name().to_string_lossy().ends_with("-shm") => m.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Daily partitions: sealed chunks of one UTC day live in their own file,
-//! `telemetry/YYYY-MM-DD.db`, so that retention deletes whole files and disk use falls at once.
+//! Partitions: the sealed chunks of one retention group and one UTC day live in their own file,
+//! `telemetry/gN/YYYY-MM-DD.db` (N the group's id), so that retention deletes whole files and
+//! disk use falls at once.
 
 use std::path::{Path, PathBuf};
 
@@ -59,14 +60,25 @@ pub fn day_of_file(name: &str) -> Option<i64> {
     (date_of(day) == date).then_some(day)
 }
 
-/// The file of a day.
-pub fn path(dir: &Path, day: i64) -> PathBuf {
-    dir.join(format!("{}.db", date_of(day)))
+/// A group's directory.
+pub fn group_dir(dir: &Path, group: u32) -> PathBuf {
+    dir.join(format!("g{group}"))
 }
 
-/// Opens (creating) a day's file.
-pub fn open(dir: &Path, day: i64, synchronous_full: bool) -> Result<Connection> {
-    let conn = Connection::open(path(dir, day))?;
+/// The group id of a directory name `gN`.
+pub fn group_of_dir(name: &str) -> Option<u32> {
+    name.strip_prefix('g')?.parse().ok()
+}
+
+/// The file of a group's day.
+pub fn path(dir: &Path, group: u32, day: i64) -> PathBuf {
+    group_dir(dir, group).join(format!("{}.db", date_of(day)))
+}
+
+/// Opens (creating) a group's day file.
+pub fn open(dir: &Path, group: u32, day: i64, synchronous_full: bool) -> Result<Connection> {
+    std::fs::create_dir_all(group_dir(dir, group))?;
+    let conn = Connection::open(path(dir, group, day))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let sync = if synchronous_full { "FULL" } else { "NORMAL" };
     conn.execute_batch(&format!(

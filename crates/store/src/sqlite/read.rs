@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::{partition, SeriesId, Shared};
+use super::{partition, GroupId, SeriesId, Shared};
 use crate::chunk::{self, Kind};
 use crate::{Result, Sample, Series, StoreError, Value};
 
@@ -43,14 +43,19 @@ pub fn latest(
         .collect())
 }
 
-/// Runs `f` with the read connection of a day's file.
-fn with_day<T>(shared: &Shared, day: i64, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+/// Runs `f` with the read connection of a group's day file.
+fn with_day<T>(
+    shared: &Shared,
+    g: GroupId,
+    day: i64,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
     let mut readers = shared.readers.lock();
-    let conn = match readers.entry(day) {
+    let conn = match readers.entry((g, day)) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(v) => {
             let conn = Connection::open_with_flags(
-                partition::path(&shared.dir, day),
+                partition::path(&shared.dir, g, day),
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
@@ -69,14 +74,15 @@ fn sealed(
     to: i64,
     out: &mut Vec<(i64, Value)>,
 ) -> Result<()> {
+    let g = shared.series.read().group(s);
     let days: Vec<i64> = shared
         .days
         .read()
-        .range(partition::day_of(from)..=partition::day_of(to))
-        .copied()
+        .range((g, partition::day_of(from))..=(g, partition::day_of(to)))
+        .map(|(_, d)| *d)
         .collect();
     for day in days {
-        with_day(shared, day, |conn| {
+        with_day(shared, g, day, |conn| {
             let mut st = conn.prepare_cached(
                 "SELECT kind, ts, vals FROM chunks WHERE series = ?1 AND t_max >= ?2 AND t_min <= ?3 ORDER BY rowid",
             )?;
@@ -152,7 +158,15 @@ pub fn range(
 
 /// The newest sealed point of a series, newest day first.
 pub fn newest_sealed(shared: &Shared, s: SeriesId) -> Result<Option<(i64, Value)>> {
-    let days: Vec<i64> = shared.days.read().iter().rev().copied().collect();
+    let g = shared.series.read().group(s);
+    let days: Vec<i64> = shared
+        .days
+        .read()
+        .iter()
+        .rev()
+        .filter(|(pg, _)| *pg == g)
+        .map(|(_, d)| *d)
+        .collect();
     for day in days {
         let mut points = Vec::new();
         let (lo, hi) = (day * partition::DAY_MS, (day + 1) * partition::DAY_MS - 1);

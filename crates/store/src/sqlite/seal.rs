@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
-use super::{partition, Head, SeriesId, Shared};
+use super::{partition, GroupId, Head, SeriesId, Shared};
 use crate::chunk::{self, Kind};
 use crate::{Result, Value};
 
@@ -18,9 +18,11 @@ type SeriesPoints = (SeriesId, Vec<(i64, Value)>);
 /// `Shared::frozen`), then trims the ingest log up to `upto` and lets go of the frozen head.
 pub fn seal(shared: &Shared, conn: &mut Connection, head: &Head, upto: i64) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut by_day: BTreeMap<i64, Vec<SeriesPoints>> = BTreeMap::new();
+    let mut by_day: BTreeMap<(GroupId, i64), Vec<SeriesPoints>> = BTreeMap::new();
+    let group_of = shared.series.read().group_of.clone();
     let total = {
         for &series in &head.active {
+            let g = group_of.get(series as usize).copied().unwrap_or(0);
             let mut sorted = head.of(series).to_vec();
             sorted.sort_by_key(|p| p.0);
             let mut start = 0;
@@ -29,7 +31,7 @@ pub fn seal(shared: &Shared, conn: &mut Connection, head: &Head, upto: i64) -> R
                 let end =
                     start + sorted[start..].partition_point(|p| partition::day_of(p.0) == day);
                 by_day
-                    .entry(day)
+                    .entry((g, day))
                     .or_default()
                     .push((series, sorted[start..end].to_vec()));
                 start = end;
@@ -41,8 +43,8 @@ pub fn seal(shared: &Shared, conn: &mut Connection, head: &Head, upto: i64) -> R
         *shared.frozen.write() = None;
         return Ok(());
     }
-    for (day, series) in by_day {
-        let mut part = partition::open(&shared.dir, day, shared.config.fsync)?;
+    for ((g, day), series) in by_day {
+        let mut part = partition::open(&shared.dir, g, day, shared.config.fsync)?;
         let tx = part.transaction()?;
         {
             let mut st = tx.prepare_cached(
@@ -55,7 +57,7 @@ pub fn seal(shared: &Shared, conn: &mut Connection, head: &Head, upto: i64) -> R
         tx.commit()?;
         // Fold the WAL into the file now: disk use is what the chunks take.
         part.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-        shared.days.write().insert(day);
+        shared.days.write().insert((g, day));
     }
     save_latest(shared, conn)?;
     conn.execute("DELETE FROM ingest WHERE seq <= ?1", [upto])?;
@@ -147,18 +149,25 @@ pub fn delete(
     if ids.is_empty() {
         return Ok(());
     }
-    let days: Vec<i64> = shared
+    let groups: Vec<GroupId> = {
+        let s = shared.series.read();
+        let mut g: Vec<GroupId> = ids.iter().map(|id| s.group(*id)).collect();
+        g.sort_unstable();
+        g.dedup();
+        g
+    };
+    let days: Vec<(GroupId, i64)> = shared
         .days
         .read()
         .iter()
         .copied()
-        .filter(|d| {
+        .filter(|(g, d)| {
             let (lo, hi) = (d * partition::DAY_MS, (d + 1) * partition::DAY_MS - 1);
-            hi >= from && lo <= to
+            groups.contains(g) && hi >= from && lo <= to
         })
         .collect();
-    for day in days {
-        let mut part = partition::open(&shared.dir, day, shared.config.fsync)?;
+    for (g, day) in days {
+        let mut part = partition::open(&shared.dir, g, day, shared.config.fsync)?;
         let tx = part.transaction()?;
         for s in &ids {
             let rows: Vec<(i64, i64, Vec<u8>, Vec<u8>)> = {
@@ -206,4 +215,50 @@ pub fn delete(
         }
     }
     save_latest(shared, conn)
+}
+
+/// Retention: deletes the group's partition files whose day ended before `before`, and its
+/// unsealed points older than that. Runs on the writer thread with no seal in flight.
+pub fn drop_before(shared: &Shared, group: &str, before: i64) -> Result<u64> {
+    let Some(g) = shared.series.read().group_ids.get(group).copied() else {
+        return Ok(0);
+    };
+    let old: Vec<(GroupId, i64)> = shared
+        .days
+        .read()
+        .iter()
+        .copied()
+        .filter(|(pg, d)| *pg == g && (d + 1) * partition::DAY_MS <= before)
+        .collect();
+    let mut freed = 0u64;
+    for (pg, day) in old {
+        shared.readers.lock().remove(&(pg, day));
+        shared.days.write().remove(&(pg, day));
+        let path = partition::path(&shared.dir, pg, day);
+        for suffix in ["", "-wal", "-shm"] {
+            let f = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if let Ok(m) = std::fs::metadata(&f) {
+                freed += m.len();
+                std::fs::remove_file(&f)?;
+            }
+        }
+        tracing::info!(group, date = %partition::date_of(day), "telemetry partition dropped (retention)");
+        metrics::counter!("telemetry_partitions_dropped_total").increment(1);
+    }
+    // Unsealed points past the horizon would otherwise bring an old partition back.
+    let group_of = shared.series.read().group_of.clone();
+    let mut head = shared.head.write();
+    let active = head.active.clone();
+    let mut dropped = 0;
+    for s in active {
+        if group_of.get(s as usize) == Some(&g) {
+            if let Some(points) = head.points.get_mut(s as usize) {
+                let n = points.len();
+                points.retain(|p| p.0 >= before);
+                dropped += n - points.len();
+            }
+        }
+    }
+    head.total -= dropped;
+    Ok(freed)
 }

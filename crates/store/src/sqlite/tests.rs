@@ -32,6 +32,7 @@ fn written_points_survive_reopening_sealed_or_not() {
         let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
         s.write(
             "dev",
+            "g",
             vec![
                 p("t", 1_000, Value::Double(1.5)),
                 p("t", 2_000, Value::Double(2.5)),
@@ -40,7 +41,7 @@ fn written_points_survive_reopening_sealed_or_not() {
         .wait()
         .unwrap();
         s.seal().unwrap();
-        s.write("dev", vec![p("t", 3_000, Value::Long(3))])
+        s.write("dev", "g", vec![p("t", 3_000, Value::Long(3))])
             .wait()
             .unwrap();
         // Dropped without close: the head is only in the ingest log.
@@ -69,11 +70,11 @@ fn written_points_survive_reopening_sealed_or_not() {
 fn last_write_of_a_timestamp_wins_across_seals() {
     let d = dir("dup");
     let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
-    s.write("dev", vec![p("k", 5, Value::Long(1))])
+    s.write("dev", "g", vec![p("k", 5, Value::Long(1))])
         .wait()
         .unwrap();
     s.seal().unwrap();
-    s.write("dev", vec![p("k", 5, Value::Long(2))])
+    s.write("dev", "g", vec![p("k", 5, Value::Long(2))])
         .wait()
         .unwrap();
     let r = s.range("dev", &["k".into()], 0, 10, 10, false).unwrap();
@@ -103,7 +104,7 @@ fn points_land_in_the_partition_of_their_day_and_deletes_rewrite_chunks() {
     let points: Vec<Point> = (0..10)
         .map(|i| p("x", i * day / 2, Value::Long(i)))
         .collect();
-    s.write("dev", points).wait().unwrap();
+    s.write("dev", "g", points).wait().unwrap();
     s.seal().unwrap();
     assert_eq!(s.shared.days.read().len(), 5);
     s.delete("dev", day, 3 * day - 1).unwrap();
@@ -122,7 +123,8 @@ fn writes_after_close_fail() {
     let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
     s.close();
     assert!(matches!(
-        s.write("dev", vec![p("k", 1, Value::Bool(true))]).wait(),
+        s.write("dev", "g", vec![p("k", 1, Value::Bool(true))])
+            .wait(),
         Err(StoreError::Closed)
     ));
 }
@@ -140,7 +142,7 @@ fn reads_see_every_point_while_background_seals_run() {
         let points: Vec<Point> = (0..100)
             .map(|i| p("v", batch * 100 + i, Value::Long(batch * 100 + i)))
             .collect();
-        s.write("dev", points).wait().unwrap();
+        s.write("dev", "g", points).wait().unwrap();
         expected += 100;
         // Every acknowledged point is visible, whether in the head, the head being sealed
         // or a chunk.
@@ -156,4 +158,44 @@ fn reads_see_every_point_while_background_seals_run() {
         .range("dev", &["v".into()], 0, i64::MAX, usize::MAX, false)
         .unwrap();
     assert_eq!(r[0].1.len(), 4000);
+}
+
+#[test]
+fn retention_drops_whole_partitions_of_one_group() {
+    let d = dir("retention");
+    let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
+    let day = partition::DAY_MS;
+    let points = |n: i64| -> Vec<Point> {
+        (0..n)
+            .map(|i| p("x", i * day + 1000, Value::Long(i)))
+            .collect()
+    };
+    s.write("a", "short", points(10)).wait().unwrap();
+    s.write("b", "long", points(10)).wait().unwrap();
+    s.seal().unwrap();
+    let before = s.disk_bytes();
+    let usage = s.usage().unwrap();
+    assert_eq!(usage.len(), 2);
+    // Keep the short group's last three days only.
+    let freed = s.drop_before("short", 7 * day).unwrap();
+    assert!(freed > 0);
+    assert!(s.disk_bytes() < before, "disk use falls");
+    let a = s
+        .range("a", &["x".into()], i64::MIN, i64::MAX, 100, false)
+        .unwrap();
+    let kept: Vec<i64> = a[0].1.iter().map(|x| x.ts / day).collect();
+    assert_eq!(kept, [7, 8, 9]);
+    let b = s
+        .range("b", &["x".into()], i64::MIN, i64::MAX, 100, false)
+        .unwrap();
+    assert_eq!(b[0].1.len(), 10, "the other group is untouched");
+    // Unsealed points past the horizon go too.
+    s.write("a", "short", vec![p("x", 2 * day, Value::Long(99))])
+        .wait()
+        .unwrap();
+    s.drop_before("short", 7 * day).unwrap();
+    let a = s
+        .range("a", &["x".into()], i64::MIN, i64::MAX, 100, false)
+        .unwrap();
+    assert_eq!(a[0].1.len(), 3);
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection};
 
-use super::{seal, Req, SeriesId, Shared};
+use super::{seal, GroupId, Req, SeriesId, Shared};
 use crate::value::{get_varint, put_varint, unzigzag, zigzag};
 use crate::{Result, StoreError, Value};
 
@@ -16,8 +16,9 @@ use crate::{Result, StoreError, Value};
 const MAX_BATCH: usize = 4096;
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS groups (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, device TEXT NOT NULL, key TEXT NOT NULL,
-    UNIQUE (device, key));
+    grp INTEGER NOT NULL DEFAULT 0, UNIQUE (device, key));
 CREATE TABLE IF NOT EXISTS ingest (seq INTEGER PRIMARY KEY, blob BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS latest (series INTEGER PRIMARY KEY, ts INTEGER NOT NULL, value BLOB NOT NULL);
 ";
@@ -39,17 +40,24 @@ pub fn open_index(shared: &Shared) -> Result<Connection> {
     conn.execute_batch(SCHEMA)?;
     {
         let mut series = shared.series.write();
-        let mut st = conn.prepare("SELECT id, device, key FROM series")?;
+        let mut st = conn.prepare("SELECT id, name FROM groups")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (id, name) = row?;
+            series.add_group(id, Arc::from(name));
+        }
+        let mut st = conn.prepare("SELECT id, device, key, grp FROM series")?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, u32>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
             ))
         })?;
         for row in rows {
-            let (id, device, key) = row?;
-            series.insert(id, Arc::from(device), Arc::from(key));
+            let (id, device, key, grp) = row?;
+            series.insert(id, Arc::from(device), Arc::from(key), grp);
         }
     }
     {
@@ -256,9 +264,10 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
             match req {
                 Req::Write {
                     device,
+                    group,
                     points,
                     done,
-                } => writes.push((device, points, done)),
+                } => writes.push((device, group, points, done)),
                 other => others.push(other),
             }
         }
@@ -282,6 +291,16 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
                     let r = sealing
                         .now(&shared)
                         .and_then(|()| seal::delete(&shared, &mut conn, &device, from, to));
+                    let _ = done.send(r);
+                }
+                Req::Drop {
+                    group,
+                    before,
+                    done,
+                } => {
+                    let r = sealing
+                        .wait()
+                        .and_then(|()| seal::drop_before(&shared, &group, before));
                     let _ = done.send(r);
                 }
                 Req::Close(done) => {
@@ -315,6 +334,7 @@ pub fn run(shared: Arc<Shared>, mut conn: Connection, rx: Receiver<Req>) {
 
 type Write = (
     Arc<str>,
+    Arc<str>,
     Vec<crate::Point>,
     tokio::sync::oneshot::Sender<Result<()>>,
 );
@@ -322,14 +342,16 @@ type Write = (
 /// Commits a batch of writes; returns the ingest-log row written.
 fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) -> Option<i64> {
     let mut records = Vec::new();
-    let mut fresh: Vec<(SeriesId, Arc<str>, Arc<str>)> = Vec::new();
+    let mut fresh: Vec<(SeriesId, Arc<str>, Arc<str>, GroupId)> = Vec::new();
+    let mut fresh_groups: Vec<(GroupId, Arc<str>)> = Vec::new();
     {
         let series = shared.series.read();
         let mut next = series.next;
-        // Series first seen in this batch, by device and key.
+        // Series and groups first seen in this batch.
         let mut pending: std::collections::HashMap<(Arc<str>, String), SeriesId> =
             Default::default();
-        for (device, points, _) in &writes {
+        let mut next_group = series.groups.len() as GroupId;
+        for (device, group, points, _) in &writes {
             let known = series.by_device.get(device);
             for p in points {
                 let id = match known.and_then(|d| d.keys.get(p.key.as_str())) {
@@ -337,9 +359,20 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) -> 
                     None => *pending
                         .entry((device.clone(), p.key.clone()))
                         .or_insert_with(|| {
+                            let g = match series.group_ids.get(group) {
+                                Some(g) => *g,
+                                None => match fresh_groups.iter().find(|(_, n)| n == group) {
+                                    Some((g, _)) => *g,
+                                    None => {
+                                        next_group += 1;
+                                        fresh_groups.push((next_group - 1, group.clone()));
+                                        next_group - 1
+                                    }
+                                },
+                            };
                             let id = next;
                             next += 1;
-                            fresh.push((id, device.clone(), Arc::from(p.key.as_str())));
+                            fresh.push((id, device.clone(), Arc::from(p.key.as_str()), g));
                             id
                         }),
                 };
@@ -352,10 +385,15 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) -> 
     let result = (|| -> Result<i64> {
         let tx = conn.transaction()?;
         {
-            let mut st =
-                tx.prepare_cached("INSERT INTO series (id, device, key) VALUES (?1, ?2, ?3)")?;
-            for (id, device, key) in &fresh {
-                st.execute(params![id, &**device, &**key])?;
+            let mut st = tx.prepare_cached("INSERT INTO groups (id, name) VALUES (?1, ?2)")?;
+            for (id, name) in &fresh_groups {
+                st.execute(params![id, &**name])?;
+            }
+            let mut st = tx.prepare_cached(
+                "INSERT INTO series (id, device, key, grp) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (id, device, key, g) in &fresh {
+                st.execute(params![id, &**device, &**key, g])?;
             }
             tx.prepare_cached("INSERT INTO ingest (blob) VALUES (?1)")?
                 .execute([&blob])?;
@@ -368,13 +406,16 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) -> 
         Ok(seq) => {
             {
                 let mut series = shared.series.write();
-                for (id, device, key) in fresh {
-                    series.insert(id, device, key);
+                for (id, name) in fresh_groups {
+                    series.add_group(id, name);
+                }
+                for (id, device, key, g) in fresh {
+                    series.insert(id, device, key, g);
                 }
             }
             metrics::counter!("telemetry_points_stored_total").increment(records.len() as u64);
             apply(shared, records);
-            for (_, _, done) in writes {
+            for (_, _, _, done) in writes {
                 let _ = done.send(Ok(()));
             }
             Some(seq)
@@ -382,7 +423,7 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) -> 
         Err(e) => {
             tracing::error!(error = %e, "telemetry commit failed");
             let msg = e.to_string();
-            for (_, _, done) in writes {
+            for (_, _, _, done) in writes {
                 let _ = done.send(Err(StoreError::Write(msg.clone())));
             }
             None
