@@ -73,8 +73,10 @@ def wait_for(predicate, timeout: float = WAIT, interval: float = 0.05, what: str
 class Platform:
     """One `ironbridge serve` process on a private data dir."""
 
-    def __init__(self, workdir: Path, admin_password: str | None = None):
+    def __init__(self, workdir: Path, admin_password: str | None = None, config: str | None = None):
         self.workdir = Path(workdir)
+        # Optional TOML config file contents (e.g. a [storage] section).
+        self.config = config
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "ironbridge.log"
@@ -111,6 +113,10 @@ class Platform:
             raise RuntimeError(f"ironbridge binary not found or not executable: {exe} (set IRONBRIDGE_BIN)")
         cmd = [exe, "serve", "--data-dir", str(self.data_dir), "--mqtt", f"{HOST}:0",
                "--http", f"{HOST}:0", "--coap", f"{HOST}:0"]
+        if self.config is not None:
+            config_path = self.workdir / "ironbridge.toml"
+            config_path.write_text(self.config)
+            cmd += ["--config", str(config_path)]
         if SETPRIV:
             # the server dies with pytest even when pytest-timeout ends it with os._exit
             # (setpriv execs the binary: same pid, signals reach the server itself)

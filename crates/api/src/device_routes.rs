@@ -30,7 +30,10 @@ pub fn routes() -> Router<ApiState> {
             post(set_attributes).delete(delete_attributes),
         )
         .route("/api/v1/devices/{id}/telemetry/latest", get(latest))
-        .route("/api/v1/devices/{id}/telemetry", get(range))
+        .route(
+            "/api/v1/devices/{id}/telemetry",
+            get(range).delete(delete_telemetry),
+        )
         .route("/api/v1/devices/{id}/rpc", post(send_rpc))
         .route("/api/v1/devices/{id}/rpc/{rpc}", get(get_rpc))
 }
@@ -160,6 +163,8 @@ struct RangeQuery {
     agg: Option<String>,
     interval: Option<i64>,
     order: Option<String>,
+    /// `csv` for a CSV export (`key,ts,value`), streamed.
+    format: Option<String>,
 }
 
 async fn range(
@@ -201,9 +206,18 @@ async fn range(
         }
         None => {
             let desc = matches!(q.order.as_deref(), Some("desc" | "DESC"));
-            let series = store
-                .range(&d.id, &keys, from, to, limit, desc)
-                .map_err(store_error)?;
+            let (store, id, keys2) = (store.clone(), d.id.clone(), keys.clone());
+            let series = tokio::task::spawn_blocking(move || {
+                store.range(&id, &keys2, from, to, limit, desc)
+            })
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(store_error)?;
+            if q.format.as_deref() == Some("csv") {
+                return Ok(csv_response(series));
+            }
             // Serialised straight from the samples: raw ranges can be large.
             let body = store::series_json(&series);
             let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
@@ -241,4 +255,64 @@ async fn get_rpc(
 ) -> ApiResult<Json<Value>> {
     let d = s.platform.registry.device(&id)?;
     Ok(Json(json!(s.platform.rpc.get(&d.id, rpc)?)))
+}
+
+/// `key,ts,value` rows, sent in chunks as they are rendered (values as JSON, quoted when they
+/// hold a comma, quote or line break).
+fn csv_response(series: store::Series) -> axum::response::Response {
+    let rows = series.into_iter().flat_map(|(k, samples)| {
+        samples.into_iter().map(move |smp| {
+            let v = serde_json::to_string(&smp.value).unwrap_or_default();
+            let v = if v.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", v.replace('"', "\"\""))
+            } else {
+                v
+            };
+            let key = if k.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", k.replace('"', "\"\""))
+            } else {
+                k.clone()
+            };
+            format!("{key},{},{v}\n", smp.ts)
+        })
+    });
+    let mut chunk = String::from("key,ts,value\n");
+    let mut chunks: Vec<Result<bytes::Bytes, std::io::Error>> = Vec::new();
+    for row in rows {
+        chunk.push_str(&row);
+        if chunk.len() >= 64 * 1024 {
+            chunks.push(Ok(bytes::Bytes::from(std::mem::take(&mut chunk))));
+        }
+    }
+    chunks.push(Ok(bytes::Bytes::from(chunk)));
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+    ([(axum::http::header::CONTENT_TYPE, "text/csv")], body).into_response()
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+/// Deletes a device's telemetry in `[from, to]` (all of it without bounds): data-protection
+/// requests.
+async fn delete_telemetry(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    let d = s.platform.registry.device(&id)?;
+    let (from, to) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
+    if from > to {
+        return Err(ApiError::bad_request("from must not be after to"));
+    }
+    let store = s.platform.telemetry.clone();
+    tokio::task::spawn_blocking(move || store.delete(&d.id, from, to))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(store_error)?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -45,6 +45,7 @@ impl From<CoreError> for ApiError {
             CoreError::Unauthorized => StatusCode::UNAUTHORIZED,
             CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            CoreError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             CoreError::Storage(_) | CoreError::Store(_) => {
                 tracing::error!(error = %e, "storage error");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -23,6 +23,11 @@ pub fn routes() -> Router<ApiState> {
             delete(delete_tenant).get(get_tenant),
         )
         .route(
+            "/api/v1/tenants/{id}/retention",
+            axum::routing::put(set_retention),
+        )
+        .route("/api/v1/tenants/{id}/usage", get(usage))
+        .route(
             "/api/v1/customers",
             get(list_customers).post(create_customer),
         )
@@ -52,6 +57,8 @@ pub fn tenant(s: &ApiState, t: Option<&str>) -> ApiResult<Tenant> {
 #[serde(deny_unknown_fields)]
 struct NewTenant {
     name: String,
+    #[serde(default)]
+    retention_days: Option<u32>,
 }
 
 async fn create_tenant(
@@ -60,10 +67,50 @@ async fn create_tenant(
     body: Result<Json<NewTenant>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
     let Json(new) = body?;
-    Ok((
-        StatusCode::CREATED,
-        Json(s.platform.registry.create_tenant(&new.name)?),
+    let mut t = s.platform.registry.create_tenant(&new.name)?;
+    if new.retention_days.is_some() {
+        t = s
+            .platform
+            .registry
+            .set_tenant_retention(&t.id, new.retention_days)?;
+    }
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Retention {
+    retention_days: Option<u32>,
+}
+
+async fn set_retention(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<Retention>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Tenant>> {
+    let Json(r) = body?;
+    Ok(Json(
+        s.platform
+            .registry
+            .set_tenant_retention(&id, r.retention_days)?,
     ))
+}
+
+async fn usage(
+    _: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let t = s.platform.registry.tenant(&id)?;
+    let p = s.platform.clone();
+    let by_tenant = tokio::task::spawn_blocking(move || p.usage_by_tenant())
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    let bytes = by_tenant.get(&t.id).copied().unwrap_or(0);
+    Ok(Json(json!({"tenant": t.id, "telemetry_bytes": bytes})))
 }
 
 async fn list_tenants(_: Caller, State(s): State<ApiState>) -> ApiResult<Json<Value>> {

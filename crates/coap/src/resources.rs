@@ -50,6 +50,7 @@ pub fn status_of(e: &CoreError) -> Status {
         CoreError::Unavailable(_) => Status::ServiceUnavailable,
         CoreError::Timeout => Status::GatewayTimeout,
         CoreError::Storage(_) | CoreError::Store(_) => Status::InternalServerError,
+        CoreError::DiskFull => Status::ServiceUnavailable,
     }
 }
 

@@ -12,7 +12,8 @@ use crate::error::Result;
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tenants (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL);
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL,
+    retention_days INTEGER);
 CREATE TABLE IF NOT EXISTS customers (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     name TEXT NOT NULL, created_ms INTEGER NOT NULL, UNIQUE (tenant_id, name));
@@ -61,6 +62,7 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db> {
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Db {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -108,6 +110,17 @@ impl Db {
         )?;
         Ok(())
     }
+}
+
+/// Columns added after a file may have been created.
+fn migrate(conn: &Connection) -> Result<()> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('tenants') WHERE name = 'retention_days'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE tenants ADD COLUMN retention_days INTEGER;")?;
+    }
+    Ok(())
 }
 
 /// A connection with the pragmas every user of the file needs.

@@ -154,7 +154,7 @@ impl Platform {
     /// before acknowledging it.
     pub fn post_telemetry(&self, ctx: &DeviceCtx, body: &[u8]) -> Result<store::Commit> {
         let points = self.parse_telemetry(body)?;
-        Ok(self.store_points(ctx, points))
+        self.store_points(ctx, points)
     }
 
     /// Parses telemetry and checks its timestamps against the accepted window.
@@ -180,8 +180,17 @@ impl Platform {
         }
     }
 
-    /// Stores parsed points (one commit) and publishes them.
-    pub fn store_points(&self, ctx: &DeviceCtx, points: Vec<payload::Point>) -> store::Commit {
+    /// Stores parsed points (one commit) and publishes them; refused while the disk guard is
+    /// tripped.
+    pub fn store_points(
+        &self,
+        ctx: &DeviceCtx,
+        points: Vec<payload::Point>,
+    ) -> Result<store::Commit> {
+        if self.disk.full() {
+            metrics::counter!("telemetry_refused_disk_full_total").increment(1);
+            return Err(CoreError::DiskFull);
+        }
         let stored: Vec<store::Point> = points
             .iter()
             .filter_map(|p| {
@@ -203,7 +212,7 @@ impl Platform {
             ts: now_ms(),
             kind: EventKind::Telemetry(points),
         });
-        commit
+        Ok(commit)
     }
 
     /// Client attributes from a device.

@@ -22,6 +22,9 @@ pub enum CoreError {
     /// A request that waited too long (two-way RPC).
     #[error("timed out")]
     Timeout,
+    /// Free space is below the configured threshold: new telemetry is refused for now.
+    #[error("the platform's disk is nearly full; telemetry is refused until space is freed")]
+    DiskFull,
     /// The telemetry store failed.
     #[error("telemetry store: {0}")]
     Store(String),
@@ -41,6 +44,7 @@ impl CoreError {
             CoreError::Unavailable(_) => "unavailable",
             CoreError::Timeout => "timeout",
             CoreError::Storage(_) | CoreError::Store(_) => "storage",
+            CoreError::DiskFull => "insufficient_storage",
         }
     }
 

@@ -180,7 +180,7 @@ impl GatewayLink {
         let mut commits = Vec::with_capacity(parsed.len());
         for (name, points) in parsed {
             let ctx = self.connect(p, &name, None, sink)?;
-            commits.push(p.store_points(&ctx, points));
+            commits.push(p.store_points(&ctx, points)?);
         }
         Ok(commits)
     }

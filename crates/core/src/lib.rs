@@ -22,6 +22,7 @@ pub mod bus;
 pub mod credentials;
 pub mod db;
 mod device_api;
+pub mod disk;
 pub mod error;
 pub mod gateway;
 pub mod model;
@@ -29,6 +30,7 @@ pub mod mqtt;
 pub mod payload;
 pub mod provision;
 pub mod registry;
+mod retention;
 pub mod rpc;
 pub mod sessions;
 pub mod state;
@@ -63,6 +65,8 @@ pub struct Platform {
     pub bus: Bus,
     pub limits: SessionLimits,
     pub ingest: IngestLimits,
+    pub disk: disk::DiskGuard,
+    retention_every: Duration,
 }
 
 /// How the platform is set up.
@@ -71,6 +75,31 @@ pub struct PlatformConfig {
     pub session: SessionLimits,
     pub ingest: IngestLimits,
     pub store: store::sqlite::SqliteConfig,
+    pub policy: StoragePolicy,
+}
+
+/// Disk guard and retention settings.
+#[derive(Debug, Clone)]
+pub struct StoragePolicy {
+    /// The data dir (for the free-space reading).
+    pub data_dir: std::path::PathBuf,
+    /// New telemetry is refused below this many free bytes (0: never).
+    pub min_free_bytes: u64,
+    /// Read free space from this file instead of the file system (tests).
+    pub free_bytes_file: Option<std::path::PathBuf>,
+    /// How often retention runs.
+    pub retention_every: Duration,
+}
+
+impl Default for StoragePolicy {
+    fn default() -> Self {
+        StoragePolicy {
+            data_dir: std::path::PathBuf::from("."),
+            min_free_bytes: 0,
+            free_bytes_file: None,
+            retention_every: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Platform {
@@ -105,6 +134,12 @@ impl Platform {
             bus,
             limits: config.session,
             ingest: config.ingest,
+            disk: disk::DiskGuard::new(
+                config.policy.data_dir.clone(),
+                config.policy.min_free_bytes,
+                config.policy.free_bytes_file.clone(),
+            ),
+            retention_every: config.policy.retention_every,
             db,
         }))
     }
@@ -116,10 +151,23 @@ impl Platform {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_retention: Option<tokio::time::Instant> = None;
+        let mut retention: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
+            }
+            self.disk.check();
+            let due = last_retention.is_none_or(|t| t.elapsed() >= self.retention_every);
+            if due && retention.as_ref().is_none_or(|h| h.is_finished()) {
+                last_retention = Some(tokio::time::Instant::now());
+                let p = self.clone();
+                retention = Some(tokio::task::spawn_blocking(move || {
+                    if let Err(e) = p.apply_retention() {
+                        tracing::warn!(error = %e, "telemetry retention failed");
+                    }
+                }));
             }
             if let Err(e) = self.rpc.sweep() {
                 tracing::warn!(error = %e, "RPC sweep failed");

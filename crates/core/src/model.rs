@@ -9,6 +9,9 @@ pub struct Tenant {
     pub id: String,
     pub name: String,
     pub created: i64,
+    /// Telemetry older than this many days is dropped (profiles may say otherwise); `None`:
+    /// kept until deleted.
+    pub retention_days: Option<u32>,
 }
 
 /// A customer: a group of a tenant's devices.
@@ -30,6 +33,9 @@ pub struct ProfileSpec {
     pub allow_subscribe: Vec<String>,
     /// HTTP/CoAP devices count as offline after this long without traffic.
     pub inactivity_timeout_ms: u64,
+    /// Telemetry of its devices older than this many days is dropped (whole partitions);
+    /// `None`: the tenant's retention.
+    pub retention_days: Option<u32>,
 }
 
 impl Default for ProfileSpec {
@@ -38,6 +44,7 @@ impl Default for ProfileSpec {
             allow_publish: Vec::new(),
             allow_subscribe: Vec::new(),
             inactivity_timeout_ms: 600_000,
+            retention_days: None,
         }
     }
 }

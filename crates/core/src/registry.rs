@@ -63,6 +63,7 @@ fn tenant_row(r: &Row) -> rusqlite::Result<Tenant> {
         id: r.get(0)?,
         name: r.get(1)?,
         created: r.get(2)?,
+        retention_days: r.get(3)?,
     })
 }
 
@@ -110,6 +111,7 @@ impl Registry {
             id: new_id(),
             name: name.to_string(),
             created: now_ms(),
+            retention_days: None,
         };
         self.db
             .conn()
@@ -128,10 +130,21 @@ impl Registry {
         Ok(t)
     }
 
+    /// Sets a tenant's telemetry retention (`None`: keep).
+    pub fn set_tenant_retention(&self, tenant: &str, days: Option<u32>) -> Result<Tenant> {
+        let t = self.tenant(tenant)?;
+        self.db.conn().execute(
+            "UPDATE tenants SET retention_days = ?2 WHERE id = ?1",
+            params![t.id, days],
+        )?;
+        self.tenant(&t.id)
+    }
+
     /// All tenants, by name.
     pub fn tenants(&self) -> Result<Vec<Tenant>> {
         let conn = self.db.conn();
-        let mut st = conn.prepare("SELECT id, name, created_ms FROM tenants ORDER BY name")?;
+        let mut st =
+            conn.prepare("SELECT id, name, created_ms, retention_days FROM tenants ORDER BY name")?;
         let rows = st.query_map([], tenant_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -141,7 +154,7 @@ impl Registry {
         self.db
             .conn()
             .query_row(
-                "SELECT id, name, created_ms FROM tenants WHERE id = ?1 OR name = ?1",
+                "SELECT id, name, created_ms, retention_days FROM tenants WHERE id = ?1 OR name = ?1",
                 [id_or_name],
                 tenant_row,
             )

@@ -55,6 +55,12 @@ pub struct StorageConfig {
     pub max_past_days: u32,
     /// Points this many seconds ahead of the platform's clock are refused.
     pub max_future_s: u32,
+    /// Below this many MiB free in the data dir, new telemetry is refused (0: never).
+    pub min_free_mb: u64,
+    /// Read the free bytes from this file instead of the file system (to test the guard).
+    pub free_bytes_file: Option<PathBuf>,
+    /// Seconds between retention passes.
+    pub retention_check_s: u64,
 }
 
 impl Default for StorageConfig {
@@ -65,13 +71,20 @@ impl Default for StorageConfig {
             fsync: false,
             max_past_days: 3660,
             max_future_s: 86_400,
+            min_free_mb: 64,
+            free_bytes_file: None,
+            retention_check_s: 600,
         }
     }
 }
 
 impl StorageConfig {
     /// The platform's settings from this section.
-    pub fn platform(&self, session: ib_core::SessionLimits) -> ib_core::PlatformConfig {
+    pub fn platform(
+        &self,
+        data_dir: &Path,
+        session: ib_core::SessionLimits,
+    ) -> ib_core::PlatformConfig {
         ib_core::PlatformConfig {
             session,
             ingest: ib_core::IngestLimits {
@@ -82,6 +95,12 @@ impl StorageConfig {
                 seal_every: std::time::Duration::from_secs(self.seal_interval_s.max(1)),
                 seal_points: self.seal_points.max(1),
                 fsync: self.fsync,
+            },
+            policy: ib_core::StoragePolicy {
+                data_dir: data_dir.to_path_buf(),
+                min_free_bytes: self.min_free_mb.saturating_mul(1 << 20),
+                free_bytes_file: self.free_bytes_file.clone(),
+                retention_every: std::time::Duration::from_secs(self.retention_check_s.max(1)),
             },
         }
     }

@@ -71,7 +71,9 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         .context("installing the metrics recorder")?;
     // TLS clients' certificate names, known while they are connected (see cert_identity).
     let names = CertNames::default();
-    let platform_config = config.storage.platform(session_limits(&config.mqtt));
+    let platform_config = config
+        .storage
+        .platform(&config.data_dir, session_limits(&config.mqtt));
     let platform =
         ib_core::Platform::open(&config.data_dir, platform_config).with_context(|| {
             format!(

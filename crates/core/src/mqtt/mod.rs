@@ -193,6 +193,16 @@ impl DeviceHooks {
         match result {
             Ok(()) if commits.is_empty() => Intercept::Consume,
             Ok(()) => deferred(ctx, commits),
+            // Not taken: a 3.1.1 client must not get a PUBACK for it (it would be lost), so the
+            // refusal goes through the deferred path, which disconnects 3.1.1 clients.
+            Err(CoreError::DiskFull) => {
+                let why = CoreError::DiskFull.to_string();
+                refuse(ctx, &msg.topic, CoreError::DiskFull);
+                Intercept::Defer(Box::pin(std::future::ready(Err((
+                    ReasonCode::QUOTA_EXCEEDED,
+                    Some(why),
+                )))))
+            }
             Err(e) => refuse(ctx, &msg.topic, e),
         }
     }

@@ -1,0 +1,421 @@
+//! The PostgreSQL backend (scale-out): the same [`TelemetryStore`] over a PostgreSQL server.
+//!
+//! # Threads
+//! The trait is synchronous; [`PgStore`] runs its own small tokio runtime (`PgConfig::threads`
+//! workers) started from a background thread. Reads are futures spawned on it, the caller
+//! blocking on a std channel for the answer (so callers use `spawn_blocking` or plain threads,
+//! as with the SQLite backend). `write` never blocks: it queues the points for the writer task
+//! and returns a pending [`Commit`].
+//!
+//! # Group commit (`writer`)
+//! The writer task takes every write waiting in its channel (up to `max_batch_points`) into one
+//! transaction: the points are deduplicated per (series, ts) keeping the last one written, sent
+//! with binary COPY straight into the partitioned `points` table under a savepoint, and only if
+//! that meets a timestamp already stored (a unique violation: a device re-sending) again through
+//! a temporary staging table and `INSERT ... ON CONFLICT DO UPDATE`. The `latest` table is
+//! upserted in the same transaction; after COMMIT (`synchronous_commit` as the server has it,
+//! on by default) the commits resolve. Deletes and retention go through the same task, so they
+//! are ordered with the writes.
+//!
+//! # Schema (`schema`)
+//! `groups(id, name)`, `series(id, device, key, grp)`, `latest(series, ts, v_*)` and
+//! `points(series, grp, ts, v_bool, v_long, v_double, v_str, v_json)`, one typed column set
+//! per value kind (the others NULL, which costs a bit in the row's null bitmap only).
+//! `points` is partitioned by LIST (grp) into one table per retention group,
+//! `points_g{N}`, itself partitioned by RANGE (ts) into one table per UTC day,
+//! `points_g{N}_d{DAY}` (days since the epoch). One parent over all groups keeps queries plain
+//! SQL (the planner prunes to the group and the days asked); per-group sub-parents make
+//! retention a `DROP TABLE` of a group's old days, and `usage` a sum over a group's children.
+//! The primary key `(series, ts, grp)` (the partition keys must be in it) is the index that
+//! ranges read. Partitions are created on demand before the COPY, in their own transaction
+//! (`CREATE TABLE IF NOT EXISTS`), and remembered by the writer.
+//!
+//! JSON values are kept as text (`v_json`), exactly as written, like the SQLite backend.
+//!
+//! - `schema`: DDL, partition names, values to and from columns.
+//! - `writer`: the writer task (group commit, deletes, retention).
+//! - `read`: latest values, ranges, aggregates (in SQL), sizes.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc as tmpsc;
+
+use crate::{Agg, Aggregated, Commit, Point, Result, Sample, Series, StoreError, TelemetryStore};
+
+/// Backend settings.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// The schema holding the store's tables (created if missing); `None`: the server's
+    /// default `search_path` (normally `public`). Letters, digits and `_` only.
+    pub schema: Option<String>,
+    /// Connections in the pool (the writer holds one; reads share the rest).
+    pub pool_size: usize,
+    /// Worker threads of the store's tokio runtime.
+    pub threads: usize,
+    /// Most points committed in one transaction.
+    pub max_batch_points: usize,
+    /// COPY straight into `points`, falling back to staging + upsert only when a timestamp is
+    /// already stored; `false`: always staging + upsert (slower; kept for comparison).
+    pub direct_copy: bool,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            schema: None,
+            pool_size: 4,
+            threads: 2,
+            max_batch_points: 50_000,
+            direct_copy: true,
+        }
+    }
+}
+
+/// A series as stored: its id and retention group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SeriesRef {
+    pub id: i32,
+    pub grp: i32,
+}
+
+pub(crate) type Fast = ahash::RandomState;
+
+/// Series known to this process, by device and key (series are never deleted, so entries
+/// never go stale).
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub series: RwLock<HashMap<Arc<str>, HashMap<Box<str>, SeriesRef, Fast>, Fast>>,
+}
+
+impl Shared {
+    pub fn get(&self, device: &str, key: &str) -> Option<SeriesRef> {
+        self.series.read().get(device)?.get(key).copied()
+    }
+
+    pub fn insert(&self, device: &str, key: &str, s: SeriesRef) {
+        let mut m = self.series.write();
+        match m.get_mut(device) {
+            Some(d) => {
+                d.insert(Box::from(key), s);
+            }
+            None => {
+                let mut d = HashMap::default();
+                d.insert(Box::from(key), s);
+                m.insert(Arc::from(device), d);
+            }
+        }
+    }
+}
+
+/// A request to the writer task.
+pub(crate) enum Req {
+    Write {
+        device: Arc<str>,
+        group: Arc<str>,
+        points: Vec<Point>,
+        done: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+    Delete {
+        device: Arc<str>,
+        from: i64,
+        to: i64,
+        done: mpsc::Sender<Result<()>>,
+    },
+    Drop {
+        group: Arc<str>,
+        before: i64,
+        done: mpsc::Sender<Result<u64>>,
+    },
+    /// Answered once every write queued before it is committed.
+    Flush(mpsc::Sender<Result<()>>),
+    /// Like `Flush`, then the task ends.
+    Close(mpsc::Sender<Result<()>>),
+}
+
+/// The runtime's background thread.
+struct Runtime {
+    handle: tokio::runtime::Handle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// The PostgreSQL telemetry store.
+pub struct PgStore {
+    handle: tokio::runtime::Handle,
+    pool: deadpool_postgres::Pool,
+    shared: Arc<Shared>,
+    tx: Mutex<Option<tmpsc::UnboundedSender<Req>>>,
+    closed: AtomicBool,
+    runtime: Mutex<Option<Runtime>>,
+}
+
+/// A PostgreSQL error as a store error (reads: the server is a remote disk).
+pub(crate) fn pg_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(std::io::Error::other(format!("postgres: {e}")))
+}
+
+/// Starts the runtime on a background thread.
+fn start_runtime(threads: usize) -> Result<Runtime> {
+    let (handle_tx, handle_rx) = mpsc::channel();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("pg-store".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .thread_name("pg-store-rt")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = handle_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = handle_tx.send(Ok(rt.handle().clone()));
+            let _ = rt.block_on(stop_rx);
+            // Tasks still running (a batch in flight after `abort`) are cancelled here: their
+            // connections close and the server rolls back what was not committed.
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+        })?;
+    let handle = handle_rx.recv().map_err(|_| StoreError::Closed)??;
+    Ok(Runtime {
+        handle,
+        stop,
+        thread,
+    })
+}
+
+/// Runs a future on the store's runtime and waits for it from this (non-async) thread.
+fn block_on<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    f: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = mpsc::channel();
+    handle.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv().unwrap_or(Err(StoreError::Closed))
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`, no TLS), creating the schema and
+    /// tables if missing. Blocks: call it from a plain thread or `spawn_blocking`.
+    pub fn open(url: &str, config: PgConfig) -> Result<PgStore> {
+        let mut pg: tokio_postgres::Config = url.parse().map_err(pg_err)?;
+        if let Some(s) = &config.schema {
+            if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(pg_err(format!("invalid schema name {s:?}")));
+            }
+            pg.options(format!("-c search_path={s}"));
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("ironbridge-store");
+        }
+        let manager = deadpool_postgres::Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(config.pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(pg_err)?;
+        let runtime = start_runtime(config.threads)?;
+        let handle = runtime.handle.clone();
+        let stop = |runtime: Runtime| {
+            let _ = runtime.stop.send(());
+            let _ = runtime.thread.join();
+        };
+        let setup = {
+            let pool = pool.clone();
+            let schema = config.schema.clone();
+            block_on(&handle, async move {
+                let client = pool.get().await.map_err(pg_err)?;
+                schema::create(&client, schema.as_deref()).await
+            })
+        };
+        if let Err(e) = setup {
+            stop(runtime);
+            return Err(e);
+        }
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = tmpsc::unbounded_channel();
+        handle.spawn(writer::run(pool.clone(), shared.clone(), config, rx));
+        Ok(PgStore {
+            handle,
+            pool,
+            shared,
+            tx: Mutex::new(Some(tx)),
+            closed: AtomicBool::new(false),
+            runtime: Mutex::new(Some(runtime)),
+        })
+    }
+
+    fn send(&self, req: Req) -> bool {
+        match &*self.tx.lock() {
+            Some(tx) => tx.send(req).is_ok(),
+            None => false,
+        }
+    }
+
+    fn call<T>(&self, make: impl FnOnce(mpsc::Sender<Result<T>>) -> Req) -> Result<T> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(make(tx)) {
+            return Err(StoreError::Closed);
+        }
+        rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        block_on(&self.handle, f)
+    }
+
+    /// Stops at once, as a crash of this process would: the runtime goes down with whatever
+    /// batch is in flight (the server rolls it back); commits not yet resolved fail. Reads and
+    /// writes fail afterwards. For durability tests.
+    #[doc(hidden)]
+    pub fn abort(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.tx.lock().take();
+        if let Some(rt) = self.runtime.lock().take() {
+            let _ = rt.stop.send(());
+            let _ = rt.thread.join();
+        }
+    }
+}
+
+impl TelemetryStore for PgStore {
+    fn write(&self, device: &str, group: &str, points: Vec<Point>) -> Commit {
+        if self.closed.load(Ordering::Acquire) {
+            return Commit::failed(StoreError::Closed);
+        }
+        // PostgreSQL text cannot hold NUL: refuse the write alone rather than fail the batch.
+        if points.iter().any(|p| match &p.value {
+            crate::Value::Str(s) | crate::Value::Json(s) => s.contains('\0'),
+            _ => p.key.contains('\0'),
+        }) || device.contains('\0')
+            || group.contains('\0')
+        {
+            return Commit::failed(StoreError::Write("NUL character in text".into()));
+        }
+        let (done, commit) = Commit::pending();
+        if !self.send(Req::Write {
+            device: Arc::from(device),
+            group: Arc::from(group),
+            points,
+            done,
+        }) {
+            return Commit::failed(StoreError::Closed);
+        }
+        commit
+    }
+
+    fn latest(&self, device: &str, keys: Option<&[String]>) -> Result<Vec<(String, Sample)>> {
+        let (pool, device, keys) = (self.pool.clone(), device.to_string(), keys.map(<[_]>::to_vec));
+        self.read(async move { read::latest(&pool, &device, keys.as_deref()).await })
+    }
+
+    fn range(
+        &self,
+        device: &str,
+        keys: &[String],
+        from: i64,
+        to: i64,
+        limit: usize,
+        desc: bool,
+    ) -> Result<Series> {
+        let (pool, shared) = (self.pool.clone(), self.shared.clone());
+        let (device, keys) = (device.to_string(), keys.to_vec());
+        self.read(async move {
+            read::range(&pool, &shared, &device, &keys, from, to, limit, desc).await
+        })
+    }
+
+    fn aggregate(
+        &self,
+        device: &str,
+        keys: &[String],
+        from: i64,
+        to: i64,
+        interval: i64,
+        agg: Agg,
+    ) -> Result<Aggregated> {
+        let (pool, shared) = (self.pool.clone(), self.shared.clone());
+        let (device, keys) = (device.to_string(), keys.to_vec());
+        self.read(async move {
+            read::aggregate(&pool, &shared, &device, &keys, from, to, interval, agg).await
+        })
+    }
+
+    fn delete(&self, device: &str, from: i64, to: i64) -> Result<()> {
+        self.call(|done| Req::Delete {
+            device: Arc::from(device),
+            from,
+            to,
+            done,
+        })
+    }
+
+    fn drop_before(&self, group: &str, before: i64) -> Result<u64> {
+        self.call(|done| Req::Drop {
+            group: Arc::from(group),
+            before,
+            done,
+        })
+    }
+
+    fn usage(&self) -> Result<Vec<(String, u64)>> {
+        let pool = self.pool.clone();
+        self.read(async move { read::usage(&pool).await })
+    }
+
+    /// Nothing to seal: waits until every write queued so far is committed.
+    fn seal(&self) -> Result<()> {
+        self.call(Req::Flush)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        let pool = self.pool.clone();
+        self.read(async move { read::disk_bytes(&pool).await })
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "telemetry disk use");
+                0
+            })
+    }
+
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = self.call(Req::Close) {
+            tracing::warn!(error = %e, "closing the telemetry store");
+        }
+        self.tx.lock().take();
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.close();
+        if let Some(rt) = self.runtime.lock().take() {
+            let _ = rt.stop.send(());
+            let _ = rt.thread.join();
+        }
+    }
+}
