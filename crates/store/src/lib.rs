@@ -14,6 +14,7 @@
 //! chunks with the head; a restart replays the ingest log into the head.
 
 mod chunk;
+pub mod postgres;
 pub mod sqlite;
 pub mod value;
 
@@ -21,6 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+pub use postgres::{PgConfig, PgStore};
 use tokio::sync::oneshot;
 pub use value::Value;
 

@@ -88,11 +88,14 @@ pub(crate) struct SeriesRef {
 
 pub(crate) type Fast = ahash::RandomState;
 
+/// A device's series by key.
+pub(crate) type DeviceSeries = HashMap<Box<str>, SeriesRef, Fast>;
+
 /// Series known to this process, by device and key (series are never deleted, so entries
 /// never go stale).
 #[derive(Default)]
 pub(crate) struct Shared {
-    pub series: RwLock<HashMap<Arc<str>, HashMap<Box<str>, SeriesRef, Fast>, Fast>>,
+    pub series: RwLock<HashMap<Arc<str>, DeviceSeries, Fast>>,
 }
 
 impl Shared {
@@ -327,7 +330,11 @@ impl TelemetryStore for PgStore {
     }
 
     fn latest(&self, device: &str, keys: Option<&[String]>) -> Result<Vec<(String, Sample)>> {
-        let (pool, device, keys) = (self.pool.clone(), device.to_string(), keys.map(<[_]>::to_vec));
+        let (pool, device, keys) = (
+            self.pool.clone(),
+            device.to_string(),
+            keys.map(<[_]>::to_vec),
+        );
         self.read(async move { read::latest(&pool, &device, keys.as_deref()).await })
     }
 
