@@ -128,3 +128,15 @@ def test_timestamps_outside_the_window_are_refused(platform, api):
                                                {"ts": 5, "values": {"old": 1}}])
     assert r.status_code == 400
     assert api.latest(d["id"], ["ok"]) == {}, "nothing of a refused message is stored"
+
+
+def test_a_value_of_the_wrong_type_for_a_declared_key_is_refused(platform, api, clients):
+    profile = api.create_profile(uid("typed"), telemetry_types={"temp": "number", "on": "boolean"})
+    d = api.create_device(uid("typed"), profile=profile["name"])
+    r = telemetry(platform, d["access_token"], {"temp": "hot", "other": 1})
+    assert r.status_code == 400 and "declared" in r.json()["error"]["message"], r.text
+    c = clients.new(platform.mqtt_port, d["access_token"], version=V5)
+    assert c.publish("v1/devices/me/telemetry", {"on": 1}) == 0x99
+    assert api.latest(d["id"], ["other", "on"]) == {}, "nothing of a refused message is stored"
+    assert telemetry(platform, d["access_token"], {"temp": 21.5, "on": True, "free": "x"}).status_code == 200
+    assert api.latest(d["id"], ["temp"])["temp"]["value"] == 21.5

@@ -42,6 +42,25 @@ pub fn retention_group(tenant: &str, profile: &str) -> String {
     format!("{tenant}/{profile}")
 }
 
+/// Refuses a message holding a value of the wrong type for a key its profile declares.
+pub fn check_types(ctx: &DeviceCtx, points: &[payload::Point]) -> Result<()> {
+    let types = &ctx.spec.telemetry_types;
+    if types.is_empty() {
+        return Ok(());
+    }
+    for p in points {
+        if let Some(t) = types.get(&p.key) {
+            if !t.admits(&p.value) {
+                return Err(CoreError::Invalid(format!(
+                    "key {:?} is declared {t:?} in the device profile; got {}",
+                    p.key, p.value
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What `getSessionLimits` tells a device (ThingsBoard's SDKs ask right after connecting).
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
@@ -154,6 +173,7 @@ impl Platform {
     /// before acknowledging it.
     pub fn post_telemetry(&self, ctx: &DeviceCtx, body: &[u8]) -> Result<store::Commit> {
         let points = self.parse_telemetry(body)?;
+        check_types(ctx, &points)?;
         self.store_points(ctx, points)
     }
 

@@ -177,9 +177,14 @@ impl GatewayLink {
                 Ok((name.clone(), points))
             })
             .collect::<Result<_>>()?;
-        let mut commits = Vec::with_capacity(parsed.len());
+        let mut ready = Vec::with_capacity(parsed.len());
         for (name, points) in parsed {
             let ctx = self.connect(p, &name, None, sink)?;
+            crate::device_api::check_types(&ctx, &points)?;
+            ready.push((ctx, points));
+        }
+        let mut commits = Vec::with_capacity(ready.len());
+        for (ctx, points) in ready {
             commits.push(p.store_points(&ctx, points)?);
         }
         Ok(commits)

@@ -36,6 +36,36 @@ pub struct ProfileSpec {
     /// Telemetry of its devices older than this many days is dropped (whole partitions);
     /// `None`: the tenant's retention.
     pub retention_days: Option<u32>,
+    /// Declared telemetry keys and their types: a message with a value of another type for one
+    /// of them is refused whole.
+    pub telemetry_types: std::collections::BTreeMap<String, ValueType>,
+}
+
+/// A telemetry value's declared type.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    /// Any number.
+    Number,
+    /// A whole number.
+    Integer,
+    Boolean,
+    String,
+    /// A JSON object or array.
+    Json,
+}
+
+impl ValueType {
+    /// Whether `v` is of this type.
+    pub fn admits(self, v: &serde_json::Value) -> bool {
+        match self {
+            ValueType::Number => v.is_number(),
+            ValueType::Integer => v.is_i64() || v.is_u64(),
+            ValueType::Boolean => v.is_boolean(),
+            ValueType::String => v.is_string(),
+            ValueType::Json => v.is_object() || v.is_array(),
+        }
+    }
 }
 
 impl Default for ProfileSpec {
@@ -45,6 +75,7 @@ impl Default for ProfileSpec {
             allow_subscribe: Vec::new(),
             inactivity_timeout_ms: 600_000,
             retention_days: None,
+            telemetry_types: Default::default(),
         }
     }
 }
