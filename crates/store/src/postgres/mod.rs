@@ -33,10 +33,13 @@
 //! JSON values are kept as text (`v_json`), exactly as written, like the SQLite backend.
 //!
 //! - `schema`: DDL, partition names, values to and from columns.
-//! - `writer`: the writer task (group commit, deletes, retention).
+//! - `writer`: the writer task (its loop, deletes, retention); `batch`: group commit.
+//! - `runtime`: the runtime's background thread.
 //! - `read`: latest values, ranges, aggregates (in SQL), sizes.
 
+mod batch;
 mod read;
+mod runtime;
 mod schema;
 mod writer;
 
@@ -143,13 +146,6 @@ pub(crate) enum Req {
     Close(mpsc::Sender<Result<()>>),
 }
 
-/// The runtime's background thread.
-struct Runtime {
-    handle: tokio::runtime::Handle,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
 /// The PostgreSQL telemetry store.
 pub struct PgStore {
     handle: tokio::runtime::Handle,
@@ -157,57 +153,12 @@ pub struct PgStore {
     shared: Arc<Shared>,
     tx: Mutex<Option<tmpsc::UnboundedSender<Req>>>,
     closed: AtomicBool,
-    runtime: Mutex<Option<Runtime>>,
+    runtime: Mutex<Option<runtime::Runtime>>,
 }
 
 /// A PostgreSQL error as a store error (reads: the server is a remote disk).
 pub(crate) fn pg_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(std::io::Error::other(format!("postgres: {e}")))
-}
-
-/// Starts the runtime on a background thread.
-fn start_runtime(threads: usize) -> Result<Runtime> {
-    let (handle_tx, handle_rx) = mpsc::channel();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("pg-store".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads.max(1))
-                .thread_name("pg-store-rt")
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = handle_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = handle_tx.send(Ok(rt.handle().clone()));
-            let _ = rt.block_on(stop_rx);
-            // Tasks still running (a batch in flight after `abort`) are cancelled here: their
-            // connections close and the server rolls back what was not committed.
-            rt.shutdown_timeout(std::time::Duration::from_secs(5));
-        })?;
-    let handle = handle_rx.recv().map_err(|_| StoreError::Closed)??;
-    Ok(Runtime {
-        handle,
-        stop,
-        thread,
-    })
-}
-
-/// Runs a future on the store's runtime and waits for it from this (non-async) thread.
-fn block_on<T: Send + 'static>(
-    handle: &tokio::runtime::Handle,
-    f: impl Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    let (tx, rx) = mpsc::channel();
-    handle.spawn(async move {
-        let _ = tx.send(f.await);
-    });
-    rx.recv().unwrap_or(Err(StoreError::Closed))
 }
 
 impl PgStore {
@@ -236,22 +187,18 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(pg_err)?;
-        let runtime = start_runtime(config.threads)?;
+        let runtime = runtime::start(config.threads)?;
         let handle = runtime.handle.clone();
-        let stop = |runtime: Runtime| {
-            let _ = runtime.stop.send(());
-            let _ = runtime.thread.join();
-        };
         let setup = {
             let pool = pool.clone();
             let schema = config.schema.clone();
-            block_on(&handle, async move {
+            runtime::block_on(&handle, async move {
                 let client = pool.get().await.map_err(pg_err)?;
                 schema::create(&client, schema.as_deref()).await
             })
         };
         if let Err(e) = setup {
-            stop(runtime);
+            runtime.stop();
             return Err(e);
         }
         let shared = Arc::new(Shared::default());
@@ -286,7 +233,7 @@ impl PgStore {
         &self,
         f: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
-        block_on(&self.handle, f)
+        runtime::block_on(&self.handle, f)
     }
 
     /// Stops at once, as a crash of this process would: the runtime goes down with whatever
@@ -297,8 +244,7 @@ impl PgStore {
         self.closed.store(true, Ordering::Release);
         self.tx.lock().take();
         if let Some(rt) = self.runtime.lock().take() {
-            let _ = rt.stop.send(());
-            let _ = rt.thread.join();
+            rt.stop();
         }
     }
 }
@@ -421,8 +367,7 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.close();
         if let Some(rt) = self.runtime.lock().take() {
-            let _ = rt.stop.send(());
-            let _ = rt.thread.join();
+            rt.stop();
         }
     }
 }
