@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{blocking, ApiError, ApiResult};
 use crate::registry_routes::need_keys;
 use crate::ApiState;
 
@@ -138,20 +138,12 @@ async fn latest(
 ) -> ApiResult<Json<Value>> {
     let d = s.platform.registry.device(&id)?;
     let keys = q.keys.as_deref().map(split_keys);
-    let latest = s
-        .platform
-        .telemetry
-        .latest(&d.id, keys.as_deref())
-        .map_err(store_error)?;
+    let latest = s.platform.telemetry.latest(&d.id, keys.as_deref())?;
     let out: Map<String, Value> = latest
         .into_iter()
         .map(|(k, smp)| (k, json!({"ts": smp.ts, "value": smp.value.to_json()})))
         .collect();
     Ok(Json(Value::Object(out)))
-}
-
-fn store_error(e: store::StoreError) -> ApiError {
-    ib_core::CoreError::Store(e.to_string()).into()
 }
 
 #[derive(Deserialize)]
@@ -192,10 +184,10 @@ async fn range(
                 .interval
                 .filter(|i| *i > 0)
                 .ok_or_else(|| ApiError::bad_request("an aggregation needs interval=MS (> 0)"))?;
-            for (k, buckets) in store
-                .aggregate(&d.id, &keys, from, to, interval, agg)
-                .map_err(store_error)?
-            {
+            let (store, id, keys2) = (store.clone(), d.id.clone(), keys.clone());
+            let aggregated =
+                blocking(move || store.aggregate(&id, &keys2, from, to, interval, agg)).await?;
+            for (k, buckets) in aggregated {
                 let series: Vec<Value> = buckets
                     .into_iter()
                     .take(limit)
@@ -207,14 +199,7 @@ async fn range(
         None => {
             let desc = matches!(q.order.as_deref(), Some("desc" | "DESC"));
             let (store, id, keys2) = (store.clone(), d.id.clone(), keys.clone());
-            let series = tokio::task::spawn_blocking(move || {
-                store.range(&id, &keys2, from, to, limit, desc)
-            })
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
-            .map_err(store_error)?;
+            let series = blocking(move || store.range(&id, &keys2, from, to, limit, desc)).await?;
             if q.format.as_deref() == Some("csv") {
                 return Ok(csv_response(series));
             }
@@ -310,9 +295,6 @@ async fn delete_telemetry(
         return Err(ApiError::bad_request("from must not be after to"));
     }
     let store = s.platform.telemetry.clone();
-    tokio::task::spawn_blocking(move || store.delete(&d.id, from, to))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(store_error)?;
+    blocking(move || store.delete(&d.id, from, to)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -110,3 +110,26 @@ pub async fn json_errors(res: Response) -> Response {
     };
     ApiError::new(status, code, message).into_response()
 }
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> ApiError {
+        CoreError::Store(e.to_string()).into()
+    }
+}
+
+/// Runs blocking work (store reads and deletes) off the async threads; its error, or a panic
+/// in it, becomes an `ApiError`.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> ApiResult<T>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )),
+    }
+}

@@ -104,11 +104,7 @@ async fn usage(
 ) -> ApiResult<Json<Value>> {
     let t = s.platform.registry.tenant(&id)?;
     let p = s.platform.clone();
-    let by_tenant = tokio::task::spawn_blocking(move || p.usage_by_tenant())
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let by_tenant = crate::error::blocking(move || p.usage_by_tenant()).await?;
     let bytes = by_tenant.get(&t.id).copied().unwrap_or(0);
     Ok(Json(json!({"tenant": t.id, "telemetry_bytes": bytes})))
 }
