@@ -8,6 +8,12 @@
 //!
 //! `--writer-only`: the telemetry store in this process, in `--data-dir`, fed by `--writers`
 //! threads with batches of `--keys` points for `--devices` devices; points/s committed.
+//!
+//! `--pg URL` (with `--writer-only` or `--query`): the same measurement on the PostgreSQL
+//! backend, in a fresh schema of the database at URL (dropped afterwards), instead of SQLite.
+//! `IRONBRIDGE_BENCH_PG_STAGING=1` makes every batch go through the staging table and an
+//! upsert (the fallback for repeated timestamps) instead of a COPY straight into the table;
+//! `IRONBRIDGE_BENCH_PG_WRITERS=N` sets the number of writer connections (default 2).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -72,6 +78,11 @@ pub struct IngestArgs {
     /// `--query`: repetitions of each query (the median is reported).
     #[arg(long, default_value_t = 20)]
     pub repeat: usize,
+    /// `--writer-only`, `--query`: the PostgreSQL backend at this URL
+    /// (`postgres://USER@127.0.0.1:PORT/DB`, e.g. from scripts/pg-cluster.sh) instead of SQLite;
+    /// a fresh schema per run, dropped afterwards.
+    #[arg(long, value_name = "URL")]
+    pub pg: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -91,12 +102,51 @@ fn median_ms(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Removes what a benchmark's store left (its directory or its schema).
+type Cleanup = Box<dyn FnOnce()>;
+
+/// A benchmark's store, where it is, and how to remove it.
+type BenchStore = (Arc<dyn TelemetryStore>, String, Cleanup);
+
+/// The store measured: SQLite in a fresh `TAG-PID` directory of `--data-dir`, or PostgreSQL
+/// (`--pg`) in a fresh `TAG_PID` schema.
+fn open_store(a: &IngestArgs, tag: &str) -> Result<BenchStore, BenchError> {
+    let err = |e: store::StoreError| BenchError::Ingest(format!("opening the store: {e}"));
+    if let Some(url) = &a.pg {
+        let schema = format!("{}_{}", tag.replace('-', "_"), std::process::id());
+        let config = store::PgConfig {
+            schema: Some(schema.clone()),
+            direct_copy: std::env::var_os("IRONBRIDGE_BENCH_PG_STAGING").is_none(),
+            writers: std::env::var("IRONBRIDGE_BENCH_PG_WRITERS")
+                .ok()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(store::PgConfig::default().writers),
+            ..store::PgConfig::default()
+        };
+        let store = Arc::new(store::PgStore::open(url, config).map_err(err)?);
+        let s = store.clone();
+        let cleanup: Cleanup = Box::new(move || {
+            if let Err(e) = s.drop_schema() {
+                eprintln!("dropping the benchmark's schema: {e}");
+            }
+        });
+        return Ok((store, format!("schema {schema}"), cleanup));
+    }
+    let dir = a.data_dir.join(format!("{tag}-{}", std::process::id()));
+    let store = Arc::new(
+        store::sqlite::SqliteStore::open(&dir, store::sqlite::SqliteConfig::default())
+            .map_err(err)?,
+    );
+    let (s, place) = (store.clone(), dir.display().to_string());
+    let cleanup: Cleanup = Box::new(move || {
+        s.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+    Ok((store, place, cleanup))
+}
+
 fn query(a: &IngestArgs) -> Result<QueryReport, BenchError> {
-    let dir = a
-        .data_dir
-        .join(format!("query-bench-{}", std::process::id()));
-    let store = store::sqlite::SqliteStore::open(&dir, store::sqlite::SqliteConfig::default())
-        .map_err(|e| BenchError::Ingest(format!("opening the store: {e}")))?;
+    let (store, place, cleanup) = open_store(a, "query-bench")?;
     let day0 = 1_700_006_400_000i64; // a UTC midnight
     let mut x: u64 = 88_172_645_463_325_252;
     let points: Vec<store::Point> = (0..86_400i64)
@@ -149,7 +199,7 @@ fn query(a: &IngestArgs) -> Result<QueryReport, BenchError> {
     }
     let bytes = store.disk_bytes();
     if std::env::var_os("IRONBRIDGE_BENCH_KEEP").is_some() {
-        eprintln!("keeping {}", dir.display());
+        eprintln!("keeping {place}");
         return Ok(QueryReport {
             points: 86_400,
             bytes_per_point: bytes as f64 / 86_400.0,
@@ -158,7 +208,7 @@ fn query(a: &IngestArgs) -> Result<QueryReport, BenchError> {
         });
     }
     store.close();
-    let _ = std::fs::remove_dir_all(&dir);
+    cleanup();
     Ok(QueryReport {
         points: 86_400,
         bytes_per_point: bytes as f64 / 86_400.0,
@@ -190,7 +240,8 @@ pub fn run(a: IngestArgs) -> Result<(), BenchError> {
             println!("{}", serde_json::to_string(&r).expect("report serialises"));
         } else {
             println!(
-                "query: one day of 1 Hz ({} points): 1-minute averages {:.2} ms, all raw points as JSON {:.2} ms (medians); {:.2} bytes/point on disk",
+                "query{}: one day of 1 Hz ({} points): 1-minute averages {:.2} ms, all raw points as JSON {:.2} ms (medians); {:.2} bytes/point on disk",
+                if a.pg.is_some() { " (postgres)" } else { "" },
                 r.points, r.avg_1m_ms, r.raw_json_ms, r.bytes_per_point
             );
         }
@@ -224,13 +275,7 @@ pub fn run(a: IngestArgs) -> Result<(), BenchError> {
 }
 
 fn writer_only(a: &IngestArgs) -> Result<IngestReport, BenchError> {
-    let dir = a
-        .data_dir
-        .join(format!("ingest-bench-{}", std::process::id()));
-    let store = Arc::new(
-        store::sqlite::SqliteStore::open(&dir, store::sqlite::SqliteConfig::default())
-            .map_err(|e| BenchError::Ingest(format!("opening the store: {e}")))?,
-    );
+    let (store, _, cleanup) = open_store(a, "ingest-bench")?;
     let stop = Arc::new(AtomicBool::new(false));
     let counting = Arc::new(AtomicBool::new(false));
     let points = Arc::new(AtomicU64::new(0));
@@ -321,9 +366,13 @@ fn writer_only(a: &IngestArgs) -> Result<IngestReport, BenchError> {
     };
     let bytes = store.disk_bytes();
     store.close();
-    let _ = std::fs::remove_dir_all(&dir);
+    cleanup();
     Ok(IngestReport {
-        mode: "writer-only",
+        mode: if a.pg.is_some() {
+            "writer-only-postgres"
+        } else {
+            "writer-only"
+        },
         devices: a.devices,
         keys: a.keys,
         seconds,

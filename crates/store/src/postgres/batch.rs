@@ -36,6 +36,9 @@ struct Row<'a> {
 pub(super) struct Failure {
     pub msg: String,
     pub data: bool,
+    /// A partition the writer knew of is gone (dropped by retention): worth one more try
+    /// with the partitions created again.
+    pub stale: bool,
 }
 
 impl From<tokio_postgres::Error> for Failure {
@@ -43,9 +46,13 @@ impl From<tokio_postgres::Error> for Failure {
         let data = e
             .code()
             .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"));
+        let stale = e
+            .code()
+            .is_some_and(|c| *c == SqlState::UNDEFINED_TABLE || *c == SqlState::CHECK_VIOLATION);
         Failure {
             msg: e.to_string(),
             data,
+            stale,
         }
     }
 }
@@ -55,6 +62,7 @@ impl From<deadpool_postgres::PoolError> for Failure {
         Failure {
             msg: e.to_string(),
             data: false,
+            stale: false,
         }
     }
 }
@@ -64,7 +72,14 @@ impl Writer {
     pub(super) async fn commit(&mut self, batch: Vec<Write>) {
         let points: usize = batch.iter().map(|w| w.points.len()).sum();
         let started = std::time::Instant::now();
-        match self.try_commit(&batch).await {
+        let mut r = self.try_commit(&batch).await;
+        if matches!(&r, Err(f) if f.stale) {
+            // Retention dropped a partition this writer had created (in another writer, or
+            // another store on the same database): create it again.
+            self.parts.clear();
+            r = self.try_commit(&batch).await;
+        }
+        match r {
             Ok(()) => {
                 metrics::counter!("telemetry_points_stored_total").increment(points as u64);
                 tracing::trace!(writes = batch.len(), points, elapsed = ?started.elapsed(), "telemetry batch committed");
@@ -111,6 +126,7 @@ impl Writer {
                 let s = self.shared.get(&w.device, &p.key).ok_or_else(|| Failure {
                     msg: format!("series {}/{} has no id", w.device, p.key),
                     data: false,
+                    stale: false,
                 })?;
                 rows.push(Row {
                     s,
@@ -138,6 +154,7 @@ impl Writer {
                     .map_err(|e| Failure {
                         msg: e.to_string(),
                         data: false,
+                        stale: false,
                     })?;
                 self.parts.insert(part);
             }
@@ -154,10 +171,11 @@ impl Writer {
             }
         }
         let direct = self.config.direct_copy;
+        let t0 = std::time::Instant::now();
         let mut tx = client.transaction().await?;
         if direct {
             let sp = tx.savepoint("direct").await?;
-            match copy(&sp, "points", &rows).await {
+            match copy_to_partitions(&sp, &rows).await {
                 Ok(_) => sp.commit().await?,
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     // A timestamp already stored (a device re-sending): upsert instead.
@@ -169,8 +187,18 @@ impl Writer {
         } else {
             upsert(&tx, &rows).await?;
         }
+        let t1 = std::time::Instant::now();
         upsert_latest(&tx, newest.values().copied()).await?;
+        let t2 = std::time::Instant::now();
         tx.commit().await?;
+        tracing::debug!(
+            points = rows.len(),
+            series = newest.len(),
+            copy = ?(t1 - t0),
+            latest = ?(t2 - t1),
+            commit = ?t2.elapsed(),
+            "telemetry batch"
+        );
         Ok(())
     }
 
@@ -273,6 +301,23 @@ async fn copy(
     writer.finish().await
 }
 
+/// Rows (sorted by group and day) straight into their day partitions, one COPY per partition:
+/// the server does not route them one by one.
+async fn copy_to_partitions(
+    tx: &Transaction<'_>,
+    rows: &[Row<'_>],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let mut start = 0;
+    while start < rows.len() {
+        let part = |r: &Row| (r.s.grp, schema::day_of(r.ts));
+        let first = part(&rows[start]);
+        let end = start + rows[start..].partition_point(|r| part(r) == first);
+        copy(tx, &schema::day_table(first.0, first.1), &rows[start..end]).await?;
+        start = end;
+    }
+    Ok(())
+}
+
 /// Rows into the staging table, then into `points`, replacing stored values.
 async fn upsert(
     tx: &Transaction<'_>,
@@ -305,9 +350,17 @@ async fn upsert_latest<'a>(
         s.push(c.s);
         j.push(c.j);
     }
+    // Series with a latest value are updated (a join, cheaper than a speculative insert
+    // each); the others inserted (upserted, should another store have inserted meanwhile).
     tx.execute(
-        "INSERT INTO latest (series, ts, v_bool, v_long, v_double, v_str, v_json)
-         SELECT * FROM unnest($1::int4[], $2::int8[], $3::bool[], $4::int8[], $5::float8[], $6::text[], $7::text[])
+        "WITH u AS (SELECT * FROM unnest($1::int4[], $2::int8[], $3::bool[], $4::int8[],
+                    $5::float8[], $6::text[], $7::text[])
+                    AS u (series, ts, v_bool, v_long, v_double, v_str, v_json)),
+         upd AS (UPDATE latest l SET ts = u.ts, v_bool = u.v_bool, v_long = u.v_long,
+                 v_double = u.v_double, v_str = u.v_str, v_json = u.v_json
+                 FROM u WHERE l.series = u.series AND l.ts <= u.ts)
+         INSERT INTO latest (series, ts, v_bool, v_long, v_double, v_str, v_json)
+         SELECT * FROM u WHERE NOT EXISTS (SELECT 1 FROM latest l WHERE l.series = u.series)
          ON CONFLICT (series) DO UPDATE SET ts = excluded.ts, v_bool = excluded.v_bool,
          v_long = excluded.v_long, v_double = excluded.v_double, v_str = excluded.v_str,
          v_json = excluded.v_json

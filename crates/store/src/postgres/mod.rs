@@ -8,8 +8,9 @@
 //! and returns a pending [`Commit`].
 //!
 //! # Group commit (`writer`)
-//! The writer task takes every write waiting in its channel (up to `max_batch_points`) into one
-//! transaction: the points are deduplicated per (series, ts) keeping the last one written, sent
+//! Each writer task (`PgConfig::writers`, devices spread over them by name, so that the
+//! server works on as many cores) takes every write waiting in its channel (up to
+//! `max_batch_points`) into one transaction: the points are deduplicated per (series, ts) keeping the last one written, sent
 //! with binary COPY straight into the partitioned `points` table under a savepoint, and only if
 //! that meets a timestamp already stored (a unique violation: a device re-sending) again through
 //! a temporary staging table and `INSERT ... ON CONFLICT DO UPDATE`. The `latest` table is
@@ -59,8 +60,11 @@ pub struct PgConfig {
     /// The schema holding the store's tables (created if missing); `None`: the server's
     /// default `search_path` (normally `public`). Letters, digits and `_` only.
     pub schema: Option<String>,
-    /// Connections in the pool (the writer holds one; reads share the rest).
+    /// Connections in the pool (each writer holds one; reads share the rest).
     pub pool_size: usize,
+    /// Writer tasks, each with its connection (so its own server process): devices are
+    /// spread over them by a hash of their name, so one device's writes stay in order.
+    pub writers: usize,
     /// Worker threads of the store's tokio runtime.
     pub threads: usize,
     /// Most points committed in one transaction.
@@ -75,6 +79,7 @@ impl Default for PgConfig {
         PgConfig {
             schema: None,
             pool_size: 4,
+            writers: 2,
             threads: 2,
             max_batch_points: 50_000,
             direct_copy: true,
@@ -151,9 +156,11 @@ pub struct PgStore {
     handle: tokio::runtime::Handle,
     pool: deadpool_postgres::Pool,
     shared: Arc<Shared>,
-    tx: Mutex<Option<tmpsc::UnboundedSender<Req>>>,
+    /// The writers' queues.
+    tx: Mutex<Option<Vec<tmpsc::UnboundedSender<Req>>>>,
     closed: AtomicBool,
     runtime: Mutex<Option<runtime::Runtime>>,
+    schema: Option<String>,
 }
 
 /// A PostgreSQL error as a store error (reads: the server is a remote disk).
@@ -166,12 +173,18 @@ impl PgStore {
     /// tables if missing. Blocks: call it from a plain thread or `spawn_blocking`.
     pub fn open(url: &str, config: PgConfig) -> Result<PgStore> {
         let mut pg: tokio_postgres::Config = url.parse().map_err(pg_err)?;
+        // NOTICEs ("already exists, skipping") are not worth a log line each.
+        let mut options = "-c client_min_messages=warning".to_string();
         if let Some(s) = &config.schema {
             if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(pg_err(format!("invalid schema name {s:?}")));
             }
-            pg.options(format!("-c search_path={s}"));
+            options.push_str(&format!(" -c search_path={s}"));
         }
+        if let Some(o) = pg.get_options() {
+            options = format!("{o} {options}");
+        }
+        pg.options(options);
         if pg.get_application_name().is_none() {
             pg.application_name("ironbridge-store");
         }
@@ -183,7 +196,7 @@ impl PgStore {
             },
         );
         let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(config.pool_size.max(2))
+            .max_size(config.pool_size.max(config.writers.max(1) + 1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(pg_err)?;
@@ -201,9 +214,20 @@ impl PgStore {
             runtime.stop();
             return Err(e);
         }
+        let config_schema = config.schema.clone();
         let shared = Arc::new(Shared::default());
-        let (tx, rx) = tmpsc::unbounded_channel();
-        handle.spawn(writer::run(pool.clone(), shared.clone(), config, rx));
+        let tx: Vec<_> = (0..config.writers.max(1))
+            .map(|_| {
+                let (tx, rx) = tmpsc::unbounded_channel();
+                handle.spawn(writer::run(
+                    pool.clone(),
+                    shared.clone(),
+                    config.clone(),
+                    rx,
+                ));
+                tx
+            })
+            .collect();
         Ok(PgStore {
             handle,
             pool,
@@ -211,22 +235,61 @@ impl PgStore {
             tx: Mutex::new(Some(tx)),
             closed: AtomicBool::new(false),
             runtime: Mutex::new(Some(runtime)),
+            schema: config_schema,
         })
     }
 
-    fn send(&self, req: Req) -> bool {
-        match &*self.tx.lock() {
+    /// The writer of a device (FNV-1a of its name).
+    fn shard(&self, device: &str) -> usize {
+        let h = device.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let n = self.tx.lock().as_ref().map_or(1, Vec::len) as u64;
+        (h % n.max(1)) as usize
+    }
+
+    fn send(&self, shard: usize, req: Req) -> bool {
+        match self.tx.lock().as_ref().and_then(|t| t.get(shard)) {
             Some(tx) => tx.send(req).is_ok(),
             None => false,
         }
     }
 
-    fn call<T>(&self, make: impl FnOnce(mpsc::Sender<Result<T>>) -> Req) -> Result<T> {
+    fn call<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(mpsc::Sender<Result<T>>) -> Req,
+    ) -> Result<T> {
         let (tx, rx) = mpsc::channel();
-        if !self.send(make(tx)) {
+        if !self.send(shard, make(tx)) {
             return Err(StoreError::Closed);
         }
         rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Asks every writer at once and waits for all of them.
+    fn call_all(&self, make: impl Fn(mpsc::Sender<Result<()>>) -> Req) -> Result<()> {
+        let n = self.tx.lock().as_ref().map_or(0, Vec::len);
+        let waits: Vec<_> = (0..n)
+            .map(|i| {
+                let (tx, rx) = mpsc::channel();
+                self.send(i, make(tx)).then_some(rx)
+            })
+            .collect();
+        if waits.is_empty() {
+            return Err(StoreError::Closed);
+        }
+        let mut result = Ok(());
+        for w in waits {
+            let r = match w {
+                Some(rx) => rx.recv().unwrap_or(Err(StoreError::Closed)),
+                None => Err(StoreError::Closed),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
     }
 
     fn read<T: Send + 'static>(
@@ -234,6 +297,23 @@ impl PgStore {
         f: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
         runtime::block_on(&self.handle, f)
+    }
+
+    /// Closes the store and drops its schema with everything in it (benchmarks and tests;
+    /// only a store opened with `PgConfig::schema`).
+    pub fn drop_schema(&self) -> Result<()> {
+        let Some(schema) = self.schema.clone() else {
+            return Err(pg_err("no schema of its own to drop"));
+        };
+        self.close();
+        let pool = self.pool.clone();
+        self.read(async move {
+            let client = pool.get().await.map_err(pg_err)?;
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await
+                .map_err(pg_err)
+        })
     }
 
     /// Stops at once, as a crash of this process would: the runtime goes down with whatever
@@ -264,12 +344,15 @@ impl TelemetryStore for PgStore {
             return Commit::failed(StoreError::Write("NUL character in text".into()));
         }
         let (done, commit) = Commit::pending();
-        if !self.send(Req::Write {
-            device: Arc::from(device),
-            group: Arc::from(group),
-            points,
-            done,
-        }) {
+        if !self.send(
+            self.shard(device),
+            Req::Write {
+                device: Arc::from(device),
+                group: Arc::from(group),
+                points,
+                done,
+            },
+        ) {
             return Commit::failed(StoreError::Closed);
         }
         commit
@@ -317,7 +400,7 @@ impl TelemetryStore for PgStore {
     }
 
     fn delete(&self, device: &str, from: i64, to: i64) -> Result<()> {
-        self.call(|done| Req::Delete {
+        self.call(self.shard(device), |done| Req::Delete {
             device: Arc::from(device),
             from,
             to,
@@ -326,7 +409,8 @@ impl TelemetryStore for PgStore {
     }
 
     fn drop_before(&self, group: &str, before: i64) -> Result<u64> {
-        self.call(|done| Req::Drop {
+        // One writer drops; the others find out when a partition they knew of is gone.
+        self.call(0, |done| Req::Drop {
             group: Arc::from(group),
             before,
             done,
@@ -340,7 +424,7 @@ impl TelemetryStore for PgStore {
 
     /// Nothing to seal: waits until every write queued so far is committed.
     fn seal(&self) -> Result<()> {
-        self.call(Req::Flush)
+        self.call_all(Req::Flush)
     }
 
     fn disk_bytes(&self) -> u64 {
@@ -356,7 +440,7 @@ impl TelemetryStore for PgStore {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Err(e) = self.call(Req::Close) {
+        if let Err(e) = self.call_all(Req::Close) {
             tracing::warn!(error = %e, "closing the telemetry store");
         }
         self.tx.lock().take();

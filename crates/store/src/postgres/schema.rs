@@ -1,6 +1,7 @@
 //! The PostgreSQL schema: tables, partition names and bounds, values to and from the typed
 //! columns (`v_bool`, `v_long`, `v_double`, `v_str`, `v_json`: exactly one is set).
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
@@ -104,7 +105,12 @@ pub async fn create_partition(client: &Client, grp: i32, day: i64) -> Result<()>
     match client.batch_execute(&sql).await {
         Ok(()) => Ok(()),
         // Created meanwhile by another store on the same database.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(()),
+        Err(e)
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(pg_err(e)),
     }
 }
