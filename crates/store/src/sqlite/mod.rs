@@ -8,6 +8,7 @@
 
 mod partition;
 mod read;
+mod rollup;
 mod seal;
 mod writer;
 
@@ -268,11 +269,7 @@ impl TelemetryStore for SqliteStore {
         interval: i64,
         agg: Agg,
     ) -> Result<crate::Aggregated> {
-        let series = read::range(&self.shared, device, keys, from, to, usize::MAX, false)?;
-        Ok(series
-            .into_iter()
-            .map(|(k, samples)| (k, crate::aggregate_samples(&samples, from, interval, agg)))
-            .collect())
+        read::aggregate(&self.shared, device, keys, from, to, interval, agg)
     }
 
     fn delete(&self, device: &str, from: i64, to: i64) -> Result<()> {

@@ -85,6 +85,7 @@ pub fn open(dir: &Path, group: u32, day: i64, synchronous_full: bool) -> Result<
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
     ))?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(super::rollup::SCHEMA)?;
     Ok(conn)
 }
 

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::{partition, GroupId, SeriesId, Shared};
+use super::{partition, rollup, GroupId, SeriesId, Shared};
 use crate::chunk::{self, Kind};
 use crate::{Result, Sample, Series, StoreError, Value};
 
@@ -176,4 +176,108 @@ pub fn newest_sealed(shared: &Shared, s: SeriesId) -> Result<Option<(i64, Value)
         }
     }
     Ok(None)
+}
+
+/// `agg` over `interval` from `from`. Intervals that are whole minutes (hours) from a whole
+/// minute (hour) read the sealed part from the rollups; the rest, and whatever is not sealed
+/// yet, from the points. The two parts meet on an interval boundary, so no interval mixes them.
+pub fn aggregate(
+    shared: &Shared,
+    device: &str,
+    keys: &[String],
+    from: i64,
+    to: i64,
+    interval: i64,
+    agg: crate::Agg,
+) -> Result<crate::Aggregated> {
+    let interval = interval.max(1);
+    let width = rollup::WIDTHS
+        .iter()
+        .rev()
+        .copied()
+        .find(|w| interval % w == 0 && from.rem_euclid(*w) == 0);
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let series = shared.series.read().get(device, key);
+        let (Some(s), Some(width)) = (series, width) else {
+            let raw = range(
+                shared,
+                device,
+                std::slice::from_ref(key),
+                from,
+                to,
+                usize::MAX,
+                false,
+            )?;
+            out.push((
+                key.clone(),
+                crate::aggregate_samples(&raw[0].1, from, interval, agg),
+            ));
+            continue;
+        };
+        let aligned = |t: i64| from + (t - from).div_euclid(interval) * interval;
+        // The earliest point not sealed yet: from there on, read points.
+        let unsealed_min = {
+            let head = shared.head.read();
+            let frozen = shared.frozen.read();
+            let older = frozen.as_ref().map(|f| f.of(s)).unwrap_or_default();
+            older.iter().chain(head.of(s)).map(|p| p.0).min()
+        };
+        let end = to.saturating_add(1);
+        let mut cut = aligned(end).max(from);
+        if let Some(t) = unsealed_min.filter(|t| *t < end) {
+            cut = cut.min(aligned(t.max(from)));
+        }
+        let mut buckets: Vec<(i64, rollup::Bucket)> = Vec::new();
+        if cut > from {
+            let g = shared.series.read().group(s);
+            let days: Vec<i64> = shared
+                .days
+                .read()
+                .range((g, partition::day_of(from))..=(g, partition::day_of(cut - 1)))
+                .map(|(_, d)| *d)
+                .collect();
+            let mut rows = Vec::new();
+            for day in days {
+                with_day(shared, g, day, |conn| {
+                    rollup::read(conn, s, width, from, cut, &mut rows)
+                })?;
+            }
+            for (b, r) in rows {
+                let at = aligned(b);
+                match buckets.last_mut() {
+                    Some((lb, acc)) if *lb == at => acc.merge(&r),
+                    _ => buckets.push((at, r)),
+                }
+            }
+        }
+        let mut series_out: Vec<(i64, f64)> = buckets
+            .into_iter()
+            .filter_map(|(b, r)| {
+                let v = match agg {
+                    crate::Agg::Count => return Some((b, r.cnt as f64)),
+                    _ if r.n == 0 => return None,
+                    crate::Agg::Avg => r.sum / r.n as f64,
+                    crate::Agg::Sum => r.sum,
+                    crate::Agg::Min => r.min,
+                    crate::Agg::Max => r.max,
+                };
+                Some((b, v))
+            })
+            .collect();
+        if cut <= to {
+            let raw = range(
+                shared,
+                device,
+                std::slice::from_ref(key),
+                cut,
+                to,
+                usize::MAX,
+                false,
+            )?;
+            series_out.extend(crate::aggregate_samples(&raw[0].1, from, interval, agg));
+        }
+        out.push((key.clone(), series_out));
+    }
+    Ok(out)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
-use super::{partition, GroupId, Head, SeriesId, Shared};
+use super::{partition, rollup, GroupId, Head, SeriesId, Shared};
 use crate::chunk::{self, Kind};
 use crate::{Result, Value};
 
@@ -46,13 +46,8 @@ pub fn seal(shared: &Shared, conn: &mut Connection, head: &Head, upto: i64) -> R
     for ((g, day), series) in by_day {
         let mut part = partition::open(&shared.dir, g, day, shared.config.fsync)?;
         let tx = part.transaction()?;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO chunks (series, t_min, t_max, n, kind, ts, vals) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for (s, points) in &series {
-                write_chunk(&mut st, *s, points)?;
-            }
+        for (s, points) in &series {
+            write_chunk(&tx, *s, points)?;
         }
         tx.commit()?;
         // Fold the WAL into the file now: disk use is what the chunks take.
@@ -75,8 +70,9 @@ pub fn seal(shared: &Shared, conn: &mut Connection, head: &Head, upto: i64) -> R
     Ok(())
 }
 
+/// Writes one series' points (sorted by time) as a chunk and keeps its rollups right.
 fn write_chunk(
-    st: &mut rusqlite::CachedStatement,
+    tx: &rusqlite::Transaction,
     series: SeriesId,
     points: &[(i64, Value)],
 ) -> Result<()> {
@@ -89,8 +85,27 @@ fn write_chunk(
             _ => unique.push(p.clone()),
         }
     }
-    let e = chunk::encode(&unique);
     let (t_min, t_max) = (unique[0].0, unique[unique.len() - 1].0);
+    let overlap = rollup::overlaps(tx, series, t_min, t_max)?;
+    insert_chunk(tx, series, &unique)?;
+    if overlap {
+        rollup::recompute(tx, series, t_min, t_max)
+    } else {
+        rollup::add(tx, series, &unique)
+    }
+}
+
+/// Inserts a chunk of distinct, time-sorted points (rollups are the caller's business).
+fn insert_chunk(
+    tx: &rusqlite::Transaction,
+    series: SeriesId,
+    unique: &[(i64, Value)],
+) -> Result<()> {
+    let e = chunk::encode(unique);
+    let (t_min, t_max) = (unique[0].0, unique[unique.len() - 1].0);
+    let mut st = tx.prepare_cached(
+        "INSERT INTO chunks (series, t_min, t_max, n, kind, ts, vals) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
     st.execute(params![
         series,
         t_min,
@@ -179,6 +194,7 @@ pub fn delete(
                 })?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
+            let rewritten = !rows.is_empty();
             for (rowid, kind, ts, vals) in rows {
                 let points = Kind::from_i64(kind)
                     .and_then(|k| chunk::decode(k, &ts, &vals))
@@ -191,11 +207,12 @@ pub fn delete(
                     .collect();
                 tx.execute("DELETE FROM chunks WHERE rowid = ?1", [rowid])?;
                 if !kept.is_empty() {
-                    let mut st = tx.prepare_cached(
-                        "INSERT INTO chunks (series, t_min, t_max, n, kind, ts, vals) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )?;
-                    write_chunk(&mut st, *s, &kept)?;
+                    insert_chunk(&tx, *s, &kept)?;
                 }
+            }
+            if rewritten {
+                let (lo, hi) = (day * partition::DAY_MS, (day + 1) * partition::DAY_MS - 1);
+                rollup::recompute(&tx, *s, from.max(lo), to.min(hi))?;
             }
         }
         tx.commit()?;

@@ -151,7 +151,12 @@ fn reads_see_every_point_while_background_seals_run() {
             .unwrap();
         assert_eq!(r[0].1.len(), expected, "after batch {batch}");
     }
-    assert!(!s.shared.days.read().is_empty(), "seals ran");
+        // A background seal started during the loop (the head passed 500 points); wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.shared.days.read().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no background seal ran");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     s.close();
     let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
     let r = s
@@ -198,4 +203,69 @@ fn retention_drops_whole_partitions_of_one_group() {
         .range("a", &["x".into()], i64::MIN, i64::MAX, 100, false)
         .unwrap();
     assert_eq!(a[0].1.len(), 3);
+}
+
+/// Aggregates through the rollups equal aggregates computed from the raw points, whatever the
+/// writes did: out of order, timestamps written twice, seals in between, deletes.
+#[test]
+fn rollup_aggregates_equal_raw_aggregates() {
+    let d = dir("rollup");
+    let s = SqliteStore::open(&d.0, SqliteConfig::default()).unwrap();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let hour = 3_600_000i64;
+    for round in 0..12 {
+        let points: Vec<Point> = (0..300)
+            .map(|_| {
+                let ts = rnd(30 * hour as u64) as i64; // a day and more, in any order
+                let v = match rnd(10) {
+                    0 => Value::Str("text".into()),
+                    1 => Value::Bool(rnd(2) == 0),
+                    2 => Value::Long(rnd(100) as i64),
+                    _ => Value::Double(rnd(10_000) as f64 / 100.0),
+                };
+                p("k", ts, v)
+            })
+            .collect();
+        s.write("dev", "g", points).wait().unwrap();
+        if round % 3 == 2 {
+            s.seal().unwrap();
+        }
+        if round == 7 {
+            s.delete("dev", 5 * hour + 123, 9 * hour).unwrap();
+        }
+        for (interval, agg) in [
+            (60_000, crate::Agg::Avg),
+            (hour, crate::Agg::Sum),
+            (2 * hour, crate::Agg::Min),
+            (hour, crate::Agg::Max),
+            (15 * 60_000, crate::Agg::Count),
+        ] {
+            let to = 30 * hour - 1 - 777; // not on a boundary
+            let got = s
+                .aggregate("dev", &["k".into()], 0, to, interval, agg)
+                .unwrap();
+            let raw = s
+                .range("dev", &["k".into()], 0, to, usize::MAX, false)
+                .unwrap();
+            let want = crate::aggregate_samples(&raw[0].1, 0, interval, agg);
+            assert_eq!(
+                got[0].1.len(),
+                want.len(),
+                "round {round}, {agg:?} by {interval}"
+            );
+            for ((gb, gv), (wb, wv)) in got[0].1.iter().zip(&want) {
+                assert_eq!(gb, wb);
+                assert!(
+                    (gv - wv).abs() < 1e-6 * wv.abs().max(1.0),
+                    "round {round}, {agg:?}: {gv} vs {wv} at {gb}"
+                );
+            }
+        }
+    }
 }
