@@ -75,7 +75,20 @@ pub struct PlatformConfig {
     pub session: SessionLimits,
     pub ingest: IngestLimits,
     pub store: store::sqlite::SqliteConfig,
+    /// `postgres://...`: telemetry in PostgreSQL instead of the data dir.
+    pub store_url: Option<String>,
     pub policy: StoragePolicy,
+}
+
+/// A connection URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
 }
 
 /// Disk guard and retention settings.
@@ -107,10 +120,17 @@ impl Platform {
     /// `default` tenant on first start).
     pub fn open(data_dir: &Path, config: PlatformConfig) -> Result<Arc<Platform>> {
         let db = Db::open(&data_dir.join("platform.db"))?;
-        let store =
-            store::sqlite::SqliteStore::open(&data_dir.join("telemetry"), config.store.clone())
-                .map_err(|e| CoreError::Store(e.to_string()))?;
-        Platform::with_db(Arc::new(db), Arc::new(store), config)
+        let store: Arc<dyn store::TelemetryStore> = match &config.store_url {
+            Some(url) => Arc::new(
+                store::PgStore::open(url, store::PgConfig::default())
+                    .map_err(|e| CoreError::Store(format!("PostgreSQL at {}: {e}", redact(url))))?,
+            ),
+            None => Arc::new(
+                store::sqlite::SqliteStore::open(&data_dir.join("telemetry"), config.store.clone())
+                    .map_err(|e| CoreError::Store(e.to_string()))?,
+            ),
+        };
+        Platform::with_db(Arc::new(db), store, config)
     }
 
     /// The platform over an open database and telemetry store.

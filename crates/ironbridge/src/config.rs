@@ -61,6 +61,9 @@ pub struct StorageConfig {
     pub free_bytes_file: Option<PathBuf>,
     /// Seconds between retention passes.
     pub retention_check_s: u64,
+    /// `postgres://user:password@host:port/db`: telemetry in PostgreSQL (scale-out) instead of
+    /// the data dir's SQLite files.
+    pub url: Option<String>,
 }
 
 impl Default for StorageConfig {
@@ -74,6 +77,7 @@ impl Default for StorageConfig {
             min_free_mb: 64,
             free_bytes_file: None,
             retention_check_s: 600,
+            url: None,
         }
     }
 }
@@ -96,6 +100,7 @@ impl StorageConfig {
                 seal_points: self.seal_points.max(1),
                 fsync: self.fsync,
             },
+            store_url: self.url.clone(),
             policy: ib_core::StoragePolicy {
                 data_dir: data_dir.to_path_buf(),
                 min_free_bytes: self.min_free_mb.saturating_mul(1 << 20),
