@@ -317,6 +317,30 @@ fn retention_drops_old_partitions_of_one_group(s: &dyn TelemetryStore) {
     assert_eq!(all(s, "a", "x").len(), 600);
 }
 
+fn old_points_written_after_retention_are_kept(s: &dyn TelemetryStore) {
+    // Several devices, so that every writer of a backend that has several takes part.
+    let devices: Vec<String> = (0..8).map(|d| format!("dev-{d}")).collect();
+    for d in &devices {
+        s.write(d, "g", vec![p("x", T0, Value::Long(1))])
+            .wait()
+            .unwrap();
+    }
+    s.seal().unwrap();
+    assert!(s.drop_before("g", T0 + DAY).unwrap() > 0);
+    for d in &devices {
+        assert!(all(s, d, "x").is_empty());
+    }
+    // A late device sends points of the dropped day: stored (until the next retention pass).
+    for d in &devices {
+        s.write(d, "g", vec![p("x", T0 + 5, Value::Long(2))])
+            .wait()
+            .unwrap();
+    }
+    for d in &devices {
+        assert_eq!(all(s, d, "x"), vec![sample(T0 + 5, Value::Long(2))]);
+    }
+}
+
 fn usage_is_per_group(s: &dyn TelemetryStore) {
     // Noise, so that compressing backends take room too.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -549,7 +573,8 @@ suite!(
     stores: values_keep_their_types, latest_per_key_in_the_order_asked,
     last_write_of_a_timestamp_wins, ranges_are_inclusive_ordered_and_limited,
     aggregates_match_the_reference, deletes_ranges_and_updates_latest,
-    retention_drops_old_partitions_of_one_group, usage_is_per_group,
+    retention_drops_old_partitions_of_one_group, old_points_written_after_retention_are_kept,
+    usage_is_per_group,
     closed_store_refuses_writes, many_writers_all_commit;
     openers: reopening_keeps_everything,
 );

@@ -36,9 +36,10 @@ struct Row<'a> {
 pub(super) struct Failure {
     pub msg: String,
     pub data: bool,
-    /// A partition the writer knew of is gone (dropped by retention): worth one more try
-    /// with the partitions created again.
-    pub stale: bool,
+    /// Worth one more try: a partition the writer knew of is gone (dropped by retention;
+    /// created again on the retry), or the server broke a deadlock (retention dropping a
+    /// partition that old points are being written to) or a serialization conflict.
+    pub retry: bool,
 }
 
 impl From<tokio_postgres::Error> for Failure {
@@ -46,13 +47,16 @@ impl From<tokio_postgres::Error> for Failure {
         let data = e
             .code()
             .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"));
-        let stale = e
-            .code()
-            .is_some_and(|c| *c == SqlState::UNDEFINED_TABLE || *c == SqlState::CHECK_VIOLATION);
+        let retry = e.code().is_some_and(|c| {
+            *c == SqlState::UNDEFINED_TABLE
+                || *c == SqlState::CHECK_VIOLATION
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        });
         Failure {
             msg: e.to_string(),
             data,
-            stale,
+            retry,
         }
     }
 }
@@ -62,7 +66,7 @@ impl From<deadpool_postgres::PoolError> for Failure {
         Failure {
             msg: e.to_string(),
             data: false,
-            stale: false,
+            retry: false,
         }
     }
 }
@@ -73,8 +77,8 @@ impl Writer {
         let points: usize = batch.iter().map(|w| w.points.len()).sum();
         let started = std::time::Instant::now();
         let mut r = self.try_commit(&batch).await;
-        if matches!(&r, Err(f) if f.stale) {
-            // Retention dropped a partition this writer had created (in another writer, or
+        if matches!(&r, Err(f) if f.retry) {
+            // E.g. retention dropped a partition this writer knew of (in another writer, or
             // another store on the same database): create it again.
             self.parts.clear();
             r = self.try_commit(&batch).await;
@@ -108,9 +112,7 @@ impl Writer {
     async fn try_commit(&mut self, batch: &[Write]) -> std::result::Result<(), Failure> {
         let mut client = self.client().await?;
         let r = self.commit_on(&mut client, batch).await;
-        if !client.is_closed() {
-            self.client = Some(client);
-        }
+        self.keep(client, r.is_ok());
         r
     }
 
@@ -126,7 +128,7 @@ impl Writer {
                 let s = self.shared.get(&w.device, &p.key).ok_or_else(|| Failure {
                     msg: format!("series {}/{} has no id", w.device, p.key),
                     data: false,
-                    stale: false,
+                    retry: false,
                 })?;
                 rows.push(Row {
                     s,
@@ -154,7 +156,7 @@ impl Writer {
                     .map_err(|e| Failure {
                         msg: e.to_string(),
                         data: false,
-                        stale: false,
+                        retry: false,
                     })?;
                 self.parts.insert(part);
             }

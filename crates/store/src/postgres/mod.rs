@@ -35,96 +35,29 @@
 //!
 //! - `schema`: DDL, partition names, values to and from columns.
 //! - `writer`: the writer task (its loop, deletes, retention); `batch`: group commit.
-//! - `runtime`: the runtime's background thread.
+//! - `runtime`: the runtime's background thread; `config`: settings; `series`: the series
+//!   cache.
 //! - `read`: latest values, ranges, aggregates (in SQL), sizes.
 
 mod batch;
+mod config;
 mod read;
 mod runtime;
 mod schema;
+mod series;
 mod writer;
 
-use std::collections::HashMap;
+pub use config::PgConfig;
+pub(crate) use series::{SeriesRef, Shared};
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::sync::mpsc as tmpsc;
 
 use crate::{Agg, Aggregated, Commit, Point, Result, Sample, Series, StoreError, TelemetryStore};
-
-/// Backend settings.
-#[derive(Debug, Clone)]
-pub struct PgConfig {
-    /// The schema holding the store's tables (created if missing); `None`: the server's
-    /// default `search_path` (normally `public`). Letters, digits and `_` only.
-    pub schema: Option<String>,
-    /// Connections in the pool (each writer holds one; reads share the rest).
-    pub pool_size: usize,
-    /// Writer tasks, each with its connection (so its own server process): devices are
-    /// spread over them by a hash of their name, so one device's writes stay in order.
-    pub writers: usize,
-    /// Worker threads of the store's tokio runtime.
-    pub threads: usize,
-    /// Most points committed in one transaction.
-    pub max_batch_points: usize,
-    /// COPY straight into `points`, falling back to staging + upsert only when a timestamp is
-    /// already stored; `false`: always staging + upsert (slower; kept for comparison).
-    pub direct_copy: bool,
-}
-
-impl Default for PgConfig {
-    fn default() -> Self {
-        PgConfig {
-            schema: None,
-            pool_size: 4,
-            writers: 2,
-            threads: 2,
-            max_batch_points: 50_000,
-            direct_copy: true,
-        }
-    }
-}
-
-/// A series as stored: its id and retention group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SeriesRef {
-    pub id: i32,
-    pub grp: i32,
-}
-
-pub(crate) type Fast = ahash::RandomState;
-
-/// A device's series by key.
-pub(crate) type DeviceSeries = HashMap<Box<str>, SeriesRef, Fast>;
-
-/// Series known to this process, by device and key (series are never deleted, so entries
-/// never go stale).
-#[derive(Default)]
-pub(crate) struct Shared {
-    pub series: RwLock<HashMap<Arc<str>, DeviceSeries, Fast>>,
-}
-
-impl Shared {
-    pub fn get(&self, device: &str, key: &str) -> Option<SeriesRef> {
-        self.series.read().get(device)?.get(key).copied()
-    }
-
-    pub fn insert(&self, device: &str, key: &str, s: SeriesRef) {
-        let mut m = self.series.write();
-        match m.get_mut(device) {
-            Some(d) => {
-                d.insert(Box::from(key), s);
-            }
-            None => {
-                let mut d = HashMap::default();
-                d.insert(Box::from(key), s);
-                m.insert(Arc::from(device), d);
-            }
-        }
-    }
-}
 
 /// A request to the writer task.
 pub(crate) enum Req {
@@ -335,9 +268,9 @@ impl TelemetryStore for PgStore {
             return Commit::failed(StoreError::Closed);
         }
         // PostgreSQL text cannot hold NUL: refuse the write alone rather than fail the batch.
-        if points.iter().any(|p| match &p.value {
-            crate::Value::Str(s) | crate::Value::Json(s) => s.contains('\0'),
-            _ => p.key.contains('\0'),
+        if points.iter().any(|p| {
+            p.key.contains('\0')
+                || matches!(&p.value, crate::Value::Str(s) | crate::Value::Json(s) if s.contains('\0'))
         }) || device.contains('\0')
             || group.contains('\0')
         {

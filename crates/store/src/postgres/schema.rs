@@ -170,6 +170,51 @@ pub fn value_at(row: &Row, first: usize) -> Result<Value> {
     Err(crate::StoreError::Corrupt("a point without a value".into()))
 }
 
+/// Samples from the binary COPY output of `SELECT ts, v_bool, v_long, v_double, v_str,
+/// v_json` (parsed in place: no row objects for a day of points).
+pub fn copy_samples(mut b: &[u8]) -> Result<Vec<crate::Sample>> {
+    const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+    let bad = || crate::StoreError::Corrupt("PostgreSQL binary COPY output".into());
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = b.split_at_checked(n)?;
+        *b = rest;
+        Some(head)
+    }
+    let i32_of = |b: &mut &[u8]| take(b, 4).map(|x| i32::from_be_bytes(x.try_into().unwrap()));
+    b = b.strip_prefix(SIGNATURE).ok_or_else(bad)?;
+    let _flags = i32_of(&mut b).ok_or_else(bad)?;
+    let ext = i32_of(&mut b).ok_or_else(bad)?;
+    take(&mut b, usize::try_from(ext).map_err(|_| bad())?).ok_or_else(bad)?;
+    let mut out = Vec::new();
+    loop {
+        let n = take(&mut b, 2).ok_or_else(bad)?;
+        match i16::from_be_bytes([n[0], n[1]]) {
+            -1 => return Ok(out),
+            6 => {}
+            _ => return Err(bad()),
+        }
+        let mut fields: [Option<&[u8]>; 6] = [None; 6];
+        for f in &mut fields {
+            let len = i32_of(&mut b).ok_or_else(bad)?;
+            if len >= 0 {
+                *f = Some(take(&mut b, len as usize).ok_or_else(bad)?);
+            }
+        }
+        let int8 = |x: &[u8]| x.try_into().map(i64::from_be_bytes).map_err(|_| bad());
+        let text = |x: &[u8]| String::from_utf8(x.to_vec()).map_err(|_| bad());
+        let ts = int8(fields[0].ok_or_else(bad)?)?;
+        let value = match fields {
+            [_, Some(x), ..] => Value::Bool(x.first().ok_or_else(bad)? != &0),
+            [_, _, Some(x), ..] => Value::Long(int8(x)?),
+            [_, _, _, Some(x), ..] => Value::Double(f64::from_bits(int8(x)? as u64)),
+            [_, _, _, _, Some(x), _] => Value::Str(text(x)?),
+            [_, _, _, _, _, Some(x)] => Value::Json(text(x)?),
+            _ => return Err(bad()),
+        };
+        out.push(crate::Sample { ts, value });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +227,41 @@ mod tests {
         assert_eq!(day_of_table("points_g7"), None);
         assert_eq!(day_of(-1), -1);
         assert_eq!(day_of(DAY_MS), 1);
+    }
+
+    #[test]
+    fn copy_output_is_parsed_and_damage_refused() {
+        let mut b = b"PGCOPY\n\xff\r\n\0".to_vec();
+        b.extend_from_slice(&[0; 8]);
+        let row = |b: &mut Vec<u8>, ts: i64, col: usize, v: &[u8]| {
+            b.extend_from_slice(&6i16.to_be_bytes());
+            b.extend_from_slice(&8i32.to_be_bytes());
+            b.extend_from_slice(&ts.to_be_bytes());
+            for c in 1..6 {
+                if c == col {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                } else {
+                    b.extend_from_slice(&(-1i32).to_be_bytes());
+                }
+            }
+        };
+        row(&mut b, 5, 1, &[1]);
+        row(&mut b, 6, 3, &2.5f64.to_be_bytes());
+        row(&mut b, 7, 4, "é".as_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        let got = copy_samples(&b).unwrap();
+        let values: Vec<(i64, Value)> = got.into_iter().map(|s| (s.ts, s.value)).collect();
+        assert_eq!(
+            values,
+            [
+                (5, Value::Bool(true)),
+                (6, Value::Double(2.5)),
+                (7, Value::Str("é".into()))
+            ]
+        );
+        for cut in 0..b.len() {
+            assert!(copy_samples(&b[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -142,6 +142,17 @@ impl Writer {
         Ok(c)
     }
 
+    /// Keeps the connection for the next request, unless the last one failed on it: a
+    /// statement that fails before its COPY starts (a partition dropped meanwhile) leaves a
+    /// tokio-postgres connection unusable, so it is closed and a fresh one taken next time.
+    pub(super) fn keep(&mut self, client: Object, ok: bool) {
+        if ok && !client.is_closed() {
+            self.client = Some(client);
+        } else {
+            drop(Object::take(client));
+        }
+    }
+
     /// Deletes a device's points in `[from, to]` (rows: this is a user's delete, not
     /// retention) and recomputes the latest values it took.
     async fn delete(&mut self, device: &str, from: i64, to: i64) -> Result<()> {
@@ -187,9 +198,7 @@ impl Writer {
             tx.commit().await
         }
         .await;
-        if !client.is_closed() {
-            self.client = Some(client);
-        }
+        self.keep(client, r.is_ok());
         r.map_err(pg_err)
     }
 
@@ -233,9 +242,7 @@ impl Writer {
             Ok((freed, old.into_iter().map(|o| (grp, o.1)).collect()))
         }
         .await;
-        if !client.is_closed() {
-            self.client = Some(client);
-        }
+        self.keep(client, r.is_ok());
         let (freed, dropped): (u64, Vec<(i32, i64)>) = r.map_err(pg_err)?;
         for part in &dropped {
             self.parts.remove(part);
