@@ -7,16 +7,22 @@
 //! as with the SQLite backend). `write` never blocks: it queues the points for the writer task
 //! and returns a pending [`Commit`].
 //!
-//! # Group commit (`writer`)
-//! Each writer task (`PgConfig::writers`, devices spread over them by name, so that the
-//! server works on as many cores) takes every write waiting in its channel (up to
-//! `max_batch_points`) into one transaction: the points are deduplicated per (series, ts) keeping the last one written, sent
-//! with binary COPY straight into the partitioned `points` table under a savepoint, and only if
-//! that meets a timestamp already stored (a unique violation: a device re-sending) again through
-//! a temporary staging table and `INSERT ... ON CONFLICT DO UPDATE`. The `latest` table is
-//! upserted in the same transaction; after COMMIT (`synchronous_commit` as the server has it,
-//! on by default) the commits resolve. Deletes and retention go through the same task, so they
-//! are ordered with the writes.
+//! # Group commit (`writer`, `batch`)
+//! Each writer task (`PgConfig::writers`, 2 by default: devices are spread over them by a hash
+//! of their name, so one device's writes stay in order while the server works on two cores)
+//! takes every write waiting in its channel (up to `max_batch_points`) into one transaction.
+//! The points are deduplicated per (series, ts), keeping the last one written, and sent with
+//! binary COPY straight into their day partitions under a savepoint; only if that meets a
+//! timestamp already stored (a unique violation: a device re-sending) do they go again
+//! through a temporary staging table and `INSERT ... ON CONFLICT DO UPDATE` (measured: the
+//! direct COPY takes ~25% more points/s). The newest point of each series goes into `latest`
+//! in the same transaction (an UPDATE joined with the batch; INSERT for new series). After
+//! COMMIT (`synchronous_commit` as the server has it, on by default) the commits resolve.
+//! A batch that fails on a partition dropped meanwhile, a deadlock or a serialization failure
+//! is tried once more on a fresh connection; one the server refuses for its data (SQLSTATE
+//! classes 22, 23) is committed write by write, so that one bad write fails alone. A device's
+//! deletes go through its writer, so they are ordered with its writes; retention goes through
+//! the first writer.
 //!
 //! # Schema (`schema`)
 //! `groups(id, name)`, `series(id, device, key, grp)`, `latest(series, ts, v_*)` and
@@ -37,7 +43,8 @@
 //! - `writer`: the writer task (its loop, deletes, retention); `batch`: group commit.
 //! - `runtime`: the runtime's background thread; `config`: settings; `series`: the series
 //!   cache.
-//! - `read`: latest values, ranges, aggregates (in SQL), sizes.
+//! - `read`: latest values (the `latest` table), ranges (binary `COPY ... TO STDOUT` parsed in
+//!   place), aggregates (computed by the server), sizes.
 
 mod batch;
 mod config;
