@@ -10,6 +10,12 @@ bash scripts/setup.sh
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# A throwaway PostgreSQL cluster for the telemetry store's shared suite (crates/store/tests).
+PG_DIR=$(mktemp -d /tmp/ib-pg.XXXXXX)
+chmod 755 "$PG_DIR"
+trap 'bash scripts/pg-cluster.sh stop "$PG_DIR/cluster" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
+IRONBRIDGE_TEST_PG_URL=$(bash scripts/pg-cluster.sh start "$PG_DIR/cluster" --no-fsync | tail -1)
+export IRONBRIDGE_TEST_PG_URL
 cargo test --workspace
 cargo build
 

@@ -151,10 +151,13 @@ fn reads_see_every_point_while_background_seals_run() {
             .unwrap();
         assert_eq!(r[0].1.len(), expected, "after batch {batch}");
     }
-        // A background seal started during the loop (the head passed 500 points); wait for it.
+    // A background seal started during the loop (the head passed 500 points); wait for it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while s.shared.days.read().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no background seal ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background seal ran"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     s.close();
