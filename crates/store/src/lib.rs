@@ -4,14 +4,17 @@
 //! - [`TelemetryStore`] (this file): what the platform needs from a store; [`Commit`]: the
 //!   promise a write is on disk (a device is acknowledged only after it resolves).
 //! - `value`: typed values and their binary form; `chunk`: sealed, compressed series chunks.
-//! - [`sqlite`]: the embedded backend: an ingest log written by one thread with group commit,
-//!   an in-memory head of recent points, and daily partition files of sealed chunks.
+//! - [`sqlite`]: the embedded backend (the default): an ingest log written by one thread with
+//!   group commit, an in-memory head of recent points, a sealer thread writing pco-compressed
+//!   chunks and minute/hour rollups into one file per retention group and day.
+//! - [`postgres`]: the scale-out backend: binary COPY with group commit into tables partitioned
+//!   by retention group and day.
 //!
 //! Data flow (SQLite): `write` → channel → writer thread: one transaction for every waiting
 //! batch (ingest log row + new series) → head and latest values in memory → commits resolved.
-//! Every so often (time or head size) the head is sealed: per series and day, a pco-compressed
-//! chunk in `telemetry/YYYY-MM-DD.db`, then the ingest log is trimmed. Queries merge sealed
-//! chunks with the head; a restart replays the ingest log into the head.
+//! Every so often (time or head size) the head is frozen and sealed on the sealer thread: per
+//! series and day, a chunk in `telemetry/gN/YYYY-MM-DD.db`, then the ingest log is trimmed.
+//! Queries merge sealed chunks with the frozen and live heads; a restart replays the ingest log.
 
 mod chunk;
 pub mod postgres;
