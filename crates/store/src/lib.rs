@@ -81,6 +81,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("write failed: {0}")]
     Write(String),
+    /// The PostgreSQL backend's server or pool failed.
+    #[error("postgres: {0}")]
+    Postgres(String),
 }
 
 /// Result shorthand.

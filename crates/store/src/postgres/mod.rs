@@ -105,7 +105,7 @@ pub struct PgStore {
 
 /// A PostgreSQL error as a store error (reads: the server is a remote disk).
 pub(crate) fn pg_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(std::io::Error::other(format!("postgres: {e}")))
+    StoreError::Postgres(e.to_string())
 }
 
 impl PgStore {
