@@ -123,6 +123,21 @@ impl Head {
     }
 }
 
+/// Sorts points by time (a stable sort: equal timestamps stay in write order) and keeps, for
+/// each timestamp, the last value written. Every read and write of points goes through this.
+pub(crate) fn last_write_wins(mut points: Vec<(i64, Value)>) -> Vec<(i64, Value)> {
+    points.sort_by_key(|p| p.0);
+    // `dedup_by` drops the later of two equal neighbours: swap first so its value stays.
+    points.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    points
+}
+
 /// Latest values, indexed by series id.
 pub(crate) type Latest = Vec<Option<(i64, Value)>>;
 

@@ -138,15 +138,10 @@ pub fn range(
         let mut points = Vec::new();
         sealed(shared, s, from, to, &mut points)?;
         points.extend(unsealed);
-        // Stable: equal timestamps stay in write order, and the last one wins.
-        points.sort_by_key(|p| p.0);
-        let mut samples: Vec<Sample> = Vec::with_capacity(points.len());
-        for (ts, value) in points {
-            match samples.last_mut() {
-                Some(last) if last.ts == ts => last.value = value,
-                _ => samples.push(Sample { ts, value }),
-            }
-        }
+        let mut samples: Vec<Sample> = super::last_write_wins(points)
+            .into_iter()
+            .map(|(ts, value)| Sample { ts, value })
+            .collect();
         if desc {
             samples.reverse();
         }

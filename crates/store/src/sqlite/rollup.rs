@@ -162,14 +162,7 @@ pub fn recompute(tx: &Transaction, series: SeriesId, lo: i64, hi: i64) -> Result
         }
     }
     // Later chunks win for a timestamp written twice.
-    points.sort_by_key(|p| p.0);
-    let mut unique: Vec<(i64, Value)> = Vec::with_capacity(points.len());
-    for p in points {
-        match unique.last_mut() {
-            Some(last) if last.0 == p.0 => *last = p,
-            _ => unique.push(p),
-        }
-    }
+    let unique = super::last_write_wins(points);
     tx.prepare_cached("DELETE FROM rollups WHERE series = ?1 AND bucket >= ?2 AND bucket <= ?3")?
         .execute(params![series, start, end])?;
     add(tx, series, &unique)

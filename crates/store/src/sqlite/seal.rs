@@ -23,8 +23,7 @@ pub fn seal(shared: &Shared, conn: &mut Connection, head: &Head, upto: i64) -> R
     let total = {
         for &series in &head.active {
             let g = group_of.get(series as usize).copied().unwrap_or(0);
-            let mut sorted = head.of(series).to_vec();
-            sorted.sort_by_key(|p| p.0);
+            let sorted = super::last_write_wins(head.of(series).to_vec());
             let mut start = 0;
             while start < sorted.len() {
                 let day = partition::day_of(sorted[start].0);
@@ -70,28 +69,20 @@ pub fn seal(shared: &Shared, conn: &mut Connection, head: &Head, upto: i64) -> R
     Ok(())
 }
 
-/// Writes one series' points (sorted by time) as a chunk and keeps its rollups right.
+/// Writes one series' points (sorted by time, one value per timestamp) as a chunk and keeps
+/// its rollups right.
 fn write_chunk(
     tx: &rusqlite::Transaction,
     series: SeriesId,
-    points: &[(i64, Value)],
+    unique: &[(i64, Value)],
 ) -> Result<()> {
-    // A timestamp written twice keeps its last value (points are in write order after a
-    // stable sort).
-    let mut unique: Vec<(i64, Value)> = Vec::with_capacity(points.len());
-    for p in points {
-        match unique.last_mut() {
-            Some(last) if last.0 == p.0 => *last = p.clone(),
-            _ => unique.push(p.clone()),
-        }
-    }
     let (t_min, t_max) = (unique[0].0, unique[unique.len() - 1].0);
     let overlap = rollup::overlaps(tx, series, t_min, t_max)?;
-    insert_chunk(tx, series, &unique)?;
+    insert_chunk(tx, series, unique)?;
     if overlap {
         rollup::recompute(tx, series, t_min, t_max)
     } else {
-        rollup::add(tx, series, &unique)
+        rollup::add(tx, series, unique)
     }
 }
 
