@@ -4,42 +4,52 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use ib_core::attributes::Scope;
-use ib_core::credentials::NewCredential;
+use ib_core::credentials::{CredentialInfo, NewCredential};
 use ib_core::payload::split_keys;
-use ib_core::rpc::RpcRequest;
+use ib_core::rpc::{RpcRecord, RpcRequest};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::auth::Caller;
 use crate::error::{blocking, ApiError, ApiResult};
 use crate::registry_routes::need_keys;
 use crate::ApiState;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 /// The device sub-resource routes.
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/devices/{id}/credentials", post(set_credentials))
-        .route("/api/v1/devices/{id}/attributes", get(get_attributes))
-        .route(
-            "/api/v1/devices/{id}/attributes/{scope}",
-            post(set_attributes).delete(delete_attributes),
-        )
-        .route("/api/v1/devices/{id}/telemetry/latest", get(latest))
-        .route(
-            "/api/v1/devices/{id}/telemetry",
-            get(range).delete(delete_telemetry),
-        )
-        .route("/api/v1/devices/{id}/rpc", post(send_rpc))
-        .route("/api/v1/devices/{id}/rpc/{rpc}", get(get_rpc))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_credentials, set_credentials))
+        .routes(routes!(get_attributes))
+        .routes(routes!(set_attributes, delete_attributes))
+        .routes(routes!(latest))
+        .routes(routes!(range, delete_telemetry))
+        .routes(routes!(send_rpc))
+        .routes(routes!(get_rpc))
 }
 
+/// A device's credentials (kinds, names, expiry; never secrets). Audited.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/credentials", tag = "devices",
+    security(("bearer" = ["write"])), params(("id" = String, Path)),
+    responses((status = 200, body = Vec<CredentialInfo>)))]
+async fn list_credentials(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<CredentialInfo>>> {
+    let d = s.platform.registry.device(&id)?;
+    Ok(Json(s.platform.credentials.list(&d.id)?))
+}
+
+/// Sets (rotates) a credential; a new access token is returned this once. Audited.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/credentials", tag = "devices",
+    security(("bearer" = ["write"])), params(("id" = String, Path)), request_body = NewCredential,
+    responses((status = 200, body = Object, description = "`{\"device\", \"access_token\"?}`")))]
 async fn set_credentials(
-    _: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     body: JsonBody<NewCredential>,
@@ -53,14 +63,18 @@ async fn set_credentials(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AttrQuery {
     scope: Option<String>,
     keys: Option<String>,
 }
 
+/// A device's attributes by scope (`client`, `shared`, `server`), with their times.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/attributes", tag = "devices",
+    security(("bearer" = ["read"])), params(("id" = String, Path), AttrQuery),
+    responses((status = 200, body = Object)))]
 async fn get_attributes(
-    _: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<AttrQuery>,
@@ -90,8 +104,12 @@ fn writable(scope: &str) -> ApiResult<Scope> {
     }
 }
 
+/// Writes `shared` (pushed to the device) or `server` attributes.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/attributes/{scope}", tag = "devices",
+    security(("bearer" = ["write"])),
+    params(("id" = String, Path), ("scope" = String, Path, description = "shared or server")),
+    request_body = Object, responses((status = 200, body = Object)))]
 async fn set_attributes(
-    _: Caller,
     State(s): State<ApiState>,
     Path((id, scope)): Path<(String, String)>,
     body: JsonBody<Value>,
@@ -109,13 +127,18 @@ async fn set_attributes(
     Ok(Json(json!({})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct KeysQuery {
     keys: Option<String>,
 }
 
+/// Deletes `shared` or `server` attributes by key.
+#[utoipa::path(delete, path = "/api/v1/devices/{id}/attributes/{scope}", tag = "devices",
+    security(("bearer" = ["write"])),
+    params(("id" = String, Path), ("scope" = String, Path, description = "shared or server"), KeysQuery),
+    responses((status = 200, body = Object, description = "`{\"deleted\": N}`")))]
 async fn delete_attributes(
-    _: Caller,
     State(s): State<ApiState>,
     Path((id, scope)): Path<(String, String)>,
     Query(q): Query<KeysQuery>,
@@ -130,8 +153,11 @@ async fn delete_attributes(
     Ok(Json(json!({"deleted": deleted})))
 }
 
+/// The latest value of each key: `{"k":{"ts","value"}}`.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/telemetry/latest", tag = "telemetry",
+    security(("bearer" = ["read"])), params(("id" = String, Path), KeysQuery),
+    responses((status = 200, body = Object)))]
 async fn latest(
-    _: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<KeysQuery>,
@@ -146,7 +172,8 @@ async fn latest(
     Ok(Json(Value::Object(out)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RangeQuery {
     keys: Option<String>,
     from: Option<i64>,
@@ -159,8 +186,12 @@ struct RangeQuery {
     format: Option<String>,
 }
 
+/// Telemetry in a time range, raw or aggregated: `{"k":[{"ts","value"}]}`, or CSV.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/telemetry", tag = "telemetry",
+    security(("bearer" = ["read"])), params(("id" = String, Path), RangeQuery),
+    responses((status = 200, body = Object, content_type = "application/json"),
+              (status = 200, body = String, content_type = "text/csv")))]
 async fn range(
-    _: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     q: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
@@ -212,8 +243,13 @@ async fn range(
     Ok(Json(Value::Object(out)).into_response())
 }
 
+/// Sends an RPC to the device: two-way waits for the answer (504 on timeout), one-way and
+/// persistent ones return at once.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/rpc", tag = "rpc",
+    security(("bearer" = ["control"])), params(("id" = String, Path)), request_body = RpcRequest,
+    responses((status = 200, body = Object, description = "`{\"id\",\"status\",\"response\"}`"),
+              (status = 504, body = Object, description = "timed out")))]
 async fn send_rpc(
-    _: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     body: JsonBody<RpcRequest>,
@@ -233,13 +269,16 @@ async fn send_rpc(
     Ok((status, Json(v)))
 }
 
+/// An RPC's state.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/rpc/{rpc}", tag = "rpc",
+    security(("bearer" = ["read"])), params(("id" = String, Path), ("rpc" = i64, Path)),
+    responses((status = 200, body = RpcRecord)))]
 async fn get_rpc(
-    _: Caller,
     State(s): State<ApiState>,
     Path((id, rpc)): Path<(String, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RpcRecord>> {
     let d = s.platform.registry.device(&id)?;
-    Ok(Json(json!(s.platform.rpc.get(&d.id, rpc)?)))
+    Ok(Json(s.platform.rpc.get(&d.id, rpc)?))
 }
 
 /// `key,ts,value` rows, sent in chunks as they are rendered (values as JSON, quoted when they
@@ -274,7 +313,8 @@ fn csv_response(series: store::Series) -> axum::response::Response {
     ([(axum::http::header::CONTENT_TYPE, "text/csv")], body).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
     from: Option<i64>,
     to: Option<i64>,
@@ -282,8 +322,10 @@ struct DeleteQuery {
 
 /// Deletes a device's telemetry in `[from, to]` (all of it without bounds): data-protection
 /// requests.
+#[utoipa::path(delete, path = "/api/v1/devices/{id}/telemetry", tag = "telemetry",
+    security(("bearer" = ["write"])), params(("id" = String, Path), DeleteQuery),
+    responses((status = 204, description = "deleted")))]
 async fn delete_telemetry(
-    _: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     q: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,

@@ -7,6 +7,21 @@ use axum::Json;
 use ib_core::CoreError;
 use serde_json::json;
 
+/// The body of every error response.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `invalid`, `unauthorized`, `forbidden`, `not_found`, ...
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
 /// An HTTP error.
 #[derive(Debug)]
 pub struct ApiError {
@@ -33,6 +48,16 @@ impl ApiError {
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: authenticated, but the role does not allow it.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 }
 

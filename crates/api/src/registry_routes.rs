@@ -1,59 +1,68 @@
-//! Management routes for the registry: tenants, device profiles and devices (create, list,
-//! read, delete). Device sub-resources (credentials, attributes, telemetry, RPC) are in
-//! `device_routes`.
+//! Management routes for the registry: tenants, customers, device profiles and devices (create,
+//! list, read, update, delete). Device sub-resources (credentials, attributes, telemetry, RPC)
+//! are in `device_routes`. Access is checked by `authz` before a handler runs; handlers confine
+//! lists and creations to the caller's tenant and customer through [`Caller`].
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
-use ib_core::model::{NewDevice, NewProfile, Tenant};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use ib_core::model::{Customer, Device, DeviceUpdate, NewDevice, NewProfile, Profile, Tenant};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::ApiState;
 
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
 /// The registry routes.
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/tenants", get(list_tenants).post(create_tenant))
-        .route(
-            "/api/v1/tenants/{id}",
-            delete(delete_tenant).get(get_tenant),
-        )
-        .route(
-            "/api/v1/tenants/{id}/retention",
-            axum::routing::put(set_retention),
-        )
-        .route("/api/v1/tenants/{id}/usage", get(usage))
-        .route(
-            "/api/v1/customers",
-            get(list_customers).post(create_customer),
-        )
-        .route("/api/v1/profiles", get(list_profiles).post(create_profile))
-        .route("/api/v1/profiles/{id}", delete(delete_profile))
-        .route("/api/v1/devices", get(list_devices).post(create_device))
-        .route(
-            "/api/v1/devices/{id}",
-            get(get_device).delete(delete_device),
-        )
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(get_tenant, delete_tenant))
+        .routes(routes!(set_retention))
+        .routes(routes!(usage))
+        .routes(routes!(list_customers, create_customer))
+        .routes(routes!(get_customer, delete_customer))
+        .routes(routes!(list_profiles, create_profile))
+        .routes(routes!(get_profile, delete_profile))
+        .routes(routes!(list_devices, create_device))
+        .routes(routes!(get_device, update_device, delete_device))
 }
 
-/// `?tenant=` (id or name; `default` when absent).
-#[derive(Deserialize, Default)]
+/// `?tenant=`: for system administrators, the tenant (id or name; `default` when absent);
+/// others always work in their own.
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TenantQuery {
     pub tenant: Option<String>,
 }
 
-/// Resolves a tenant reference.
-pub fn tenant(s: &ApiState, t: Option<&str>) -> ApiResult<Tenant> {
-    Ok(s.platform
-        .registry
-        .tenant(t.unwrap_or(ib_core::registry::DEFAULT))?)
+/// A page of results.
+#[derive(Serialize, ToSchema)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    /// The cursor of the next page (`null`: this was the last).
+    pub next: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Pagination query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Tenant (system administrators).
+    tenant: Option<String>,
+    /// Page size, 1..1000 (default 100).
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTenant {
     name: String,
@@ -61,10 +70,13 @@ struct NewTenant {
     retention_days: Option<u32>,
 }
 
+/// Creates a tenant (with its `default` profile).
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants",
+    security(("bearer" = ["system"])), request_body = NewTenant,
+    responses((status = 201, body = Tenant)))]
 async fn create_tenant(
-    _: Caller,
     State(s): State<ApiState>,
-    body: Result<Json<NewTenant>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody<NewTenant>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
     let Json(new) = body?;
     let mut t = s.platform.registry.create_tenant(&new.name)?;
@@ -77,17 +89,22 @@ async fn create_tenant(
     Ok((StatusCode::CREATED, Json(t)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Retention {
+    /// Days of telemetry kept (`null`: until deleted).
     retention_days: Option<u32>,
 }
 
+/// Sets a tenant's telemetry retention.
+#[utoipa::path(put, path = "/api/v1/tenants/{id}/retention", tag = "tenants",
+    security(("bearer" = ["system"])), request_body = Retention,
+    params(("id" = String, Path, description = "tenant id or name")),
+    responses((status = 200, body = Tenant)))]
 async fn set_retention(
-    _: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
-    body: Result<Json<Retention>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody<Retention>,
 ) -> ApiResult<Json<Tenant>> {
     let Json(r) = body?;
     Ok(Json(
@@ -97,165 +114,334 @@ async fn set_retention(
     ))
 }
 
-async fn usage(
-    _: Caller,
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+/// Disk used by a tenant's telemetry.
+#[derive(Serialize, ToSchema)]
+struct Usage {
+    tenant: String,
+    telemetry_bytes: u64,
+}
+
+/// A tenant's telemetry disk usage.
+#[utoipa::path(get, path = "/api/v1/tenants/{id}/usage", tag = "tenants",
+    security(("bearer" = ["read"])),
+    params(("id" = String, Path, description = "tenant id or name")),
+    responses((status = 200, body = Usage)))]
+async fn usage(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Usage>> {
     let t = s.platform.registry.tenant(&id)?;
     let p = s.platform.clone();
     let by_tenant = crate::error::blocking(move || p.usage_by_tenant()).await?;
     let bytes = by_tenant.get(&t.id).copied().unwrap_or(0);
-    Ok(Json(json!({"tenant": t.id, "telemetry_bytes": bytes})))
+    Ok(Json(Usage {
+        tenant: t.id,
+        telemetry_bytes: bytes,
+    }))
 }
 
-async fn list_tenants(_: Caller, State(s): State<ApiState>) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        json!({"data": s.platform.registry.tenants()?, "next": null}),
-    ))
+/// Tenants: all of them for system administrators, one's own for everyone else.
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants",
+    security(("bearer" = ["read"])), responses((status = 200, body = Page<Tenant>)))]
+async fn list_tenants(caller: Caller, State(s): State<ApiState>) -> ApiResult<Json<Page<Tenant>>> {
+    let data = match &caller.reach.tenant {
+        _ if caller.role == ib_core::accounts::Role::SysAdmin => s.platform.registry.tenants()?,
+        Some(own) => vec![s.platform.registry.tenant(own)?],
+        None => Vec::new(),
+    };
+    Ok(Json(Page { data, next: None }))
 }
 
-async fn get_tenant(
-    _: Caller,
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Tenant>> {
+/// A tenant.
+#[utoipa::path(get, path = "/api/v1/tenants/{id}", tag = "tenants",
+    security(("bearer" = ["read"])),
+    params(("id" = String, Path, description = "tenant id or name")),
+    responses((status = 200, body = Tenant)))]
+async fn get_tenant(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Tenant>> {
     Ok(Json(s.platform.registry.tenant(&id)?))
 }
 
-async fn delete_tenant(
-    _: Caller,
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+/// Deletes a tenant with everything in it.
+#[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "tenants",
+    security(("bearer" = ["system"])),
+    params(("id" = String, Path, description = "tenant id or name")),
+    responses((status = 204, description = "deleted")))]
+async fn delete_tenant(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.platform.delete_tenant(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCustomer {
     name: String,
+    /// Tenant (system administrators).
     tenant: Option<String>,
 }
 
+/// Creates a customer.
+#[utoipa::path(post, path = "/api/v1/customers", tag = "customers",
+    security(("bearer" = ["write"])), params(TenantQuery), request_body = NewCustomer,
+    responses((status = 201, body = Customer)))]
 async fn create_customer(
-    _: Caller,
+    caller: Caller,
     State(s): State<ApiState>,
-    Query(q): Query<TenantQuery>,
-    body: Result<Json<NewCustomer>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(new) = body?;
-    let t = tenant(&s, new.tenant.as_deref().or(q.tenant.as_deref()))?;
+    q: QueryOf<TenantQuery>,
+    body: JsonBody<NewCustomer>,
+) -> ApiResult<(StatusCode, Json<Customer>)> {
+    let (Query(q), Json(new)) = (q?, body?);
+    let t = caller.tenant(&s, new.tenant.as_deref().or(q.tenant.as_deref()))?;
     let c = s.platform.registry.create_customer(&t.id, &new.name)?;
-    Ok((StatusCode::CREATED, Json(json!(c))))
+    Ok((StatusCode::CREATED, Json(c)))
 }
 
+/// Customers of a tenant (a customer user sees their own only).
+#[utoipa::path(get, path = "/api/v1/customers", tag = "customers",
+    security(("bearer" = ["read"])), params(TenantQuery),
+    responses((status = 200, body = Page<Customer>)))]
 async fn list_customers(
-    _: Caller,
+    caller: Caller,
     State(s): State<ApiState>,
-    Query(q): Query<TenantQuery>,
-) -> ApiResult<Json<Value>> {
-    let t = tenant(&s, q.tenant.as_deref())?;
-    Ok(Json(
-        json!({"data": s.platform.registry.customers(&t.id)?, "next": null}),
-    ))
+    q: QueryOf<TenantQuery>,
+) -> ApiResult<Json<Page<Customer>>> {
+    let Query(q) = q?;
+    let t = caller.tenant(&s, q.tenant.as_deref())?;
+    let mut data = s.platform.registry.customers(&t.id)?;
+    if let Some(own) = caller.customer() {
+        data.retain(|c| c.id == own);
+    }
+    Ok(Json(Page { data, next: None }))
 }
 
-#[derive(Deserialize)]
+/// A customer.
+#[utoipa::path(get, path = "/api/v1/customers/{id}", tag = "customers",
+    security(("bearer" = ["read"])), params(("id" = String, Path), TenantQuery),
+    responses((status = 200, body = Customer)))]
+async fn get_customer(
+    caller: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: QueryOf<TenantQuery>,
+) -> ApiResult<Json<Customer>> {
+    let Query(q) = q?;
+    let c = find_customer(&s, &caller, &id, q.tenant.as_deref())?;
+    if caller.customer().is_some_and(|own| own != c.id) {
+        return Err(ApiError::not_found(format!("customer {id:?} not found")));
+    }
+    Ok(Json(c))
+}
+
+/// Deletes a customer: its devices stay, unassigned; its users are deleted.
+#[utoipa::path(delete, path = "/api/v1/customers/{id}", tag = "customers",
+    security(("bearer" = ["write"])), params(("id" = String, Path), TenantQuery),
+    responses((status = 204, description = "deleted")))]
+async fn delete_customer(
+    caller: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: QueryOf<TenantQuery>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    let c = find_customer(&s, &caller, &id, q.tenant.as_deref())?;
+    s.platform.registry.delete_customer(&c.tenant, &c.id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
 struct ProfileBody {
+    /// Tenant (system administrators).
     tenant: Option<String>,
     #[serde(flatten)]
     profile: NewProfile,
 }
 
+/// Creates a device profile.
+#[utoipa::path(post, path = "/api/v1/profiles", tag = "profiles",
+    security(("bearer" = ["write"])), params(TenantQuery), request_body = ProfileBody,
+    responses((status = 201, body = Profile)))]
 async fn create_profile(
-    _: Caller,
+    caller: Caller,
     State(s): State<ApiState>,
-    Query(q): Query<TenantQuery>,
-    body: Result<Json<ProfileBody>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
-    let t = tenant(&s, body.tenant.as_deref().or(q.tenant.as_deref()))?;
+    q: QueryOf<TenantQuery>,
+    body: JsonBody<ProfileBody>,
+) -> ApiResult<(StatusCode, Json<Profile>)> {
+    let (Query(q), Json(body)) = (q?, body?);
+    let t = caller.tenant(&s, body.tenant.as_deref().or(q.tenant.as_deref()))?;
     let p = s.platform.registry.create_profile(&t.id, body.profile)?;
-    Ok((StatusCode::CREATED, Json(json!(p))))
+    Ok((StatusCode::CREATED, Json(p)))
 }
 
+/// A tenant's device profiles.
+#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles",
+    security(("bearer" = ["read"])), params(TenantQuery),
+    responses((status = 200, body = Page<Profile>)))]
 async fn list_profiles(
-    _: Caller,
+    caller: Caller,
     State(s): State<ApiState>,
-    Query(q): Query<TenantQuery>,
-) -> ApiResult<Json<Value>> {
-    let t = tenant(&s, q.tenant.as_deref())?;
-    Ok(Json(
-        json!({"data": s.platform.registry.profiles(&t.id)?, "next": null}),
+    q: QueryOf<TenantQuery>,
+) -> ApiResult<Json<Page<Profile>>> {
+    let Query(q) = q?;
+    let t = caller.tenant(&s, q.tenant.as_deref())?;
+    Ok(Json(Page {
+        data: s.platform.registry.profiles(&t.id)?,
+        next: None,
+    }))
+}
+
+/// A device profile.
+#[utoipa::path(get, path = "/api/v1/profiles/{id}", tag = "profiles",
+    security(("bearer" = ["read"])),
+    params(("id" = String, Path, description = "profile id or name"), TenantQuery),
+    responses((status = 200, body = Profile)))]
+async fn get_profile(
+    caller: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: QueryOf<TenantQuery>,
+) -> ApiResult<Json<Profile>> {
+    let Query(q) = q?;
+    Ok(Json(find_profile(&s, &caller, &id, q.tenant.as_deref())?))
+}
+
+/// Deletes a device profile that no device uses.
+#[utoipa::path(delete, path = "/api/v1/profiles/{id}", tag = "profiles",
+    security(("bearer" = ["write"])),
+    params(("id" = String, Path, description = "profile id or name"), TenantQuery),
+    responses((status = 204, description = "deleted")))]
+async fn delete_profile(
+    caller: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: QueryOf<TenantQuery>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    let p = find_profile(&s, &caller, &id, q.tenant.as_deref())?;
+    s.platform.registry.delete_profile(&p.tenant, &p.id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A device as created: with its access token, shown this once.
+#[derive(Serialize, ToSchema)]
+struct CreatedDevice {
+    #[serde(flatten)]
+    device: Device,
+    access_token: String,
+}
+
+/// Creates a device and its access token (shown in this response only).
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices",
+    security(("bearer" = ["write"])), params(TenantQuery), request_body = NewDevice,
+    responses((status = 201, body = CreatedDevice)))]
+async fn create_device(
+    caller: Caller,
+    State(s): State<ApiState>,
+    q: QueryOf<TenantQuery>,
+    body: JsonBody<NewDevice>,
+) -> ApiResult<(StatusCode, Json<CreatedDevice>)> {
+    let (Query(q), Json(new)) = (q?, body?);
+    let t = caller.tenant(&s, new.tenant.as_deref().or(q.tenant.as_deref()))?;
+    let (device, access_token) = s.platform.registry.create_device(&t.id, new)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedDevice {
+            device,
+            access_token,
+        }),
     ))
 }
 
-async fn delete_profile(
-    _: Caller,
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    Query(q): Query<TenantQuery>,
-) -> ApiResult<StatusCode> {
-    let t = tenant(&s, q.tenant.as_deref())?;
-    s.platform.registry.delete_profile(&t.id, &id)?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn create_device(
-    _: Caller,
-    State(s): State<ApiState>,
-    Query(q): Query<TenantQuery>,
-    body: Result<Json<NewDevice>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(new) = body?;
-    let t = tenant(&s, new.tenant.as_deref().or(q.tenant.as_deref()))?;
-    let (device, token) = s.platform.registry.create_device(&t.id, new)?;
-    let mut v = json!(device);
-    v["access_token"] = json!(token);
-    Ok((StatusCode::CREATED, Json(v)))
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    tenant: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
+/// A page of devices ordered by name (a customer user sees their customer's only).
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
+    security(("bearer" = ["read"])), params(ListQuery),
+    responses((status = 200, body = Page<Device>)))]
 async fn list_devices(
-    _: Caller,
+    caller: Caller,
     State(s): State<ApiState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+    q: QueryOf<ListQuery>,
+) -> ApiResult<Json<Page<Device>>> {
     let Query(q) = q?;
-    let t = tenant(&s, q.tenant.as_deref())?;
-    let (data, next) =
-        s.platform
-            .registry
-            .devices(&t.id, q.limit.unwrap_or(100), q.cursor.as_deref())?;
-    Ok(Json(json!({"data": data, "next": next})))
+    let t = caller.tenant(&s, q.tenant.as_deref())?;
+    let (data, next) = s.platform.registry.devices(
+        &t.id,
+        caller.customer(),
+        q.limit.unwrap_or(100),
+        q.cursor.as_deref(),
+    )?;
+    Ok(Json(Page { data, next }))
 }
 
+/// A device and whether it is active.
+#[derive(Serialize, ToSchema)]
+struct DeviceView {
+    #[serde(flatten)]
+    device: Device,
+    active: bool,
+}
+
+/// A device.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
+    security(("bearer" = ["read"])), params(("id" = String, Path)),
+    responses((status = 200, body = DeviceView)))]
 async fn get_device(
-    _: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let d = s.platform.registry.device(&id)?;
-    let mut v = json!(d);
-    v["active"] = json!(s.platform.state.active(&d.id));
-    Ok(Json(v))
+) -> ApiResult<Json<DeviceView>> {
+    let device = s.platform.registry.device(&id)?;
+    let active = s.platform.state.active(&device.id);
+    Ok(Json(DeviceView { device, active }))
 }
 
-async fn delete_device(
-    _: Caller,
+/// Changes a device's label, profile, or customer (assigning it to a customer).
+#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices",
+    security(("bearer" = ["write"])), params(("id" = String, Path)), request_body = DeviceUpdate,
+    responses((status = 200, body = Device)))]
+async fn update_device(
     State(s): State<ApiState>,
     Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+    body: JsonBody<DeviceUpdate>,
+) -> ApiResult<Json<Device>> {
+    let Json(update) = body?;
+    Ok(Json(s.platform.registry.update_device(&id, &update)?))
+}
+
+/// Deletes a device with its credentials, attributes, RPCs and telemetry.
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices",
+    security(("bearer" = ["write"])), params(("id" = String, Path)),
+    responses((status = 204, description = "deleted")))]
+async fn delete_device(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.platform.delete_device(&id)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A customer by id (the authorisation layer has checked its reach), or by name in the
+/// caller's tenant.
+fn find_customer(
+    s: &ApiState,
+    caller: &Caller,
+    id: &str,
+    tenant: Option<&str>,
+) -> ApiResult<Customer> {
+    match s.platform.registry.customer_by_id(id) {
+        Ok(c) => Ok(c),
+        Err(_) => Ok(s
+            .platform
+            .registry
+            .customer(&caller.tenant(s, tenant)?.id, id)?),
+    }
+}
+
+/// A profile by id (reach checked by the authorisation layer), or by name in the caller's
+/// tenant.
+fn find_profile(
+    s: &ApiState,
+    caller: &Caller,
+    id: &str,
+    tenant: Option<&str>,
+) -> ApiResult<Profile> {
+    match s.platform.registry.profile_by_id(id) {
+        Ok(p) => Ok(p),
+        Err(_) => Ok(s
+            .platform
+            .registry
+            .profile(&caller.tenant(s, tenant)?.id, id)?),
+    }
 }
 
 /// Rejects an empty key list.

@@ -13,12 +13,10 @@ use tower::ServiceExt;
 
 fn app() -> (axum::Router, TestPlatform) {
     let t = TestPlatform::new();
-    let (auth, generated) = Auth::open(t.platform.db.clone(), Some("s3cret-pass")).unwrap();
+    let (auth, generated) =
+        Auth::open(&t.platform, Some("s3cret-pass"), Default::default()).unwrap();
     assert!(generated.is_none(), "a given password is not generated");
-    let state = ApiState {
-        platform: t.platform.clone(),
-        auth: Arc::new(auth),
-    };
+    let state = ApiState::new(t.platform.clone(), Arc::new(auth), &Default::default());
     (router(state, 1024), t)
 }
 

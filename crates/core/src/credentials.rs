@@ -52,7 +52,7 @@ pub fn verify_password(hash: &str, password: &[u8]) -> bool {
 }
 
 /// A credential to set on a device (the REST/CLI request body).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum NewCredential {
     /// A new random token (or the given one), returned once.
@@ -78,6 +78,20 @@ pub enum NewCredential {
         #[serde(default)]
         grace_s: u64,
     },
+}
+
+/// What the API shows of a stored credential (never the secret or its hash).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CredentialInfo {
+    /// `access_token`, `basic` or `x509`.
+    pub kind: String,
+    /// MQTT basic client id.
+    pub client_id: Option<String>,
+    /// MQTT basic user name.
+    pub username: Option<String>,
+    /// Set while a replaced credential is in its grace period.
+    pub expires: Option<i64>,
+    pub created: i64,
 }
 
 /// A basic-credentials row: device, client id, user name, password hash.
@@ -128,6 +142,30 @@ impl Credentials {
     /// stays conservative once set).
     pub fn may_have_basic(&self) -> bool {
         self.has_basic.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A device's credentials, newest first.
+    pub fn list(&self, device_id: &str) -> Result<Vec<CredentialInfo>> {
+        let conn = self.db.conn();
+        let mut st = conn.prepare(
+            "SELECT kind, client_id, username, expires_ms, created_ms FROM credentials
+             WHERE device_id = ?1 AND (expires_ms IS NULL OR expires_ms > ?2) ORDER BY id DESC",
+        )?;
+        let rows = st.query_map(params![device_id, now_ms()], |r| {
+            let kind: String = r.get(0)?;
+            Ok(CredentialInfo {
+                kind: if kind == "token" {
+                    "access_token".into()
+                } else {
+                    kind
+                },
+                client_id: r.get(1)?,
+                username: r.get(2)?,
+                expires: r.get(3)?,
+                created: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Sets a device's credential of one kind; the previous ones of that kind stay valid for

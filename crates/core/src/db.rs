@@ -48,7 +48,28 @@ CREATE INDEX IF NOT EXISTS rpc_pending ON rpc (device_id, status);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
     role TEXT NOT NULL, tenant_id TEXT REFERENCES tenants(id) ON DELETE CASCADE,
-    created_ms INTEGER NOT NULL);
+    created_ms INTEGER NOT NULL,
+    customer_id TEXT REFERENCES customers(id) ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS api_clients (
+    id TEXT PRIMARY KEY, client_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL, role TEXT NOT NULL,
+    tenant_id TEXT REFERENCES tenants(id) ON DELETE CASCADE,
+    customer_id TEXT REFERENCES customers(id) ON DELETE CASCADE, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS auth_sessions (
+    id TEXT PRIMARY KEY, user_id TEXT REFERENCES users(id) ON DELETE CASCADE,
+    client_id TEXT REFERENCES api_clients(id) ON DELETE CASCADE,
+    created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS auth_sessions_user ON auth_sessions (user_id);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    hash TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES auth_sessions(id) ON DELETE CASCADE,
+    used INTEGER NOT NULL DEFAULT 0, expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, tenant_id TEXT, actor TEXT NOT NULL,
+    actor_kind TEXT NOT NULL, source TEXT NOT NULL, action TEXT NOT NULL, resource TEXT NOT NULL,
+    status INTEGER NOT NULL, details TEXT);
+CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts_ms);
+CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log (tenant_id, id);
 "#;
 
 /// The platform database.
@@ -119,6 +140,14 @@ fn migrate(conn: &Connection) -> Result<()> {
         .exists([])?;
     if !has {
         conn.execute_batch("ALTER TABLE tenants ADD COLUMN retention_days INTEGER;")?;
+    }
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('users') WHERE name = 'customer_id'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch(
+            "ALTER TABLE users ADD COLUMN customer_id TEXT REFERENCES customers(id) ON DELETE CASCADE;",
+        )?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`Platform`] (this file): the handle transports and the API hold; `device_api`: the
 //!   transport-neutral device API (telemetry, attributes, RPC, client RPC) every transport calls.
+//! - `accounts`: users, API clients, roles, password policy; `audit`: the audit log.
 //! - `db`: the SQLite file; `registry`: tenants, customers, profiles, devices; `credentials`:
 //!   tokens, MQTT basic, X.509, rotation; `model`: their types.
 //! - `payload`: the JSON payload forms; `attributes`: client/shared/server attributes;
@@ -17,7 +18,9 @@
 //! nothing), stores, publishes an [`bus::Event`]; platform → device: `Downlink` to every sink of
 //! the device in [`sessions::DeviceSessions`].
 
+pub mod accounts;
 pub mod attributes;
+pub mod audit;
 pub mod bus;
 pub mod credentials;
 pub mod db;
@@ -55,6 +58,8 @@ use state::DeviceState;
 /// The platform core's services over one database.
 pub struct Platform {
     pub db: Arc<Db>,
+    pub accounts: accounts::Accounts,
+    pub audit: audit::Audit,
     pub registry: Registry,
     pub credentials: Credentials,
     pub attributes: Attributes,
@@ -144,6 +149,8 @@ impl Platform {
         let sessions = Arc::new(DeviceSessions::default());
         let bus = Bus::default();
         Ok(Arc::new(Platform {
+            accounts: accounts::Accounts::new(db.clone()),
+            audit: audit::Audit::new(db.clone()),
             registry,
             credentials: Credentials::new(db.clone()),
             attributes: Attributes::new(db.clone()),

@@ -2,9 +2,10 @@
 //! as the REST API shows them.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A tenant: a separate world of devices, users and topics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Tenant {
     pub id: String,
     pub name: String,
@@ -15,7 +16,7 @@ pub struct Tenant {
 }
 
 /// A customer: a group of a tenant's devices.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Customer {
     pub id: String,
     pub tenant: String,
@@ -24,7 +25,7 @@ pub struct Customer {
 }
 
 /// What a device profile says about its devices.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(default)]
 pub struct ProfileSpec {
     /// MQTT topic filters (in the tenant's space) a device may publish to besides the device API.
@@ -42,7 +43,7 @@ pub struct ProfileSpec {
 }
 
 /// A telemetry value's declared type.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueType {
     /// Any number.
@@ -81,7 +82,7 @@ impl Default for ProfileSpec {
 }
 
 /// A device profile.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Profile {
     pub id: String,
     pub tenant: String,
@@ -93,7 +94,7 @@ pub struct Profile {
 }
 
 /// A new profile's fields.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct NewProfile {
     pub name: String,
@@ -104,7 +105,7 @@ pub struct NewProfile {
 }
 
 /// A device.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Device {
     pub id: String,
     pub tenant: String,
@@ -125,7 +126,7 @@ pub struct Device {
 }
 
 /// A new device's fields.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewDevice {
     pub name: String,
@@ -140,4 +141,23 @@ pub struct NewDevice {
     pub msisdn: Option<String>,
     /// Tenant id or name (the REST/CLI layer resolves it; ignored here).
     pub tenant: Option<String>,
+}
+
+/// Changes to a device (absent fields stay as they are).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceUpdate {
+    /// A new label (`null` removes it).
+    #[serde(deserialize_with = "some_option")]
+    pub label: Option<Option<String>>,
+    /// Customer id or name to assign the device to (`null` unassigns it).
+    #[serde(deserialize_with = "some_option")]
+    pub customer: Option<Option<String>>,
+    /// Profile id or name.
+    pub profile: Option<String>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
+fn some_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }

@@ -9,7 +9,9 @@ use rusqlite::{params, OptionalExtension, Row};
 use crate::credentials;
 use crate::db::{now_ms, Db};
 use crate::error::{CoreError, Result};
-use crate::model::{Customer, Device, NewDevice, NewProfile, Profile, ProfileSpec, Tenant};
+use crate::model::{
+    Customer, Device, DeviceUpdate, NewDevice, NewProfile, Profile, ProfileSpec, Tenant,
+};
 
 /// The name of the tenant and profile created on an empty data dir.
 pub const DEFAULT: &str = "default";
@@ -231,6 +233,35 @@ impl Registry {
             .ok_or_else(|| CoreError::NotFound(format!("customer {id_or_name:?}")))
     }
 
+    /// A customer by id (any tenant: callers check `customer.tenant`).
+    pub fn customer_by_id(&self, id: &str) -> Result<Customer> {
+        self.db
+            .conn()
+            .query_row(
+                "SELECT id, tenant_id, name, created_ms FROM customers WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Customer {
+                        id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        name: r.get(2)?,
+                        created: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| CoreError::NotFound(format!("customer {id:?}")))
+    }
+
+    /// Deletes a customer: its devices stay in the tenant, unassigned; its users go.
+    pub fn delete_customer(&self, tenant: &str, id_or_name: &str) -> Result<Customer> {
+        let c = self.customer(tenant, id_or_name)?;
+        self.db
+            .conn()
+            .execute("DELETE FROM customers WHERE id = ?1", [&c.id])?;
+        Ok(c)
+    }
+
     // ---- profiles ----
 
     /// Creates a device profile in a tenant.
@@ -426,21 +457,23 @@ impl Registry {
             .ok_or_else(|| CoreError::NotFound(format!("device {id_or_name:?}")))
     }
 
-    /// A page of a tenant's devices ordered by name, after `cursor` (a name); returns the page and
-    /// the next cursor.
+    /// A page of a tenant's devices (of one customer, if given) ordered by name, after `cursor`
+    /// (a name); returns the page and the next cursor.
     pub fn devices(
         &self,
         tenant: &str,
+        customer: Option<&str>,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Device>, Option<String>)> {
         let limit = limit.clamp(1, 1000);
         let conn = self.db.conn();
         let mut st = conn.prepare(&format!(
-            "{DEVICE_SELECT} WHERE d.tenant_id = ?1 AND d.name > ?2 ORDER BY d.name LIMIT ?3"
+            "{DEVICE_SELECT} WHERE d.tenant_id = ?1 AND d.name > ?2
+             AND (?4 IS NULL OR d.customer_id = ?4) ORDER BY d.name LIMIT ?3"
         ))?;
         let rows = st.query_map(
-            params![tenant, cursor.unwrap_or(""), limit as i64 + 1],
+            params![tenant, cursor.unwrap_or(""), limit as i64 + 1, customer],
             device_row,
         )?;
         let mut page: Vec<Device> = rows.collect::<rusqlite::Result<_>>()?;
@@ -451,6 +484,26 @@ impl Registry {
             None
         };
         Ok((page, next))
+    }
+
+    /// Changes a device's label, customer (`Some(None)` unassigns) or profile (id or name).
+    pub fn update_device(&self, id: &str, update: &DeviceUpdate) -> Result<Device> {
+        let d = self.device(id)?;
+        let label = update.label.clone().unwrap_or(d.label);
+        let customer = match &update.customer {
+            Some(Some(c)) => Some(self.customer(&d.tenant, c)?.id),
+            Some(None) => None,
+            None => d.customer,
+        };
+        let profile = match &update.profile {
+            Some(p) => self.profile(&d.tenant, p)?.id,
+            None => d.profile_id,
+        };
+        self.db.conn().execute(
+            "UPDATE devices SET label = ?2, customer_id = ?3, profile_id = ?4 WHERE id = ?1",
+            params![d.id, label, customer, profile],
+        )?;
+        self.device(&d.id)
     }
 
     /// Ids of a tenant's devices.
@@ -515,9 +568,9 @@ mod tests {
             };
             r.create_device(&t.id, new).unwrap();
         }
-        let (p1, next) = r.devices(&t.id, 2, None).unwrap();
+        let (p1, next) = r.devices(&t.id, None, 2, None).unwrap();
         assert_eq!(p1.len(), 2);
-        let (p2, _) = r.devices(&t.id, 10, next.as_deref()).unwrap();
+        let (p2, _) = r.devices(&t.id, None, 10, next.as_deref()).unwrap();
         assert_eq!(p2.len(), 3);
         assert_eq!(p2[0].name, "d2");
     }

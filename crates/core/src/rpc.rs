@@ -24,7 +24,7 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_TTL_MS: u64 = 86_400_000;
 
 /// An RPC request (the REST body).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RpcRequest {
     pub method: String,
@@ -39,7 +39,7 @@ pub struct RpcRequest {
 }
 
 /// An RPC's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RpcRecord {
     pub id: i64,
     pub device: String,

@@ -1,10 +1,10 @@
-//! The command line (DESIGN.md contract): `serve`, `demo`, `bench`, `admin` and their flags. Every flag also reads
-//! `IRONBRIDGE_<FLAG>`; the config file fills what neither gave.
+//! The command line (DESIGN.md contract): `serve`, `demo`, `bench`, `admin`, `completions` and
+//! their flags. Every flag also reads `IRONBRIDGE_<FLAG>`; the config file fills what neither gave.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// Ironbridge: IoT and M2M platform in one binary.
 #[derive(Debug, Parser)]
@@ -23,8 +23,31 @@ pub enum Command {
     Demo(ServeArgs),
     /// Load generators: `ironbridge bench mqtt <scenario>` (loopback brokers only).
     Bench(bench::BenchArgs),
-    /// Manage tenants, device profiles and devices in a data dir (server running or not).
+    /// Manage tenants, customers, profiles, devices, users and API clients in a data dir
+    /// (server running or not).
     Admin(crate::admin::AdminArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    ///
+    /// For example: `ironbridge completions bash > ~/.local/share/bash-completion/completions/ironbridge`.
+    Completions(CompletionsArgs),
+}
+
+/// Flags of `completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Prints the completion script for `shell`, generated from the [`Cli`] definition.
+pub fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
+    let mut cmd = Cli::command();
+    let name = cmd.get_name().to_string();
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(args.shell, &mut cmd, name, &mut out);
+    std::io::Write::flush(&mut out)?;
+    Ok(())
 }
 
 /// Flags of `serve` (and `demo`).

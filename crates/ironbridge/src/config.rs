@@ -111,6 +111,58 @@ impl StorageConfig {
     }
 }
 
+/// The management API (`[api]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// Access token lifetime.
+    pub access_token_ttl_s: u64,
+    /// Refresh token (login session) lifetime.
+    pub refresh_token_ttl_s: u64,
+    /// Failed logins allowed per account before a lockout.
+    pub login_max_failures: u32,
+    /// Failed logins allowed per source address before a lockout.
+    pub login_max_failures_per_source: u32,
+    /// How long a lockout lasts (one more attempt is allowed after it).
+    pub login_lockout_s: u64,
+    /// Audit records older than this are deleted.
+    pub audit_retention_days: u32,
+    /// Origins allowed to call the API from a browser (CORS); empty: none (same origin only).
+    /// `["*"]` allows any origin (without credentials).
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            access_token_ttl_s: 900,
+            refresh_token_ttl_s: 7 * 86_400,
+            login_max_failures: 5,
+            login_max_failures_per_source: 20,
+            login_lockout_s: 60,
+            audit_retention_days: 90,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl ApiSection {
+    /// The api crate's settings.
+    pub fn api_config(&self) -> api::ApiConfig {
+        api::ApiConfig {
+            tokens: api::auth::TokenConfig {
+                access_ttl_s: self.access_token_ttl_s.clamp(1, 86_400) as i64,
+                refresh_ttl_s: self.refresh_token_ttl_s.clamp(1, 365 * 86_400) as i64,
+            },
+            login: api::login::LoginLimits {
+                account_failures: self.login_max_failures.max(1),
+                source_failures: self.login_max_failures_per_source.max(1),
+                lockout: std::time::Duration::from_secs(self.login_lockout_s.max(1)),
+            },
+        }
+    }
+}
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -120,6 +172,7 @@ pub struct Config {
     pub mqtt: BrokerConfig,
     pub tls: TlsConfig,
     pub storage: StorageConfig,
+    pub api: ApiSection,
 }
 
 impl Default for Config {
@@ -130,6 +183,7 @@ impl Default for Config {
             mqtt: BrokerConfig::default(),
             tls: TlsConfig::default(),
             storage: StorageConfig::default(),
+            api: ApiSection::default(),
         }
     }
 }

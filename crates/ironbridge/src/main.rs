@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         // The load generator builds its own runtime (`--threads`).
         Command::Bench(args) => Ok(bench::run(args)?),
         Command::Admin(args) => admin::run(args),
+        Command::Completions(args) => cli::completions(args),
     }
 }
 
@@ -82,7 +83,12 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
             )
         })?;
     let admin_password = std::env::var("IRONBRIDGE_ADMIN_PASSWORD").ok();
-    let (auth, generated) = api::auth::Auth::open(platform.db.clone(), admin_password.as_deref())?;
+    let api_config = config.api.api_config();
+    let (auth, generated) = api::auth::Auth::open(
+        &platform,
+        admin_password.as_deref(),
+        api_config.tokens.clone(),
+    )?;
     if let Some(password) = generated {
         println!("created user admin with password {password} (shown once)");
     }
@@ -159,10 +165,12 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         let max = config.mqtt.max_packet_size.clamp(65_536, 16 << 20) as usize;
         tasks.spawn(async move { coap::serve(coap, p, max, rx).await });
     }
-    let api_state = api::ApiState {
-        platform: platform.clone(),
-        auth: Arc::new(auth),
-    };
+    let api_state = api::ApiState::new(platform.clone(), Arc::new(auth), &api_config.login);
+    {
+        let (a, p, rx) = (api_state.auth.clone(), platform.clone(), stop_rx.clone());
+        let days = config.api.audit_retention_days;
+        tasks.spawn(async move { http::api_housekeeping(a, p, days, rx).await });
+    }
     let ws_sessions = TaskTracker::new();
     let app = http::app(
         http::HttpState {
@@ -181,6 +189,7 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         api_state,
         config.mqtt.max_packet_size.clamp(65_536, 16 << 20) as usize,
     ));
+    let app = http::harden(app, &config.api.cors_origins, https.is_some())?;
     {
         let app = app
             .clone()
