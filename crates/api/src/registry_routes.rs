@@ -6,7 +6,9 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ib_core::model::{Customer, Device, DeviceUpdate, NewDevice, NewProfile, Profile, Tenant};
+use ib_core::model::{
+    Customer, Device, DeviceQuery, DeviceSort, DeviceUpdate, NewDevice, NewProfile, Profile, Tenant,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -48,18 +50,6 @@ pub struct Page<T> {
     pub data: Vec<T>,
     /// The cursor of the next page (`null`: this was the last).
     pub next: Option<String>,
-}
-
-/// Pagination query.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Tenant (system administrators).
-    tenant: Option<String>,
-    /// Page size, 1..1000 (default 100).
-    limit: Option<usize>,
-    /// The `next` of the previous page.
-    cursor: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -347,23 +337,65 @@ async fn create_device(
     ))
 }
 
-/// A page of devices ordered by name (a customer user sees their customer's only).
+/// Device list query: pagination, filters, order.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceListQuery {
+    /// Tenant (system administrators).
+    tenant: Option<String>,
+    /// Page size, 1..1000 (default 100).
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+    /// Only devices of this customer (id or name).
+    customer: Option<String>,
+    /// Only devices of this profile (id or name).
+    profile: Option<String>,
+    /// Case-insensitive text in the name or label.
+    q: Option<String>,
+    /// Only gateways (`true`) or only non-gateways (`false`).
+    gateway: Option<bool>,
+    /// `name` (default) or `created`.
+    sort: Option<DeviceSort>,
+    /// `asc` (default) or `desc`.
+    order: Option<SortOrder>,
+}
+
+/// Sort direction.
+#[derive(Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+/// A page of devices, filtered and sorted (a customer user sees their customer's only).
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
-    security(("bearer" = ["read"])), params(ListQuery),
+    security(("bearer" = ["read"])), params(DeviceListQuery),
     responses((status = 200, body = Page<Device>)))]
 async fn list_devices(
     caller: Caller,
     State(s): State<ApiState>,
-    q: QueryOf<ListQuery>,
+    q: QueryOf<DeviceListQuery>,
 ) -> ApiResult<Json<Page<Device>>> {
     let Query(q) = q?;
     let t = caller.tenant(&s, q.tenant.as_deref())?;
-    let (data, next) = s.platform.registry.devices(
-        &t.id,
-        caller.customer(),
-        q.limit.unwrap_or(100),
-        q.cursor.as_deref(),
-    )?;
+    let customer = match (caller.customer(), &q.customer) {
+        (Some(own), _) => Some(own.to_string()),
+        (None, Some(c)) => Some(s.platform.registry.customer(&t.id, c)?.id),
+        (None, None) => None,
+    };
+    let query = DeviceQuery {
+        customer,
+        profile: q.profile,
+        text: q.q.filter(|t| !t.is_empty()),
+        gateway: q.gateway,
+        sort: q.sort.unwrap_or_default(),
+        desc: q.order == Some(SortOrder::Desc),
+        limit: q.limit.unwrap_or(100),
+        cursor: q.cursor,
+    };
+    let (data, next) = s.platform.registry.find_devices(&t.id, &query)?;
     Ok(Json(Page { data, next }))
 }
 

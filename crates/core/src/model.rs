@@ -161,3 +161,28 @@ pub struct DeviceUpdate {
 fn some_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
 }
+
+/// How to filter and sort a device list.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceQuery {
+    /// Customer id.
+    pub customer: Option<String>,
+    /// Profile id or name.
+    pub profile: Option<String>,
+    /// Case-insensitive text in the name or label.
+    pub text: Option<String>,
+    pub gateway: Option<bool>,
+    pub sort: DeviceSort,
+    pub desc: bool,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// A device list's order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceSort {
+    #[default]
+    Name,
+    Created,
+}

@@ -10,7 +10,8 @@ use crate::credentials;
 use crate::db::{now_ms, Db};
 use crate::error::{CoreError, Result};
 use crate::model::{
-    Customer, Device, DeviceUpdate, NewDevice, NewProfile, Profile, ProfileSpec, Tenant,
+    Customer, Device, DeviceQuery, DeviceSort, DeviceUpdate, NewDevice, NewProfile, Profile,
+    ProfileSpec, Tenant,
 };
 
 /// The name of the tenant and profile created on an empty data dir.
@@ -466,24 +467,94 @@ impl Registry {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Device>, Option<String>)> {
-        let limit = limit.clamp(1, 1000);
+        self.find_devices(
+            tenant,
+            &DeviceQuery {
+                customer: customer.map(str::to_string),
+                limit,
+                cursor: cursor.map(str::to_string),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A page of a tenant's devices, filtered and sorted; keyset pagination (the cursor is the
+    /// last row's sort key, so pages stay consistent while devices are added).
+    pub fn find_devices(
+        &self,
+        tenant: &str,
+        q: &DeviceQuery,
+    ) -> Result<(Vec<Device>, Option<String>)> {
+        let limit = q.limit.clamp(1, 1000);
+        let profile = match &q.profile {
+            Some(p) => Some(self.profile(tenant, p)?.id),
+            None => None,
+        };
+        let (cmp, dir) = if q.desc { ("<", "DESC") } else { (">", "ASC") };
+        // Cursor: `name` for the name order, `created_ms|name` for the creation order.
+        let (key_sql, cursor_created, cursor_name) = match q.sort {
+            DeviceSort::Name => (
+                format!("(?5 IS NULL OR d.name {cmp} ?5) ORDER BY d.name {dir}"),
+                None,
+                q.cursor.clone(),
+            ),
+            DeviceSort::Created => {
+                let (c, n) = match q.cursor.as_deref().map(|c| c.split_once('|')) {
+                    Some(Some((c, n))) => (
+                        Some(c.parse::<i64>().map_err(|_| {
+                            CoreError::Invalid(format!(
+                                "cursor {:?} is not one this API returned",
+                                q.cursor
+                            ))
+                        })?),
+                        Some(n.to_string()),
+                    ),
+                    Some(None) => {
+                        return Err(CoreError::Invalid(format!(
+                            "cursor {:?} is not one this API returned",
+                            q.cursor
+                        )))
+                    }
+                    None => (None, None),
+                };
+                (
+                    format!(
+                        "(?5 IS NULL OR (d.created_ms, d.name) {cmp} (?4, ?5)) \
+                         ORDER BY d.created_ms {dir}, d.name {dir}"
+                    ),
+                    c,
+                    n,
+                )
+            }
+        };
+        let sql = format!(
+            "{DEVICE_SELECT} WHERE d.tenant_id = ?1 AND (?2 IS NULL OR d.customer_id = ?2)
+             AND (?3 IS NULL OR d.profile_id = ?3)
+             AND (?6 IS NULL OR instr(lower(d.name), lower(?6)) > 0
+                  OR instr(lower(coalesce(d.label, '')), lower(?6)) > 0)
+             AND (?7 IS NULL OR d.gateway = ?7) AND {key_sql} LIMIT ?8"
+        );
         let conn = self.db.conn();
-        let mut st = conn.prepare(&format!(
-            "{DEVICE_SELECT} WHERE d.tenant_id = ?1 AND d.name > ?2
-             AND (?4 IS NULL OR d.customer_id = ?4) ORDER BY d.name LIMIT ?3"
-        ))?;
+        let mut st = conn.prepare(&sql)?;
         let rows = st.query_map(
-            params![tenant, cursor.unwrap_or(""), limit as i64 + 1, customer],
+            params![
+                tenant,
+                q.customer,
+                profile,
+                cursor_created,
+                cursor_name,
+                q.text,
+                q.gateway,
+                limit as i64 + 1
+            ],
             device_row,
         )?;
-        let mut page: Vec<Device> = rows.collect::<rusqlite::Result<_>>()?;
-        let next = if page.len() > limit {
-            page.truncate(limit);
-            page.last().map(|d| d.name.clone())
-        } else {
-            None
-        };
-        Ok((page, next))
+        let page: Vec<Device> = rows.collect::<rusqlite::Result<_>>()?;
+        let sort = q.sort;
+        Ok(crate::accounts::paginate(page, limit, |d| match sort {
+            DeviceSort::Name => d.name.clone(),
+            DeviceSort::Created => format!("{}|{}", d.created, d.name),
+        }))
     }
 
     /// Changes a device's label, customer (`Some(None)` unassigns) or profile (id or name).
@@ -590,5 +661,73 @@ mod tests {
             .unwrap();
         r.delete_tenant("t").unwrap();
         assert!(matches!(r.device(&d.id), Err(CoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn device_lists_filter_sort_and_page() {
+        let r = Registry::new(Arc::new(Db::memory().unwrap()));
+        r.ensure_default().unwrap();
+        let t = r.tenant(DEFAULT).unwrap();
+        let c = r.create_customer(&t.id, "acme").unwrap();
+        for (name, gw, cust) in [
+            ("pump-b", false, true),
+            ("pump-a", true, false),
+            ("fan", false, true),
+        ] {
+            let new = NewDevice {
+                name: name.into(),
+                gateway: gw,
+                label: Some(format!("{name} label")),
+                customer: cust.then(|| "acme".to_string()),
+                ..Default::default()
+            };
+            r.create_device(&t.id, new).unwrap();
+        }
+        let names = |q: &DeviceQuery| {
+            let (page, next) = r.find_devices(&t.id, q).unwrap();
+            (page.into_iter().map(|d| d.name).collect::<Vec<_>>(), next)
+        };
+        let base = DeviceQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(names(&base).0, ["fan", "pump-a", "pump-b"]);
+        let q = DeviceQuery {
+            text: Some("PUMP".into()),
+            ..base.clone()
+        };
+        assert_eq!(names(&q).0, ["pump-a", "pump-b"]);
+        let q = DeviceQuery {
+            gateway: Some(true),
+            ..base.clone()
+        };
+        assert_eq!(names(&q).0, ["pump-a"]);
+        let q = DeviceQuery {
+            customer: Some(c.id.clone()),
+            desc: true,
+            ..base.clone()
+        };
+        assert_eq!(names(&q).0, ["pump-b", "fan"]);
+        // Creation order, newest first, two per page.
+        let q = DeviceQuery {
+            sort: DeviceSort::Created,
+            desc: true,
+            limit: 2,
+            ..base.clone()
+        };
+        let (p1, next) = names(&q);
+        let (p2, end) = names(&DeviceQuery {
+            cursor: next,
+            ..q.clone()
+        });
+        let mut all = p1.clone();
+        all.extend(p2);
+        assert_eq!(all.len(), 3);
+        assert_eq!(end, None);
+        let q = DeviceQuery {
+            cursor: Some("garbage".into()),
+            ..q
+        };
+        assert!(r.find_devices(&t.id, &q).is_err());
     }
 }

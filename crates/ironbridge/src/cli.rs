@@ -44,10 +44,15 @@ pub struct CompletionsArgs {
 pub fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
     let mut cmd = Cli::command();
     let name = cmd.get_name().to_string();
+    // Rendered first: clap_complete panics on a write error (`| head` closing the pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, name, &mut script);
     let mut out = std::io::stdout().lock();
-    clap_complete::generate(args.shell, &mut cmd, name, &mut out);
-    std::io::Write::flush(&mut out)?;
-    Ok(())
+    match std::io::Write::write_all(&mut out, &script).and_then(|_| std::io::Write::flush(&mut out))
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 /// Flags of `serve` (and `demo`).
