@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end tests of the device API (docs/DEVICES.md) against a built binary:
-#   tests/platform     with .venv    (paho-mqtt, requests, aiocoap)
+#   tests/platform     with .venv    (paho-mqtt, requests, aiocoap, schemathesis)
 #   tests/platform/tb  with .venv-tb (ThingsBoard's tb-mqtt-client; it replaces the `paho`
 #                                     package with a fork, hence its own venv)
 # Both venvs are created/refreshed idempotently (hash of the requirements file stamped in the

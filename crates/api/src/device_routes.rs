@@ -189,8 +189,8 @@ struct RangeQuery {
 /// Telemetry in a time range, raw or aggregated: `{"k":[{"ts","value"}]}`, or CSV.
 #[utoipa::path(get, path = "/api/v1/devices/{id}/telemetry", tag = "telemetry",
     security(("bearer" = ["read"])), params(("id" = String, Path), RangeQuery),
-    responses((status = 200, body = Object, content_type = "application/json"),
-              (status = 200, body = String, content_type = "text/csv")))]
+    responses((status = 200, description = "series by key, or CSV with `format=csv`",
+               content((Object = "application/json"), (String = "text/csv")))))]
 async fn range(
     State(s): State<ApiState>,
     Path(id): Path<String>,

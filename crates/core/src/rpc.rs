@@ -30,13 +30,22 @@ pub struct RpcRequest {
     pub method: String,
     #[serde(default)]
     pub params: Value,
+    /// How long a two-way call waits for the answer (default 10 s).
+    #[schema(minimum = 1, maximum = 300000)]
     pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub oneway: bool,
     #[serde(default)]
     pub persistent: bool,
+    /// How long a persistent call waits for the device (default: DEFAULT_TTL_MS).
+    #[schema(minimum = 1, maximum = 2592000000_u64)]
     pub ttl_ms: Option<u64>,
 }
+
+/// The longest a two-way call may wait.
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+/// The longest a persistent call may wait for its device (30 days).
+pub const MAX_TTL_MS: u64 = 30 * 86_400_000;
 
 /// An RPC's state.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -103,14 +112,18 @@ impl Rpcs {
                 "method must be 1 to 255 characters".into(),
             ));
         }
-        let timeout = req
-            .timeout_ms
-            .unwrap_or(DEFAULT_TIMEOUT_MS)
-            .clamp(1, 3_600_000);
+        let timeout = req.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if !(1..=MAX_TIMEOUT_MS).contains(&timeout) {
+            return Err(CoreError::Invalid(format!(
+                "timeout_ms must be 1 to {MAX_TIMEOUT_MS}"
+            )));
+        }
         let life = if req.persistent {
-            req.ttl_ms
-                .unwrap_or(DEFAULT_TTL_MS)
-                .clamp(1, 30 * 86_400_000)
+            let ttl = req.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
+            if !(1..=MAX_TTL_MS).contains(&ttl) {
+                return Err(CoreError::Invalid(format!("ttl_ms must be 1 to {MAX_TTL_MS}")));
+            }
+            ttl
         } else {
             timeout
         };
