@@ -121,7 +121,9 @@ impl Rpcs {
         let life = if req.persistent {
             let ttl = req.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
             if !(1..=MAX_TTL_MS).contains(&ttl) {
-                return Err(CoreError::Invalid(format!("ttl_ms must be 1 to {MAX_TTL_MS}")));
+                return Err(CoreError::Invalid(format!(
+                    "ttl_ms must be 1 to {MAX_TTL_MS}"
+                )));
             }
             ttl
         } else {
