@@ -101,7 +101,7 @@ fn rule_of(op: &Value) -> Option<Rule> {
 }
 
 /// Collections that customer users may reach (their customer's part of them).
-const CUSTOMER_VISIBLE: &[&str] = &["devices", "customers", "users", "auth", "ws"];
+const CUSTOMER_VISIBLE: &[&str] = &["devices", "customers", "users", "auth", "ws", "alarms"];
 
 /// Where a resource named in a path belongs.
 struct Owner {
@@ -143,6 +143,13 @@ fn owner(s: &ApiState, collection: &str, id: &str) -> Option<Owner> {
             tenant: c.tenant,
             customer: c.customer,
         }),
+        // An alarm belongs to its device's tenant and current customer.
+        "alarms" => id
+            .parse()
+            .ok()
+            .and_then(|id| p.alarms.get(id).ok())
+            .map(|a| owned(a.tenant, a.customer)),
+        "rules" => p.rules.store.get(id).ok().map(|r| owned(r.tenant, None)),
         _ => None,
     }
 }

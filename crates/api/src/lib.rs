@@ -9,12 +9,14 @@
 //!   logout, OAuth client credentials, failed-login limits; `openapi`: the document and the
 //!   API page; `error`: the one error boundary (`{"error":{"code","message"}}`).
 //! - `registry_routes`: tenants, customers, profiles, devices; `device_routes`: a device's
-//!   credentials, attributes, telemetry and RPC; `account_routes`: users, API clients, audit log.
+//!   credentials, attributes, telemetry and RPC; `account_routes`: users, API clients, audit log;
+//!   `alarm_routes`: alarms (list, raise, acknowledge, clear, assign, comments, delete).
 //! - `device_http`: the device API over HTTP (token in the path, long polls; not management).
-//! - `live`: the live WebSocket `/api/v1/ws` (device events to subscribers; authenticates
-//!   itself, outside the authorisation layer).
+//! - `live`: the live WebSocket `/api/v1/ws` (device events and alarm changes to subscribers;
+//!   authenticates itself, outside the authorisation layer).
 
 mod account_routes;
+mod alarm_routes;
 pub mod auth;
 pub mod authz;
 mod device_http;
@@ -24,6 +26,7 @@ pub mod live;
 pub mod login;
 pub mod openapi;
 mod registry_routes;
+mod rule_routes;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -78,6 +81,8 @@ pub fn management() -> OpenApiRouter<ApiState> {
         .merge(registry_routes::routes())
         .merge(device_routes::routes())
         .merge(account_routes::routes())
+        .merge(alarm_routes::routes())
+        .merge(rule_routes::routes())
 }
 
 /// The `/api/v1` routes; request bodies are limited to `max_body` bytes (413 above).

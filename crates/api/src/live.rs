@@ -1,18 +1,20 @@
 //! The live WebSocket of the management API, `GET /api/v1/ws`: device events (telemetry,
-//! client attributes, connected/disconnected) pushed to browsers and programs as the platform
-//! bus carries them. This module owns the socket's authentication (bearer header, `?token=`, or
-//! a first `{"auth":..}` message; the token is verified again periodically), the
-//! per-connection subscriptions and their visibility checks (another tenant's or customer's
-//! device does not exist, on subscribe and on every event), the bounded outgoing queue that
-//! drops the oldest updates of a slow client and tells it how many, and the keep-alive pings.
+//! client attributes, connected/disconnected) and alarm changes pushed to browsers and programs
+//! as the platform bus carries them. This module owns the socket's authentication (bearer
+//! header, `?token=`, or a first `{"auth":..}` message; the token is verified again
+//! periodically), the per-connection subscriptions and their visibility checks (another
+//! tenant's or customer's device does not exist, on subscribe and on every event), the bounded
+//! outgoing queue that drops the oldest updates of a slow client and tells it how many, and the
+//! keep-alive pings.
 //!
 //! Protocol, JSON text messages both ways (a command's optional `id` is echoed in its reply):
 //! - client: `{"auth":"<token>"}` (first message when the upgrade carried no token; later, a
 //!   refreshed token of the same user), `{"subscribe":"telemetry","device":D,"keys":[..]?}`,
 //!   `{"subscribe":"status","device":D?}`, `{"subscribe":"attributes","device":D}`,
-//!   `{"unsubscribe":N}`.
+//!   `{"subscribe":"alarms","device":D?}`, `{"unsubscribe":N}`.
 //! - server: `ready`, `subscribed`, `unsubscribed`, `error` (`code`: `unauthorized`, `invalid`,
-//!   `not_found`, `limit_exceeded`, `internal`), `telemetry`, `status`, `attributes`, `dropped`.
+//!   `not_found`, `limit_exceeded`, `internal`), `telemetry`, `status`, `attributes`, `alarm`,
+//!   `dropped`.
 //!   A missing or failing token: the `unauthorized` error, then close code 4401.
 //!
 //! The route sits outside the authorisation layer (browsers cannot set headers on a
@@ -242,17 +244,22 @@ fn invalid(message: &str) -> Refusal {
     ("invalid", message.to_string())
 }
 
+/// The subscription kinds, for the error naming them.
+const SUBSCRIPTIONS: &str =
+    "\"subscribe\" is one of \"telemetry\", \"status\", \"attributes\", \"alarms\"";
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Telemetry,
     Status,
     Attributes,
+    Alarms,
 }
 
 /// What a subscription wants.
 struct Filter {
     kind: Kind,
-    /// `None`: every device the caller may see (status only).
+    /// `None`: every device the caller may see (status and alarms only).
     device: Option<String>,
     /// Telemetry keys (`None`: all).
     keys: Option<Vec<String>>,
@@ -263,6 +270,9 @@ impl Filter {
     fn update(&self, n: u64, ev: &Event) -> Option<Value> {
         if self.device.as_deref().is_some_and(|d| d != &*ev.device) {
             return None;
+        }
+        if let (Kind::Alarms, EventKind::Alarm(alarm)) = (self.kind, &ev.kind) {
+            return Some(json!({"type": "alarm", "subscription": n, "alarm": &**alarm}));
         }
         let mut u = json!({"subscription": n, "device": &*ev.device});
         let fields = match (self.kind, &ev.kind) {
@@ -403,14 +413,11 @@ impl Conn<'_> {
             Some("telemetry") => Kind::Telemetry,
             Some("status") => Kind::Status,
             Some("attributes") => Kind::Attributes,
-            _ => {
-                return Err(invalid(
-                    "\"subscribe\" is one of \"telemetry\", \"status\", \"attributes\"",
-                ))
-            }
+            Some("alarms") => Kind::Alarms,
+            _ => return Err(invalid(SUBSCRIPTIONS)),
         };
         let device = match cmd.get("device") {
-            None | Some(Value::Null) if kind == Kind::Status => None,
+            None | Some(Value::Null) if matches!(kind, Kind::Status | Kind::Alarms) => None,
             None | Some(Value::Null) => {
                 return Err(invalid("this subscription needs a \"device\""))
             }

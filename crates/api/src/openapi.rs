@@ -21,7 +21,7 @@ use crate::ApiState;
     info(
         title = "Ironbridge management API",
         description = "Tenants, customers, users, API clients, device profiles, devices (credentials, \
-attributes, telemetry, RPC) and the audit log. Log in at `/api/v1/auth/login` (users) or \
+attributes, telemetry, RPC), alarms and the audit log. Log in at `/api/v1/auth/login` (users) or \
 `/api/v1/oauth/token` (programs) and send the token as `Authorization: Bearer`. Scopes: `read` \
 (viewer), `control` (operator: RPC, alarms), `write` (tenant administrator), `system` (system \
 administrator). Errors are `{\"error\":{\"code\",\"message\"}}`."
@@ -31,7 +31,7 @@ administrator). Errors are `{\"error\":{\"code\",\"message\"}}`."
         (name = "auth", description = "Tokens"),
         (name = "tenants"), (name = "customers"), (name = "users"), (name = "api-clients"),
         (name = "profiles"), (name = "devices"), (name = "telemetry"), (name = "rpc"),
-        (name = "audit")
+        (name = "alarms"), (name = "rules"), (name = "audit")
     )
 )]
 struct Base;

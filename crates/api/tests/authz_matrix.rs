@@ -6,7 +6,8 @@
 //! The expectation is computed here from the role order and the reach rules written out
 //! independently of the implementation: an operation needs the scope it declares; changes
 //! (POST/PUT/PATCH/DELETE) must not be declared `read`, except the caller's own session and
-//! password; customer users reach devices, their customer and their own session only.
+//! password; customer users reach devices (and their alarms), their customer and their own
+//! session only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use api::{router, ApiState};
 use axum::body::{to_bytes, Body};
 use axum::http::{Method, Request, StatusCode};
 use ib_core::accounts::{Reach, Role};
+use ib_core::alarms::Severity;
 use ib_core::model::NewDevice;
 use ib_core::rpc::RpcRequest;
 use ib_core::testing::TestPlatform;
@@ -82,7 +84,8 @@ const WHO: [Who; 6] = [
     },
 ];
 
-/// Ids of one set of resources (tenant, customer, profile, device, its RPC, user, API client).
+/// Ids of one set of resources (tenant, customer, profile, device, its RPC and alarm, user, API
+/// client).
 #[derive(Debug, Clone, Default)]
 struct Ids {
     tenant: String,
@@ -93,6 +96,8 @@ struct Ids {
     profile: String,
     device: String,
     rpc: i64,
+    alarm: i64,
+    rule: String,
     user: String,
     client: String,
 }
@@ -180,6 +185,10 @@ async fn fixture() -> Fixture {
             )
             .await
             .unwrap();
+        let (alarm, _) = p
+            .alarms
+            .raise(&tenant.id, &device.id, "matrix", Severity::Major, json!({}))
+            .unwrap();
         // A viewer: every role that may manage users outranks it.
         let user = p
             .accounts
@@ -199,6 +208,16 @@ async fn fixture() -> Fixture {
                 reach(&tenant.id, cust.as_deref()),
             )
             .unwrap();
+        let rule = p
+            .rules
+            .create(
+                reg,
+                &tenant.id,
+                serde_json::from_value(json!({"name": format!("r{n}"), "scope": {"tenant": true},
+                    "condition": "t > 1.0", "actions": [{"type": "log"}]}))
+                .unwrap(),
+            )
+            .unwrap();
         let customer_res = match &cust {
             Some(c) => c.clone(),
             None => reg.create_customer(&tenant.id, "a0").unwrap().id,
@@ -212,6 +231,8 @@ async fn fixture() -> Fixture {
                 profile: profile.id,
                 device: device.id,
                 rpc: rpc.id,
+                alarm: alarm.id,
+                rule: rule.id,
                 user: user.id,
                 client: client.id,
             },
@@ -265,6 +286,8 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         "devices" => ids.device.clone(),
         "users" => ids.user.clone(),
         "api-clients" => ids.client.clone(),
+        "alarms" => ids.alarm.to_string(),
+        "rules" => ids.rule.clone(),
         other => panic!("add the resource of /api/v1/{other}/{{id}} to the matrix"),
     };
     let mut uri = path
@@ -298,6 +321,17 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         ("PATCH", "/api/v1/users/{id}") => Some(json!({"role": "viewer"})),
         ("POST", "/api/v1/api-clients") => Some(json!({"name": "new-client", "role": "viewer",
             "tenant": tenant, "customer": ids.customer})),
+        ("POST", "/api/v1/rules") => Some(json!({"name": "new-rule", "tenant": tenant,
+            "scope": {"tenant": true}, "condition": "t > 2.0", "actions": [{"type": "log"}]})),
+        ("PUT", "/api/v1/rules/{id}") => Some(json!({"name": "renamed", "scope": {"tenant": true},
+            "condition": "t > 3.0", "actions": [{"type": "log"}]})),
+        ("POST", "/api/v1/alarms") => {
+            Some(json!({"device": ids.device, "type": "matrix", "severity": "CRITICAL"}))
+        }
+        ("POST", "/api/v1/alarms/{id}/ack" | "/api/v1/alarms/{id}/clear") => None,
+        // The target's viewer: in the alarm's tenant (and its device's customer).
+        ("PUT", "/api/v1/alarms/{id}/assignee") => Some(json!({"user": ids.user})),
+        ("POST", "/api/v1/alarms/{id}/comments") => Some(json!({"text": "seen"})),
         ("POST", "/api/v1/auth/logout") => None,
         ("POST", "/api/v1/auth/password") => {
             Some(json!({"current_password": PW, "new_password": "another-pass-2"}))
@@ -313,7 +347,7 @@ fn expected(who: Who, method: &Method, path: &str, need: Role, target: Target, i
     if who.role < need {
         return false;
     }
-    if who.customer && !["devices", "customers", "auth"].contains(&coll) {
+    if who.customer && !["devices", "customers", "auth", "alarms"].contains(&coll) {
         return false;
     }
     if coll == "auth" {
@@ -330,7 +364,7 @@ fn expected(who: Who, method: &Method, path: &str, need: Role, target: Target, i
     if !who.customer {
         return true;
     }
-    // Customer users: their customer's devices and the customer itself.
+    // Customer users: their customer's devices (and their alarms) and the customer itself.
     if !has_id {
         return true;
     }

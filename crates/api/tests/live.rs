@@ -1,6 +1,6 @@
 //! The live WebSocket (`/api/v1/ws`) over a real listener with a tokio-tungstenite client:
-//! authentication, subscriptions, tenant and customer isolation, the slow-client drop notice,
-//! re-verification of the token, pings.
+//! authentication, subscriptions (device events and alarms), tenant and customer isolation, the
+//! slow-client drop notice, re-verification of the token, pings.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -15,6 +15,7 @@ use axum::http::{Request, StatusCode};
 use axum::{Extension, Router};
 use futures_util::{SinkExt, StreamExt};
 use ib_core::accounts::{Reach, Role};
+use ib_core::alarms::Severity;
 use ib_core::bus::{Event, EventKind};
 use ib_core::model::NewDevice;
 use ib_core::payload::Point;
@@ -324,6 +325,69 @@ async fn a_customer_user_sees_only_its_customers_devices() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_reach_only_those_who_may_see_them() {
+    let f = start(LiveConfig::default(), false).await;
+    let (a, b) = (f.tenant("tenant-a"), f.tenant("tenant-b"));
+    let acme = f.customer(&a, "acme");
+    let (da, _) = f.device(&a, "pump-a", None);
+    let (dc, _) = f.device(&a, "acme-pump", Some(&acme));
+    let (db, _) = f.device(&b, "pump-b", None);
+    let viewer = f.user("viewer-a", Role::Viewer, &a, None);
+    let customer = f.user("acme-viewer", Role::Viewer, &a, Some(&acme));
+    let mut ws = f.connect(&format!("?token={viewer}"), None).await;
+    assert_eq!(recv(&mut ws).await["type"], "ready");
+    let mut cws = f.connect(&format!("?token={customer}"), None).await;
+    assert_eq!(recv(&mut cws).await["type"], "ready");
+    // Another tenant's device, or another customer's, does not exist.
+    let e = ask(&mut ws, json!({"subscribe": "alarms", "device": db})).await;
+    assert_eq!(e["code"], "not_found", "{e}");
+    let e = ask(&mut cws, json!({"subscribe": "alarms", "device": da})).await;
+    assert_eq!(e["code"], "not_found", "{e}");
+    let all = subscribe(&mut ws, json!({"subscribe": "alarms"})).await;
+    let one = subscribe(&mut ws, json!({"subscribe": "alarms", "device": dc})).await;
+    let mine = subscribe(&mut cws, json!({"subscribe": "alarms"})).await;
+
+    // Raised through the service, as the rule engine does. B's alarm goes first: had it
+    // passed the filter it would arrive before A's.
+    let alarms = &f.t.platform.alarms;
+    let raise = |tenant: &str, device: &str, severity| {
+        let details = json!({"t": 41});
+        alarms
+            .raise(tenant, device, "Overheat", severity, details)
+            .unwrap()
+            .0
+    };
+    raise(&b, &db, Severity::Critical);
+    let alarm = raise(&a, &da, Severity::Major);
+    let u = recv(&mut ws).await;
+    let expected = json!({"type": "alarm", "subscription": all, "alarm": alarm});
+    assert_eq!(u, expected);
+    assert_eq!(u["alarm"]["status"], "ACTIVE_UNACK");
+    assert_eq!(u["alarm"]["originator"], da.as_str());
+
+    // The customer's device: both of the viewer's subscriptions and the customer user's one
+    // (which skipped the unassigned device's alarm).
+    let alarm = raise(&a, &dc, Severity::Critical);
+    let acked = alarms.ack(alarm.id, "viewer-a").unwrap();
+    for (n, a) in [(all, &alarm), (one, &alarm), (all, &acked), (one, &acked)] {
+        let u = recv(&mut ws).await;
+        assert_eq!(u, json!({"type": "alarm", "subscription": n, "alarm": a}));
+    }
+    for a in [&alarm, &acked] {
+        let u = recv(&mut cws).await;
+        assert_eq!(
+            u,
+            json!({"type": "alarm", "subscription": mine, "alarm": a})
+        );
+    }
+    assert_eq!(acked.status, ib_core::alarms::AlarmStatus::ActiveAck);
+    // A cleared alarm is an update too.
+    alarms.clear(&dc, "Overheat", None).unwrap();
+    let u = recv(&mut cws).await;
+    assert_eq!(u["alarm"]["status"], "CLEARED_ACK", "{u}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_or_missing_tokens_are_refused() {
     let config = LiveConfig {
         auth_timeout: Duration::from_millis(200),
@@ -398,7 +462,9 @@ async fn bad_commands_get_errors_and_the_connection_stays() {
     for bad in [
         json!([1, 2]),
         json!({"hello": 1, "id": "x"}),
-        json!({"subscribe": "alarms", "device": da}),
+        json!({"subscribe": "rules"}),
+        json!({"subscribe": "alarms", "device": 5}),
+        json!({"subscribe": "alarms", "keys": ["t"]}),
         json!({"subscribe": "telemetry"}),
         json!({"subscribe": "telemetry", "device": 5}),
         json!({"subscribe": "telemetry", "device": da, "keys": []}),

@@ -1,6 +1,7 @@
 //! The in-process bus: every device message, once accepted, as one [`Event`] type whatever the
-//! transport. Subscribers (rule engine, live stream) take it from a broadcast channel; a slow
-//! subscriber loses the oldest events (and is told so by the channel), never slows ingest.
+//! transport, and every alarm change. Subscribers (rule engine, live stream) take it from a
+//! broadcast channel; a slow subscriber loses the oldest events (and is told so by the channel),
+//! never slows ingest.
 
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use tokio::sync::broadcast;
 
 use crate::payload::Point;
 
-/// What happened.
+/// What happened. `Alarm`: an alarm of the device was raised, updated, acknowledged, assigned
+/// or cleared (its state after the change).
 #[derive(Debug, Clone)]
 pub enum EventKind {
     Telemetry(Vec<Point>),
@@ -17,9 +19,10 @@ pub enum EventKind {
     RpcReply { id: i64, response: Value },
     Connected { transport: &'static str },
     Disconnected { transport: &'static str },
+    Alarm(Arc<crate::alarms::Alarm>),
 }
 
-/// One accepted device message.
+/// One accepted device message, or an alarm change of the device.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub tenant: Arc<str>,

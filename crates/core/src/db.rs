@@ -1,5 +1,5 @@
 //! The platform's embedded database: one SQLite file (`platform.db` in the data dir, WAL mode)
-//! holding the registry, credentials, attributes, RPCs and users (telemetry has its own store). One connection behind a mutex: every statement here is a point lookup or a small
+//! holding the registry, credentials, attributes, RPCs, users and alarms (telemetry has its own store). One connection behind a mutex: every statement here is a point lookup or a small
 //! write, microseconds each, so callers use it directly from async code.
 
 use std::path::Path;
@@ -70,6 +70,26 @@ CREATE TABLE IF NOT EXISTS audit_log (
     status INTEGER NOT NULL, details TEXT);
 CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts_ms);
 CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log (tenant_id, id);
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    originator_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    type TEXT NOT NULL, severity TEXT NOT NULL,
+    cleared INTEGER NOT NULL DEFAULT 0, acknowledged INTEGER NOT NULL DEFAULT 0,
+    start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, ack_ms INTEGER, clear_ms INTEGER,
+    details TEXT NOT NULL DEFAULT 'null',
+    assignee TEXT REFERENCES users(id) ON DELETE SET NULL,
+    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+-- One active alarm per originator and type; cleared ones are history.
+CREATE UNIQUE INDEX IF NOT EXISTS alarms_active ON alarms (originator_id, type) WHERE cleared = 0;
+CREATE INDEX IF NOT EXISTS alarms_tenant ON alarms (tenant_id, id);
+CREATE INDEX IF NOT EXISTS alarms_originator ON alarms (originator_id, id);
+CREATE TABLE IF NOT EXISTS alarm_comments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alarm_id INTEGER NOT NULL REFERENCES alarms(id) ON DELETE CASCADE,
+    ts_ms INTEGER NOT NULL, author TEXT NOT NULL, text TEXT NOT NULL,
+    system INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS alarm_comments_alarm ON alarm_comments (alarm_id, id);
 "#;
 
 /// The platform database.

@@ -4,6 +4,8 @@
 //! - [`Platform`] (this file): the handle transports and the API hold; `device_api`: the
 //!   transport-neutral device API (telemetry, attributes, RPC, client RPC) every transport calls.
 //! - `accounts`: users, API clients, roles, password policy; `audit`: the audit log.
+//! - `alarms`: alarms on devices (raise/clear by rules or people, acknowledge, assign,
+//!   comments; one active alarm per device and type), announced on the bus.
 //! - `db`: the SQLite file; `registry`: tenants, customers, profiles, devices; `credentials`:
 //!   tokens, MQTT basic, X.509, rotation; `model`: their types.
 //! - `payload`: the JSON payload forms; `attributes`: client/shared/server attributes;
@@ -19,6 +21,7 @@
 //! the device in [`sessions::DeviceSessions`].
 
 pub mod accounts;
+pub mod alarms;
 pub mod attributes;
 pub mod audit;
 pub mod bus;
@@ -35,6 +38,7 @@ pub mod provision;
 pub mod registry;
 mod retention;
 pub mod rpc;
+pub mod rules;
 pub mod sessions;
 pub mod state;
 #[doc(hidden)]
@@ -59,6 +63,8 @@ use state::DeviceState;
 pub struct Platform {
     pub db: Arc<Db>,
     pub accounts: accounts::Accounts,
+    pub alarms: alarms::Alarms,
+    pub rules: rules::Rules,
     pub audit: audit::Audit,
     pub registry: Registry,
     pub credentials: Credentials,
@@ -150,6 +156,8 @@ impl Platform {
         let bus = Bus::default();
         Ok(Arc::new(Platform {
             accounts: accounts::Accounts::new(db.clone()),
+            alarms: alarms::Alarms::new(db.clone(), bus.clone()),
+            rules: rules::Rules::open(db.clone(), &registry)?,
             audit: audit::Audit::new(db.clone()),
             registry,
             credentials: Credentials::new(db.clone()),

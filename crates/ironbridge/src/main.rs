@@ -161,6 +161,18 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         tasks.spawn(async move { p.run_housekeeping(rx).await });
     }
     {
+        // Rules: the engine thread evaluates bus events; the runner carries out actions.
+        let cell = ib_core::rules::actions::BrokerCell::default();
+        let _ = cell.set(broker.clone());
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel();
+        ib_core::rules::engine::spawn(platform.clone(), jobs_tx, stop_rx.clone());
+        let runner = Arc::new(ib_core::rules::actions::ActionRunner::new(
+            platform.clone(),
+            cell,
+        ));
+        tasks.spawn(async move { runner.run(jobs_rx).await });
+    }
+    {
         let (p, rx) = (platform.clone(), stop_rx.clone());
         let max = config.mqtt.max_packet_size.clamp(65_536, 16 << 20) as usize;
         tasks.spawn(async move { coap::serve(coap, p, max, rx).await });

@@ -1,0 +1,309 @@
+//! Evaluation: device events from the bus, per timestamp, through every matching rule's state
+//! machine. A rule fires when its condition has held (on every message) for `for`, measured by
+//! the messages' timestamps, and clears when `clear` holds (or, without one, when the condition
+//! no longer does). Firing and clearing become [`Job`]s for the action runner. State per
+//! (rule, device) is kept in memory and written through to `rule_state` when it changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Map, Value as Json};
+
+use super::compile::{device_value, to_cel, EvalInput, EvalVars, History};
+use super::store::DeviceRuleState;
+use super::{CompiledRule, Target};
+use crate::bus::{Event, EventKind};
+use crate::error::Result;
+use crate::model::Device;
+use crate::rules::model::Trigger;
+use crate::Platform;
+
+/// Fired or cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Fire,
+    Clear,
+}
+
+/// Work for the action runner.
+#[derive(Clone)]
+pub struct Job {
+    pub rule: Arc<CompiledRule>,
+    pub device: Arc<Device>,
+    pub ts: i64,
+    /// The values the condition saw.
+    pub values: Map<String, Json>,
+    pub phase: Phase,
+}
+
+/// Telemetry history from the store, for the window functions.
+pub struct StoreHistory(pub Arc<dyn store::TelemetryStore>);
+
+impl History for StoreHistory {
+    fn window(&self, device: &str, key: &str, from: i64, to: i64) -> Result<Vec<(i64, f64)>> {
+        let series = self
+            .0
+            .range(device, &[key.to_string()], from, to, 100_000, false)
+            .map_err(|e| crate::CoreError::Store(e.to_string()))?;
+        Ok(series
+            .into_iter()
+            .flat_map(|(_, s)| s)
+            .filter_map(|s| s.value.as_f64().map(|v| (s.ts, v)))
+            .collect())
+    }
+
+    fn previous(&self, device: &str, key: &str, before: i64) -> Result<Option<f64>> {
+        let series = self
+            .0
+            .range(device, &[key.to_string()], i64::MIN, before - 1, 1, true)
+            .map_err(|e| crate::CoreError::Store(e.to_string()))?;
+        Ok(series
+            .into_iter()
+            .flat_map(|(_, s)| s)
+            .find_map(|s| s.value.as_f64()))
+    }
+}
+
+/// The evaluator (owned by one thread).
+pub struct RuleEngine {
+    platform: Arc<Platform>,
+    history: Arc<dyn History>,
+    states: HashMap<(String, String), DeviceRuleState>,
+    loaded: std::collections::HashSet<String>,
+}
+
+impl RuleEngine {
+    /// An engine over the platform's rules and telemetry.
+    pub fn new(platform: Arc<Platform>) -> RuleEngine {
+        let history = Arc::new(StoreHistory(platform.telemetry.clone()));
+        RuleEngine {
+            platform,
+            history,
+            states: HashMap::new(),
+            loaded: Default::default(),
+        }
+    }
+
+    /// Evaluates one event; returns the jobs it makes.
+    pub fn on_event(&mut self, event: &Event) -> Vec<Job> {
+        let trigger = match &event.kind {
+            EventKind::Telemetry(_) => Trigger::Telemetry,
+            EventKind::Attributes(_) => Trigger::Attributes,
+            EventKind::Connected { .. } | EventKind::Disconnected { .. } => Trigger::Status,
+            _ => return Vec::new(),
+        };
+        let rules: Vec<_> = self
+            .platform
+            .rules
+            .of_tenant(&event.tenant)
+            .into_iter()
+            .filter(|r| r.rule.spec.trigger == trigger)
+            .collect();
+        if rules.is_empty() {
+            return Vec::new();
+        }
+        let device = match self.platform.registry.device(&event.device) {
+            Ok(d) => Arc::new(d),
+            Err(_) => return Vec::new(), // deleted meanwhile
+        };
+        let rules: Vec<_> = rules
+            .into_iter()
+            .filter(|r| match &r.target {
+                Target::Tenant => true,
+                Target::Profile(p) => *p == device.profile_id,
+                Target::Device(d) => *d == device.id,
+            })
+            .collect();
+        if rules.is_empty() {
+            return Vec::new();
+        }
+        // The device's latest values, overlaid by each timestamp's incoming ones.
+        let mut values: BTreeMap<String, Json> = self
+            .platform
+            .telemetry
+            .latest(&device.id, None)
+            .map(|l| l.into_iter().map(|(k, s)| (k, s.value.to_json())).collect())
+            .unwrap_or_default();
+        let attributes = self.attributes(&device.id);
+        let active = match &event.kind {
+            EventKind::Connected { .. } => true,
+            EventKind::Disconnected { .. } => false,
+            _ => self.platform.state.active(&device.id),
+        };
+        let device_var = device_value(&device.id, &device.name, &device.profile, active);
+        let mut groups: BTreeMap<i64, Vec<(&str, &Json)>> = BTreeMap::new();
+        match &event.kind {
+            EventKind::Telemetry(points) => {
+                for p in points {
+                    groups.entry(p.ts).or_default().push((&p.key, &p.value));
+                }
+            }
+            EventKind::Attributes(map) => {
+                groups
+                    .entry(event.ts)
+                    .or_default()
+                    .extend(map.iter().map(|(k, v)| (k.as_str(), v)));
+            }
+            _ => {
+                groups.entry(event.ts).or_default();
+            }
+        }
+        let mut jobs = Vec::new();
+        for (ts, incoming) in groups {
+            for (k, v) in incoming {
+                values.insert(k.to_string(), v.clone());
+            }
+            let numbers: HashMap<String, f64> = values
+                .iter()
+                .filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f)))
+                .collect();
+            let vars = EvalVars {
+                values: values.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect(),
+                attributes: attributes.clone(),
+                device: device_var.clone(),
+                input: EvalInput {
+                    device: Arc::from(device.id.as_str()),
+                    ts,
+                    values: Arc::new(numbers),
+                    history: self.history.clone(),
+                },
+            };
+            for rule in &rules {
+                if let Some(phase) = self.step(rule, &device.id, ts, &vars) {
+                    jobs.push(Job {
+                        rule: rule.clone(),
+                        device: device.clone(),
+                        ts,
+                        values: values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        phase,
+                    });
+                }
+            }
+        }
+        jobs
+    }
+
+    /// One rule, one device, one timestamp.
+    fn step(
+        &mut self,
+        rule: &CompiledRule,
+        device: &str,
+        ts: i64,
+        vars: &EvalVars,
+    ) -> Option<Phase> {
+        let id = &rule.rule.id;
+        if self.loaded.insert(id.clone()) {
+            if let Ok(states) = self.platform.rules.store.states(id) {
+                for (d, s) in states {
+                    self.states.insert((id.clone(), d), s);
+                }
+            }
+        }
+        let key = (id.clone(), device.to_string());
+        let before = self.states.get(&key).copied().unwrap_or_default();
+        let cel = &self.platform.rules.cel;
+        let eval = |p| match cel.eval(p, vars) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                metrics::counter!("rule_errors_total").increment(1);
+                let msg = format!("device {device}: {e}");
+                if let Err(e) = self.platform.rules.store.record_error(id, &msg) {
+                    tracing::warn!(error = %e, "recording a rule error");
+                }
+                None
+            }
+        };
+        let mut st = before;
+        let mut phase = None;
+        if !st.active {
+            let holds = eval(&rule.condition)?;
+            if holds {
+                let since = st.pending_since.unwrap_or(ts);
+                if ts - since >= rule.for_ms {
+                    st = DeviceRuleState {
+                        active: true,
+                        pending_since: None,
+                    };
+                    phase = Some(Phase::Fire);
+                } else {
+                    st.pending_since = Some(since);
+                }
+            } else {
+                st.pending_since = None;
+            }
+        } else {
+            let clears = match &rule.clear {
+                Some(c) => eval(c)?,
+                None => !eval(&rule.condition)?,
+            };
+            if clears {
+                st = DeviceRuleState::default();
+                phase = Some(Phase::Clear);
+            }
+        }
+        if st != before {
+            self.states.insert(key, st);
+            if let Err(e) = self.platform.rules.store.set_state(id, device, st) {
+                tracing::warn!(error = %e, rule = %id, "storing rule state");
+            }
+        }
+        if phase == Some(Phase::Fire) {
+            metrics::counter!("rule_fired_total").increment(1);
+            let _ = self.platform.rules.store.record_fired(id, ts);
+        }
+        phase
+    }
+
+    fn attributes(&self, device: &str) -> cel::Value {
+        let mut all = Map::new();
+        for scope in crate::attributes::Scope::ALL {
+            if let Ok(m) = self.platform.attributes.values(device, scope, None) {
+                all.extend(m);
+            }
+        }
+        to_cel(&Json::Object(all))
+    }
+}
+
+/// Runs the engine on its own thread until the bus closes or `stop` changes; jobs go to `jobs`.
+pub fn spawn(
+    platform: Arc<Platform>,
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::thread::JoinHandle<()> {
+    let mut rx = platform.bus.subscribe();
+    let (tx, events) = std::sync::mpsc::sync_channel::<Arc<Event>>(65_536);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(ev) => {
+                        if tx.send(ev).is_err() { return; }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        metrics::counter!("rule_events_lagged_total").increment(n);
+                        tracing::warn!(events = n, "the rule engine fell behind the bus");
+                    }
+                    Err(_) => return,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    std::thread::Builder::new()
+        .name("rules".into())
+        .spawn(move || {
+            let mut engine = RuleEngine::new(platform.clone());
+            while let Ok(ev) = events.recv() {
+                if !platform.rules.any() {
+                    continue;
+                }
+                for job in engine.on_event(&ev) {
+                    if jobs.send(job).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("spawning the rules thread")
+}

@@ -1,0 +1,189 @@
+//! The rule engine: rules (model.rs: the TOML/JSON shape; store.rs: rows and per-device state),
+//! their CEL conditions (compile.rs), evaluation of device events into action jobs (engine.rs)
+//! and the actions themselves behind one trait (actions.rs).
+//!
+//! Flow: the bus ─▶ [`engine::RuleEngine`] (one thread: per event, the tenant's rules whose scope
+//! and trigger match, condition → state machine with `for` and `clear` → jobs) ─▶ channel ─▶
+//! [`actions::ActionRunner`] (tokio: alarm, rpc, attribute, publish, webhook, log).
+
+pub mod actions;
+pub mod compile;
+pub mod engine;
+pub mod model;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use cel::Program;
+use parking_lot::RwLock;
+
+use crate::error::{CoreError, Result};
+use crate::model::ValueType;
+use crate::registry::Registry;
+use compile::Cel;
+use model::{Action, RuleSpec};
+use store::{Rule, RuleStore};
+
+/// What a rule applies to, resolved to ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tenant,
+    Profile(String),
+    Device(String),
+}
+
+/// A rule ready to evaluate.
+pub struct CompiledRule {
+    pub rule: Rule,
+    pub target: Target,
+    pub condition: Program,
+    pub clear: Option<Program>,
+    pub for_ms: i64,
+    /// Devices named by rpc/attribute actions, resolved to ids (name → id).
+    pub devices: HashMap<String, String>,
+}
+
+/// The rules of the platform: storage, validation, and the compiled set the engine reads.
+pub struct Rules {
+    pub store: RuleStore,
+    pub cel: Cel,
+    compiled: RwLock<HashMap<String, Arc<CompiledRule>>>,
+}
+
+impl Rules {
+    /// Loads and compiles every stored rule; one that no longer compiles (its profile was
+    /// deleted, say) is kept with its error and not evaluated.
+    pub fn open(db: Arc<crate::db::Db>, registry: &Registry) -> Result<Rules> {
+        let rules = Rules {
+            store: RuleStore::new(db)?,
+            cel: Cel::new(),
+            compiled: RwLock::new(HashMap::new()),
+        };
+        for rule in rules.store.all()? {
+            match rules.compile(registry, &rule.tenant, &rule.spec) {
+                Ok(parts) => {
+                    rules.install(rule, parts);
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %rule.id, error = %e, "rule not loaded");
+                    rules.store.record_error(&rule.id, &e.to_string())?;
+                }
+            }
+        }
+        Ok(rules)
+    }
+
+    /// Validates and stores a new rule of `tenant`.
+    pub fn create(&self, registry: &Registry, tenant: &str, spec: RuleSpec) -> Result<Rule> {
+        let parts = self.compile(registry, tenant, &spec)?;
+        let rule = self.store.insert(tenant, &spec)?;
+        self.install(rule.clone(), parts);
+        Ok(rule)
+    }
+
+    /// Validates and replaces a rule (its per-device state starts over).
+    pub fn update(&self, registry: &Registry, id: &str, spec: RuleSpec) -> Result<Rule> {
+        let old = self.store.get(id)?;
+        let parts = self.compile(registry, &old.tenant, &spec)?;
+        let rule = self.store.update(id, &spec)?;
+        self.install(rule.clone(), parts);
+        Ok(rule)
+    }
+
+    /// Deletes a rule.
+    pub fn delete(&self, id: &str) -> Result<Rule> {
+        let r = self.store.delete(id)?;
+        self.compiled.write().remove(id);
+        Ok(r)
+    }
+
+    /// The compiled rules of a tenant (enabled ones).
+    pub fn of_tenant(&self, tenant: &str) -> Vec<Arc<CompiledRule>> {
+        self.compiled
+            .read()
+            .values()
+            .filter(|r| r.rule.tenant == tenant && r.rule.spec.enabled)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether any rule is enabled (the engine skips work otherwise).
+    pub fn any(&self) -> bool {
+        self.compiled.read().values().any(|r| r.rule.spec.enabled)
+    }
+
+    fn install(&self, rule: Rule, parts: Parts) {
+        let compiled = CompiledRule {
+            for_ms: rule.spec.for_ms(),
+            rule,
+            target: parts.target,
+            condition: parts.condition,
+            clear: parts.clear,
+            devices: parts.devices,
+        };
+        self.compiled
+            .write()
+            .insert(compiled.rule.id.clone(), Arc::new(compiled));
+    }
+
+    /// Everything that can be checked before a rule is saved.
+    fn compile(&self, registry: &Registry, tenant: &str, spec: &RuleSpec) -> Result<Parts> {
+        spec.check_shape()?;
+        let (target, declared): (Target, Option<BTreeMap<String, ValueType>>) =
+            match (&spec.scope.profile, &spec.scope.device) {
+                (Some(p), _) => {
+                    let p = registry.profile(tenant, p)?;
+                    (Target::Profile(p.id), Some(p.spec.telemetry_types))
+                }
+                (_, Some(d)) => {
+                    let d = registry.device_in(tenant, d)?;
+                    let spec = registry.spec_of(&d)?;
+                    (Target::Device(d.id), Some(spec.telemetry_types))
+                }
+                _ => (Target::Tenant, None),
+            };
+        let condition = self.cel.compile("condition", &spec.condition)?;
+        self.cel.check("condition", &condition, declared.as_ref())?;
+        let clear = match &spec.clear {
+            Some(c) => {
+                let p = self.cel.compile("clear", c)?;
+                self.cel.check("clear", &p, declared.as_ref())?;
+                Some(p)
+            }
+            None => None,
+        };
+        let mut devices = HashMap::new();
+        for a in &spec.actions {
+            if let Action::Rpc {
+                device: Some(d), ..
+            }
+            | Action::Attribute {
+                device: Some(d), ..
+            } = a
+            {
+                let dev = registry.device_in(tenant, d).map_err(|_| {
+                    CoreError::Invalid(format!(
+                        "action target device {d:?} not found in the tenant"
+                    ))
+                })?;
+                devices.insert(d.clone(), dev.id);
+            }
+        }
+        Ok(Parts {
+            target,
+            condition,
+            clear,
+            devices,
+        })
+    }
+}
+
+struct Parts {
+    target: Target,
+    condition: Program,
+    clear: Option<Program>,
+    devices: HashMap<String, String>,
+}

@@ -1,0 +1,223 @@
+//! The engine's state machine through real device messages: `for` by message time, hysteresis,
+//! state across a restart, scopes and triggers, and save-time refusals.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::engine::{Phase, RuleEngine};
+use super::model::RuleSpec;
+use crate::bus::Event;
+use crate::model::NewDevice;
+use crate::testing::TestPlatform;
+use crate::Platform;
+
+fn rule(v: serde_json::Value) -> RuleSpec {
+    serde_json::from_value(v).unwrap()
+}
+
+/// Posts telemetry as the device and returns the bus event it made.
+fn telemetry(p: &Arc<Platform>, token: &str, body: serde_json::Value) -> Arc<Event> {
+    let mut rx = p.bus.subscribe();
+    let ctx = p.auth_token(token).unwrap();
+    let commit = p.post_telemetry(&ctx, body.to_string().as_bytes()).unwrap();
+    futures_lite_block(commit);
+    rx.try_recv().unwrap()
+}
+
+fn futures_lite_block(commit: store::Commit) {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(commit)
+        .unwrap();
+}
+
+fn phases(engine: &mut RuleEngine, ev: &Event) -> Vec<Phase> {
+    engine.on_event(ev).into_iter().map(|j| j.phase).collect()
+}
+
+#[test]
+fn for_duration_hysteresis_and_restart() {
+    let t = TestPlatform::new();
+    let p = t.platform.clone();
+    let tenant = p.registry.tenant("default").unwrap();
+    let (_, token) = p
+        .registry
+        .create_device(
+            &tenant.id,
+            NewDevice {
+                name: "patient-1".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    p.rules
+        .create(
+            &p.registry,
+            &tenant.id,
+            rule(json!({"name": "tachycardia", "scope": {"tenant": true},
+                "condition": "hr > 120", "for": "1m", "clear": "hr < 100",
+                "actions": [{"type": "alarm", "alarm": "Heart rate", "severity": "CRITICAL"}]})),
+        )
+        .unwrap();
+    let t0 = crate::db::now_ms() - 600_000;
+    let mut engine = RuleEngine::new(p.clone());
+    let at = |s: i64, hr: f64| json!({"ts": t0 + s * 1000, "values": {"hr": hr}});
+    assert!(phases(&mut engine, &telemetry(&p, &token, at(0, 130.0))).is_empty());
+    assert!(phases(&mut engine, &telemetry(&p, &token, at(30, 131.0))).is_empty());
+    assert_eq!(
+        phases(&mut engine, &telemetry(&p, &token, at(60, 125.0))),
+        [Phase::Fire]
+    );
+    // Fired once, not again while it holds.
+    assert!(phases(&mut engine, &telemetry(&p, &token, at(70, 140.0))).is_empty());
+    // Between the thresholds: still active (hysteresis).
+    assert!(phases(&mut engine, &telemetry(&p, &token, at(80, 110.0))).is_empty());
+    // A restart keeps the state: the clear still happens once.
+    let mut engine = RuleEngine::new(p.clone());
+    assert_eq!(
+        phases(&mut engine, &telemetry(&p, &token, at(90, 95.0))),
+        [Phase::Clear]
+    );
+    // A dip resets the `for` timer.
+    assert!(phases(&mut engine, &telemetry(&p, &token, at(100, 130.0))).is_empty());
+    assert!(phases(&mut engine, &telemetry(&p, &token, at(130, 90.0))).is_empty());
+    assert!(phases(&mut engine, &telemetry(&p, &token, at(170, 130.0))).is_empty());
+    // Several timestamps in one message are evaluated in order.
+    let batch = json!([
+        {"ts": t0 + 200_000, "values": {"hr": 130.0}},
+        {"ts": t0 + 260_000, "values": {"hr": 130.0}}
+    ]);
+    assert_eq!(
+        phases(&mut engine, &telemetry(&p, &token, batch)),
+        [Phase::Fire]
+    );
+}
+
+#[test]
+fn scopes_triggers_and_other_keys() {
+    let t = TestPlatform::new();
+    let p = t.platform.clone();
+    let tenant = p.registry.tenant("default").unwrap();
+    let profile = p
+        .registry
+        .create_profile(
+            &tenant.id,
+            crate::model::NewProfile {
+                name: "soil".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let new = |name: &str, profile: Option<&str>| NewDevice {
+        name: name.into(),
+        profile: profile.map(str::to_string),
+        ..Default::default()
+    };
+    let (_, soil) = p
+        .registry
+        .create_device(&tenant.id, new("soil-1", Some("soil")))
+        .unwrap();
+    let (_, other) = p
+        .registry
+        .create_device(&tenant.id, new("other", None))
+        .unwrap();
+    p.rules
+        .create(
+            &p.registry,
+            &tenant.id,
+            rule(json!({"name": "dry", "scope": {"profile": profile.name},
+                "condition": "moisture < 20.0 && battery > 3.0",
+                "actions": [{"type": "log"}]})),
+        )
+        .unwrap();
+    let mut engine = RuleEngine::new(p.clone());
+    // `battery` comes from the device's latest values.
+    assert!(phases(&mut engine, &telemetry(&p, &soil, json!({"battery": 3.7}))).is_empty());
+    assert_eq!(
+        phases(
+            &mut engine,
+            &telemetry(&p, &soil, json!({"moisture": 12.0}))
+        ),
+        [Phase::Fire]
+    );
+    // Another profile's device is not in scope.
+    assert!(phases(
+        &mut engine,
+        &telemetry(&p, &other, json!({"moisture": 1.0, "battery": 4.0}))
+    )
+    .is_empty());
+    // An evaluation error is recorded on the rule, not a panic.
+    p.rules
+        .create(
+            &p.registry,
+            &tenant.id,
+            rule(
+                json!({"name": "needs pressure", "scope": {"device": "other"},
+                "condition": "pressure > 2.0", "actions": [{"type": "log"}]}),
+            ),
+        )
+        .unwrap();
+    assert!(phases(
+        &mut engine,
+        &telemetry(&p, &other, json!({"moisture": 1.0}))
+    )
+    .is_empty());
+    let (rules, _) = p.rules.store.list(Some(&tenant.id), 10, None).unwrap();
+    let r = rules
+        .iter()
+        .find(|r| r.spec.name == "needs pressure")
+        .unwrap();
+    assert!(
+        r.last_error.as_deref().unwrap().contains("pressure"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn bad_rules_are_refused_when_saved() {
+    let t = TestPlatform::new();
+    let p = t.platform.clone();
+    let tenant = p.registry.tenant("default").unwrap();
+    let mut types = std::collections::BTreeMap::new();
+    types.insert("temp".to_string(), crate::model::ValueType::Number);
+    p.registry
+        .create_profile(
+            &tenant.id,
+            crate::model::NewProfile {
+                name: "typed".into(),
+                spec: crate::model::ProfileSpec {
+                    telemetry_types: types,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let save = |condition: &str, scope: serde_json::Value| {
+        p.rules
+            .create(
+                &p.registry,
+                &tenant.id,
+                rule(
+                    json!({"name": condition, "scope": scope, "condition": condition,
+                    "actions": [{"type": "log"}]}),
+                ),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let typed = json!({"profile": "typed"});
+    let e = save("temp > ", typed.clone()).unwrap_err();
+    assert!(e.contains("line 1, column"), "{e}");
+    let e = save("humidity > 3.0", typed.clone()).unwrap_err();
+    assert!(e.contains("unknown key \"humidity\""), "{e}");
+    let e = save("temp + 1", typed.clone()).unwrap_err();
+    assert!(e.contains("add"), "{e}");
+    let e = save("avg(temp)", typed.clone()).unwrap_err();
+    assert!(!e.is_empty());
+    let e = save("temp > 1.0", json!({"profile": "nope"})).unwrap_err();
+    assert!(e.contains("not found"), "{e}");
+    save("temp > 1.0", typed).unwrap();
+}

@@ -1,0 +1,192 @@
+"""The rule engine end to end: devices are real MQTT clients (paho), rules are made through the
+REST API, webhooks go to a local HTTP listener. Timestamps are injected (`{"ts", "values"}`), so
+`for` durations need no waiting.
+
+- health: heart rate > 120 for 1 minute → CRITICAL alarm + webhook; the alarm clears with
+  hysteresis (below 100), and only then.
+- sensor → actuator: dry soil on one device → `setPump` RPC reaches another device over MQTT;
+  wet again → a second rule turns it off.
+- bad rules are refused at save time with the error's position.
+- a failing webhook is retried, then recorded as a failed action on the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from ib_platform import assert_error_body, now_ms, uid, wait_for
+
+REQ = "v1/devices/me/rpc/request/+"
+
+
+class Hooks:
+    """A local HTTP listener recording POSTed JSON bodies (status configurable)."""
+
+    def __init__(self, status: int = 200):
+        self.bodies: list[dict] = []
+        self.status = status
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                n = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(n)
+                hooks.bodies.append(json.loads(body or b"null"))
+                self.send_response(hooks.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def hooks():
+    h = Hooks()
+    yield h
+    h.close()
+
+
+def create_rule(api, body: dict) -> dict:
+    r = api.post("/api/v1/rules", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def alarms(api, device_id: str, status: str = "active") -> list[dict]:
+    r = api.get(f"/api/v1/alarms?device={device_id}&status={status}")
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def send(client, t0: int, second: int, **values) -> None:
+    client.publish("v1/devices/me/telemetry", json.dumps({"ts": t0 + second * 1000, "values": values}))
+
+
+def test_heart_rate_alarm_with_duration_webhook_and_hysteresis(platform, api, clients, hooks):
+    profile = api.create_profile(uid("monitor"))
+    dev = api.create_device(uid("patient"), profile=profile["name"])
+    create_rule(api, {
+        "name": uid("tachycardia"),
+        "scope": {"profile": profile["name"]},
+        "condition": "hr > 120",
+        "for": "1m",
+        "clear": "hr < 100",
+        "actions": [
+            {"type": "alarm", "alarm": "High heart rate", "severity": "CRITICAL"},
+            {"type": "webhook", "url": hooks.url},
+        ],
+    })
+    c = clients.new(platform.mqtt_port, dev["access_token"])
+    t0 = now_ms() - 3_600_000
+    send(c, t0, 0, hr=130)
+    send(c, t0, 30, hr=135)
+    # Not yet a minute: nothing.
+    api.wait_latest(dev["id"], ["hr"])
+    assert alarms(api, dev["id"]) == []
+    send(c, t0, 61, hr=128)
+    found = wait_for(lambda: alarms(api, dev["id"]), what="the alarm")
+    assert len(found) == 1
+    alarm = found[0]
+    assert (alarm["type"], alarm["severity"], alarm["status"]) == ("High heart rate", "CRITICAL", "ACTIVE_UNACK")
+    body = wait_for(lambda: hooks.bodies and hooks.bodies[0], what="the webhook")
+    assert body["device"] == dev["id"] and body["values"]["hr"] == 128 and body["phase"] == "fire"
+    # Between the thresholds the alarm stays; below 100 it clears.
+    send(c, t0, 70, hr=110)
+    send(c, t0, 80, hr=140)
+    send(c, t0, 90, hr=95)
+    wait_for(lambda: alarms(api, dev["id"], "cleared"), what="the clear")
+    assert alarms(api, dev["id"]) == []
+    assert len(alarms(api, dev["id"], "cleared")) == 1, "one alarm, raised once"
+    assert len(hooks.bodies) == 1, "the webhook fires when the rule fires, not on clear"
+
+
+def test_dry_soil_switches_a_pump_on_another_device(platform, api, clients):
+    sensor = api.create_device(uid("soil"))
+    pump = api.create_device(uid("pump"))
+    for name, cond, on in [("on", "moisture < 20.0", True), ("off", "moisture > 35.0", False)]:
+        create_rule(api, {
+            "name": uid(f"pump-{name}"),
+            "scope": {"device": sensor["name"]},
+            "condition": cond,
+            "actions": [{"type": "rpc", "method": "setPump", "params": {"on": on}, "device": pump["name"]}],
+        })
+    p = clients.new(platform.mqtt_port, pump["access_token"])
+    assert p.subscribe(REQ) == [1]
+    s = clients.new(platform.mqtt_port, sensor["access_token"])
+    t0 = now_ms()
+    send(s, t0, 0, moisture=25.0)
+    send(s, t0, 1, moisture=15.0)
+    m = p.expect(timeout=10)
+    assert json.loads(m.payload) == {"method": "setPump", "params": {"on": True}}
+    p.publish("v1/devices/me/rpc/response/" + m.topic.rsplit("/", 1)[1], json.dumps({"ok": True}))
+    # Still dry: no second command.
+    send(s, t0, 2, moisture=14.0)
+    p.expect_none()
+    send(s, t0, 3, moisture=40.0)
+    m = p.expect(timeout=10)
+    assert json.loads(m.payload) == {"method": "setPump", "params": {"on": False}}
+
+
+@pytest.mark.parametrize("condition,fragment", [
+    ("soil_moisture < ", "line 1, column"),
+    ("bogus(temp) > 1.0", "unknown function"),
+    ("temp + 1", "add"),
+    ("temp * 2.0", "true or false"),
+])
+def test_bad_rules_are_refused_with_the_error(api, condition, fragment):
+    r = api.post("/api/v1/rules", json={
+        "name": uid("bad"), "scope": {"tenant": True}, "condition": condition,
+        "actions": [{"type": "log"}],
+    })
+    body = assert_error_body(r, 400)
+    assert fragment in body["message"], body
+
+
+def test_unknown_keys_are_refused_when_the_profile_declares_its_keys(api):
+    profile = api.create_profile(uid("typed"), telemetry_types={"temp": "number"})
+    r = api.post("/api/v1/rules", json={
+        "name": uid("typo"), "scope": {"profile": profile["name"]}, "condition": "tmep > 30.0",
+        "actions": [{"type": "log"}],
+    })
+    body = assert_error_body(r, 400)
+    assert 'unknown key "tmep"' in body["message"], body
+
+
+def test_a_failing_webhook_is_retried_then_recorded(platform, api, clients):
+    down = Hooks(status=503)
+    try:
+        dev = api.create_device(uid("door"))
+        rule = create_rule(api, {
+            "name": uid("door-open"),
+            "scope": {"device": dev["name"]},
+            "condition": "open == true",
+            "actions": [{"type": "webhook", "url": down.url, "body": '{"door": "{{device.name}}"}'}],
+        })
+        c = clients.new(platform.mqtt_port, dev["access_token"])
+        c.publish("v1/devices/me/telemetry", json.dumps({"open": True}))
+
+        def failed():
+            r = api.get(f"/api/v1/rules/{rule['id']}/failures")
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        failures = wait_for(failed, timeout=30, what="the recorded failure")
+        assert failures[0]["action"] == "webhook" and "503" in failures[0]["error"], failures
+        assert len(down.bodies) >= 2, "retried"
+        assert down.bodies[0] == {"door": dev["name"]}
+        r = api.get(f"/api/v1/rules/{rule['id']}")
+        assert "503" in r.json()["last_error"]
+    finally:
+        down.close()
