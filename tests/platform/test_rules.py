@@ -190,3 +190,147 @@ def test_a_failing_webhook_is_retried_then_recorded(platform, api, clients):
         assert "503" in r.json()["last_error"]
     finally:
         down.close()
+
+
+class Weather:
+    """A local forecast service (GET → JSON), its answer set by the test."""
+
+    def __init__(self, rain_mm: float):
+        self.answer = {"rain_mm": rain_mm}
+        weather = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                body = json.dumps(weather.answer).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/forecast"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_irrigation_waters_only_when_dry_and_no_rain_is_forecast(platform, api, clients):
+    weather = Weather(rain_mm=0.0)
+    try:
+        src = api.post("/api/v1/sources", json={"name": uid("weather"), "url": weather.url, "every": "1s"})
+        assert src.status_code == 201, src.text
+        src = src.json()
+
+        def fetched(rain):
+            s = api.get(f"/api/v1/sources/{src['id']}").json()
+            return s["last_value"] == {"rain_mm": rain} and s
+
+        wait_for(lambda: fetched(0.0), what="the first forecast")
+        profile = api.create_profile(uid("soil-sensor"))
+        sensor = api.create_device(uid("field"), profile=profile["name"])
+        create_rule(api, {
+            "name": uid("irrigate"),
+            "scope": {"profile": profile["name"]},
+            "condition": f'soil_moisture < 20.0 && external("{src["name"]}").rain_mm < 1.0',
+            "clear": "soil_moisture > 35.0",
+            "actions": [{"type": "rpc", "method": "setPump", "params": {"on": True}}],
+        })
+        create_rule(api, {
+            "name": uid("stop-irrigating"),
+            "scope": {"profile": profile["name"]},
+            "condition": "soil_moisture > 35.0",
+            "actions": [{"type": "rpc", "method": "setPump", "params": {"on": False}}],
+        })
+        c = clients.new(platform.mqtt_port, sensor["access_token"])
+        assert c.subscribe(REQ) == [1]
+        # Dry, but rain is forecast: no watering.
+        weather.answer = {"rain_mm": 6.5}
+        wait_for(lambda: fetched(6.5), what="the rainy forecast")
+        c.publish("v1/devices/me/telemetry", json.dumps({"soil_moisture": 12.0}))
+        c.expect_none()
+        # Dry and no rain: the pump goes on.
+        weather.answer = {"rain_mm": 0.2}
+        wait_for(lambda: fetched(0.2), what="the dry forecast")
+        c.publish("v1/devices/me/telemetry", json.dumps({"soil_moisture": 11.0}))
+        m = c.expect(timeout=10)
+        assert json.loads(m.payload) == {"method": "setPump", "params": {"on": True}}
+        # The soil recovers: the pump goes off.
+        c.publish("v1/devices/me/telemetry", json.dumps({"soil_moisture": 40.0}))
+        m = c.expect(timeout=10)
+        assert json.loads(m.payload) == {"method": "setPump", "params": {"on": False}}
+    finally:
+        weather.close()
+
+
+def test_fleet_geofence_exit_and_unauthorized_stop(platform, api, clients):
+    route = api.post("/api/v1/geofences", json={
+        "name": uid("route"),
+        "polygon": [[13.0, 52.0], [14.0, 52.0], [14.0, 53.0], [13.0, 53.0]],
+    })
+    assert route.status_code == 201, route.text
+    depot = api.post("/api/v1/geofences", json={
+        "name": uid("depot"), "circle": {"lon": 13.40, "lat": 52.52, "radius_m": 300.0},
+    })
+    assert depot.status_code == 201, depot.text
+    route, depot = route.json()["name"], depot.json()["name"]
+    truck = api.create_device(uid("truck"))
+    create_rule(api, {
+        "name": uid("left-route"), "scope": {"device": truck["name"]},
+        "condition": f'!inside("{route}")',
+        "actions": [{"type": "alarm", "alarm": "Left the route", "severity": "MAJOR"}],
+    })
+    create_rule(api, {
+        "name": uid("stop"), "scope": {"device": truck["name"]},
+        "condition": f'speed < 1.0 && !inside("{depot}")', "for": "15m",
+        "actions": [{"type": "alarm", "alarm": "Unauthorized stop", "severity": "WARNING"}],
+    })
+    c = clients.new(platform.mqtt_port, truck["access_token"])
+    t0 = now_ms() - 7_200_000
+
+    def at(minute: int, lat: float, lon: float, speed: float) -> None:
+        c.publish("v1/devices/me/telemetry", json.dumps(
+            {"ts": t0 + minute * 60_000, "values": {"latitude": lat, "longitude": lon, "speed": speed}}))
+
+    # Stopped 20 minutes in the depot: fine.
+    for m in range(0, 21, 5):
+        at(m, 52.5201, 13.4001, 0.0)
+    # Driving, then stopped 10 minutes outside: not yet.
+    at(25, 52.60, 13.50, 60.0)
+    at(30, 52.61, 13.51, 0.0)
+    at(40, 52.61, 13.51, 0.0)
+    api.wait_latest(truck["id"], ["speed"])
+    assert alarms(api, truck["id"]) == []
+    # Fifteen minutes: an unauthorized stop.
+    at(45, 52.61, 13.51, 0.0)
+    found = wait_for(lambda: alarms(api, truck["id"]), what="the stop alarm")
+    assert [a["type"] for a in found] == ["Unauthorized stop"], found
+    # Leaving the route's polygon, driving: the route alarm; the stop is over (cleared).
+    at(50, 53.20, 13.50, 70.0)
+    wait_for(lambda: [a["type"] for a in alarms(api, truck["id"])] == ["Left the route"],
+             what="the geofence alarm")
+    assert [a["type"] for a in alarms(api, truck["id"], "cleared")] == ["Unauthorized stop"]
+
+
+def test_backtest_lists_when_a_rule_would_have_fired(platform, api, clients):
+    dev = api.create_device(uid("press"))
+    c = clients.new(platform.mqtt_port, dev["access_token"])
+    t0 = now_ms() - 3_600_000
+    series = [{"ts": t0 + i * 60_000, "values": {"vibration": 7.0 if 10 <= i < 20 else 2.0}}
+              for i in range(40)]
+    c.publish("v1/devices/me/telemetry", json.dumps(series))
+    wait_for(lambda: len(api.timeseries(dev["id"], ["vibration"], t0, t0 + 3_600_000)["vibration"]) == 40,
+             what="the history")
+    r = api.post("/api/v1/rules/backtest", json={
+        "from": t0, "to": t0 + 3_600_000,
+        "rule": {"name": "bt", "scope": {"device": dev["name"]}, "condition": "vibration > 5.0",
+                 "for": "5m", "actions": [{"type": "log"}]},
+    })
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [((h["ts"] - t0) // 60_000, h["phase"]) for h in out["hits"]] == [(15, "fire"), (20, "clear")], out
+    assert out["evaluations"] == 40 and out["errors"] == 0

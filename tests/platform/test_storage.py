@@ -56,9 +56,14 @@ def test_retention_drops_old_partitions_and_disk_use_falls(tuned):
     r = p.api.s.put(p.api.url(f"/api/v1/tenants/{short['id']}/retention"), json={"retention_days": 2})
     assert r.status_code == 200 and r.json()["retention_days"] == 2, r.text
     wait_for(lambda: usage(short) < before, what="retention to delete the old partition files")
-    left = p.api.timeseries(d["id"], ["v"], now - 10 * DAY)["v"]
-    # Partitions are whole days: what remains is at most the last 2 days plus today's.
-    assert sorted(x["value"] for x in left) in ([0, 1], [0, 1, 2]), left
+
+    # The partition files go one after the other: poll until the last is gone. Partitions are
+    # whole days: what remains is at most the last 2 days plus today's.
+    def left():
+        values = sorted(x["value"] for x in p.api.timeseries(d["id"], ["v"], now - 10 * DAY)["v"])
+        return values in ([0, 1], [0, 1, 2]) or None
+
+    wait_for(left, what="only the retained days to be readable")
     assert len(p.api.timeseries(keep["id"], ["v"], now - 10 * DAY)["v"]) == 8, "other tenants keep theirs"
 
 

@@ -150,6 +150,18 @@ fn owner(s: &ApiState, collection: &str, id: &str) -> Option<Owner> {
             .and_then(|id| p.alarms.get(id).ok())
             .map(|a| owned(a.tenant, a.customer)),
         "rules" => p.rules.store.get(id).ok().map(|r| owned(r.tenant, None)),
+        "sources" => p
+            .rules
+            .lookups
+            .source(id)
+            .ok()
+            .map(|r| owned(r.tenant, None)),
+        "geofences" => p
+            .rules
+            .lookups
+            .geofence(id)
+            .ok()
+            .map(|r| owned(r.tenant, None)),
         _ => None,
     }
 }

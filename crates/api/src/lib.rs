@@ -17,6 +17,7 @@
 
 mod account_routes;
 mod alarm_routes;
+mod analytics_routes;
 pub mod auth;
 pub mod authz;
 mod device_http;
@@ -24,6 +25,7 @@ mod device_routes;
 pub mod error;
 pub mod live;
 pub mod login;
+mod lookup_routes;
 pub mod openapi;
 mod registry_routes;
 mod rule_routes;
@@ -83,6 +85,8 @@ pub fn management() -> OpenApiRouter<ApiState> {
         .merge(account_routes::routes())
         .merge(alarm_routes::routes())
         .merge(rule_routes::routes())
+        .merge(lookup_routes::routes())
+        .merge(analytics_routes::routes())
 }
 
 /// The `/api/v1` routes; request bodies are limited to `max_body` bytes (413 above).

@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ib_core::rules::actions::ActionFailure;
+use ib_core::rules::backtest::Backtest;
 use ib_core::rules::model::RuleSpec;
 use ib_core::rules::store::Rule;
 use serde::Deserialize;
@@ -27,6 +28,8 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_rules, create_rule))
         .routes(routes!(get_rule, replace_rule, delete_rule))
         .routes(routes!(rule_failures))
+        .routes(routes!(backtest_new))
+        .routes(routes!(backtest_saved))
 }
 
 /// A rule to create: the rule and, for system administrators, its tenant.
@@ -149,4 +152,67 @@ async fn rule_failures(
     let f = ib_core::rules::actions::failures(&s.platform, &rule.id, q.limit.unwrap_or(100))
         .map_err(ApiError::from)?;
     Ok(Json(f))
+}
+
+/// A rule to try on stored telemetry.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct BacktestRequest {
+    /// Tenant id or name (system administrators).
+    #[serde(default)]
+    tenant: Option<String>,
+    rule: RuleSpec,
+    /// Start of the replayed range (ms).
+    from: i64,
+    /// End of the replayed range (ms).
+    to: i64,
+}
+
+/// Replays a rule (not saved) over stored telemetry: when it would have fired and cleared,
+/// per device of its scope. No action runs.
+#[utoipa::path(post, path = "/api/v1/rules/backtest", tag = "rules",
+    security(("bearer" = ["write"])), request_body = BacktestRequest,
+    responses((status = 200, body = Backtest)))]
+async fn backtest_new(
+    caller: Caller,
+    State(s): State<ApiState>,
+    body: JsonBody<BacktestRequest>,
+) -> ApiResult<Json<Backtest>> {
+    let Json(req) = body?;
+    let t = caller.tenant(&s, req.tenant.as_deref())?;
+    let p = s.platform.clone();
+    let out = crate::error::blocking(move || {
+        ib_core::rules::backtest::backtest(&p, &t.id, &req.rule, req.from, req.to)
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+/// The replayed range.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Range {
+    /// Start (ms).
+    from: i64,
+    /// End (ms).
+    to: i64,
+}
+
+/// Replays a saved rule over stored telemetry.
+#[utoipa::path(post, path = "/api/v1/rules/{id}/backtest", tag = "rules",
+    security(("bearer" = ["write"])), params(("id" = String, Path), Range),
+    responses((status = 200, body = Backtest)))]
+async fn backtest_saved(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: QueryOf<Range>,
+) -> ApiResult<Json<Backtest>> {
+    let Query(q) = q?;
+    let rule = s.platform.rules.store.get(&id)?;
+    let p = s.platform.clone();
+    let out = crate::error::blocking(move || {
+        ib_core::rules::backtest::backtest(&p, &rule.tenant, &rule.spec, q.from, q.to)
+    })
+    .await?;
+    Ok(Json(out))
 }

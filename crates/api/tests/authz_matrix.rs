@@ -98,6 +98,8 @@ struct Ids {
     rpc: i64,
     alarm: i64,
     rule: String,
+    source: String,
+    geofence: String,
     user: String,
     client: String,
 }
@@ -218,6 +220,24 @@ async fn fixture() -> Fixture {
                 .unwrap(),
             )
             .unwrap();
+        let lookups = &p.rules.lookups;
+        let source = lookups
+            .create_source(
+                &tenant.id,
+                serde_json::from_value(
+                    json!({"name": format!("s{n}"), "url": "http://127.0.0.1:9/x", "every": "1h"}),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let geofence = lookups
+            .create_geofence(
+                &tenant.id,
+                serde_json::from_value(json!({"name": format!("g{n}"),
+                    "circle": {"lon": 1.0, "lat": 2.0, "radius_m": 10.0}}))
+                .unwrap(),
+            )
+            .unwrap();
         let customer_res = match &cust {
             Some(c) => c.clone(),
             None => reg.create_customer(&tenant.id, "a0").unwrap().id,
@@ -233,6 +253,8 @@ async fn fixture() -> Fixture {
                 rpc: rpc.id,
                 alarm: alarm.id,
                 rule: rule.id,
+                source: source.id,
+                geofence: geofence.id,
                 user: user.id,
                 client: client.id,
             },
@@ -288,6 +310,8 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         "api-clients" => ids.client.clone(),
         "alarms" => ids.alarm.to_string(),
         "rules" => ids.rule.clone(),
+        "sources" => ids.source.clone(),
+        "geofences" => ids.geofence.clone(),
         other => panic!("add the resource of /api/v1/{other}/{{id}} to the matrix"),
     };
     let mut uri = path
@@ -300,6 +324,9 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
     }
     if method == Method::DELETE && path.ends_with("/attributes/{scope}") {
         query.push("keys=k".into());
+    }
+    if path == "/api/v1/rules/{id}/backtest" {
+        query.push("from=0&to=1".into());
     }
     if !query.is_empty() {
         uri = format!("{uri}?{}", query.join("&"));
@@ -321,6 +348,14 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         ("PATCH", "/api/v1/users/{id}") => Some(json!({"role": "viewer"})),
         ("POST", "/api/v1/api-clients") => Some(json!({"name": "new-client", "role": "viewer",
             "tenant": tenant, "customer": ids.customer})),
+        ("POST", "/api/v1/sources") => Some(json!({"tenant": tenant, "name": "new-source",
+            "url": "http://127.0.0.1:9/y", "every": "1h"})),
+        ("POST", "/api/v1/geofences") => Some(json!({"tenant": tenant, "name": "new-fence",
+            "polygon": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]})),
+        ("POST", "/api/v1/rules/backtest") => Some(json!({"tenant": tenant, "from": 0, "to": 1,
+            "rule": {"name": "bt", "scope": {"tenant": true}, "condition": "t > 2.0",
+            "actions": [{"type": "log"}]}})),
+        ("POST", "/api/v1/rules/{id}/backtest") => None,
         ("POST", "/api/v1/rules") => Some(json!({"name": "new-rule", "tenant": tenant,
             "scope": {"tenant": true}, "condition": "t > 2.0", "actions": [{"type": "log"}]})),
         ("PUT", "/api/v1/rules/{id}") => Some(json!({"name": "renamed", "scope": {"tenant": true},

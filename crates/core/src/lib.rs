@@ -4,6 +4,8 @@
 //! - [`Platform`] (this file): the handle transports and the API hold; `device_api`: the
 //!   transport-neutral device API (telemetry, attributes, RPC, client RPC) every transport calls.
 //! - `accounts`: users, API clients, roles, password policy; `audit`: the audit log.
+//! - `rules`: the rule engine (CEL conditions, actions, backtests); `analytics`: anomalies,
+//!   forecasts and time to threshold over a series (augurs).
 //! - `alarms`: alarms on devices (raise/clear by rules or people, acknowledge, assign,
 //!   comments; one active alarm per device and type), announced on the bus.
 //! - `db`: the SQLite file; `registry`: tenants, customers, profiles, devices; `credentials`:
@@ -22,6 +24,7 @@
 
 pub mod accounts;
 pub mod alarms;
+pub mod analytics;
 pub mod attributes;
 pub mod audit;
 pub mod bus;

@@ -34,7 +34,7 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn check_name(what: &str, name: &str) -> Result<()> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     if name.trim().is_empty() || name.len() > 255 {
         return Err(CoreError::Invalid(format!(
             "{what} name must be 1 to 255 characters"

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use broker::BrokerConfig;
+use ib_core::rules::notify::NotifyConfig;
 use serde::Deserialize;
 
 use crate::cli::ServeArgs;
@@ -173,6 +174,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub storage: StorageConfig,
     pub api: ApiSection,
+    /// Rule notifications: `[notify.smtp]` (email) and `[notify.sms]`.
+    pub notify: NotifyConfig,
 }
 
 impl Default for Config {
@@ -184,6 +187,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             storage: StorageConfig::default(),
             api: ApiSection::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -221,6 +225,8 @@ impl Config {
             anyhow::bail!("ws_path {ws_path:?}: must start with / and not be /healthz or /metrics");
         }
         config.tls.validate()?;
+        // Built once here to refuse a bad [notify] before anything starts.
+        config.notify.build()?;
         if config.tls.is_configured() {
             if config.listeners.mqtts.is_none() {
                 config.listeners.mqtts = Some(DEFAULT_MQTTS.parse().expect("valid"));
@@ -311,6 +317,35 @@ mod tests {
             };
             assert!(Config::load(&args).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn notify_section_parses_and_is_checked_at_load() {
+        let c: Config = toml::from_str(
+            "[notify.smtp]\nhost = \"127.0.0.1\"\nport = 2525\nfrom = \"ib@example.com\"\n\
+             [notify.sms]\nvia = \"email\"\ndomain = \"sms.example.com\"\n",
+        )
+        .unwrap();
+        let smtp = c.notify.smtp.as_ref().unwrap();
+        assert_eq!((smtp.host.as_str(), smtp.port), ("127.0.0.1", 2525));
+        assert!(c.notify.sms.is_some());
+        assert!(Config::default().notify.smtp.is_none());
+        assert!(toml::from_str::<Config>("[notify.smtp]\nhost = \"h\"\n").is_err());
+        // SMS through the mail gateway without a mail server: refused at load.
+        let dir = std::env::temp_dir().join(format!("ib-config-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[notify.sms]\nvia = \"email\"\ndomain = \"sms.example.com\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let e = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(e.contains("[notify.smtp]"), "{e}");
     }
 
     #[test]

@@ -166,11 +166,15 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         let _ = cell.set(broker.clone());
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel();
         ib_core::rules::engine::spawn(platform.clone(), jobs_tx, stop_rx.clone());
+        let notify = config.notify.build().context("[notify]")?;
         let runner = Arc::new(ib_core::rules::actions::ActionRunner::new(
             platform.clone(),
             cell,
+            notify,
         ));
         tasks.spawn(async move { runner.run(jobs_rx).await });
+        let (lookups, rx) = (platform.rules.lookups.clone(), stop_rx.clone());
+        tasks.spawn(async move { lookups.run(rx).await });
     }
     {
         let (p, rx) = (platform.clone(), stop_rx.clone());

@@ -1,8 +1,9 @@
 //! What rules do: one [`ActionHandler`] trait, handlers built by name (`alarm`, `rpc`,
-//! `attribute`, `publish`, `webhook`, `log`), and the runner that takes the engine's jobs. An
-//! action that fails is recorded on its rule (`last_error`) and in `action_failures` (the
-//! dead-letter record: the action, the device, the error, the payload), and counted in
-//! `rule_action_failures_total`. Webhooks are retried with backoff before that.
+//! `attribute`, `publish`, `webhook`, `log`; `email` and `sms` in notify.rs), and the runner
+//! that takes the engine's jobs. An action that fails is recorded on its rule (`last_error`) and
+//! in `action_failures` (the dead-letter record: the action, the device, the error, the
+//! payload), and counted in `rule_action_failures_total`. Webhooks are retried with backoff
+//! before that.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +18,7 @@ use utoipa::ToSchema;
 
 use super::engine::{Job, Phase};
 use super::model::Action;
+use super::notify::{EmailAction, Notifications, SmsAction};
 use crate::db::now_ms;
 use crate::error::Result;
 use crate::Platform;
@@ -44,8 +46,8 @@ pub struct ActionRunner {
 pub type BrokerCell = Arc<OnceLock<broker::Broker>>;
 
 impl ActionRunner {
-    /// The standard handlers.
-    pub fn new(platform: Arc<Platform>, broker: BrokerCell) -> ActionRunner {
+    /// The standard handlers; `notify` holds the senders built from `[notify]`.
+    pub fn new(platform: Arc<Platform>, broker: BrokerCell, notify: Notifications) -> ActionRunner {
         let mut handlers: HashMap<&'static str, Arc<dyn ActionHandler>> = HashMap::new();
         handlers.insert("alarm", Arc::new(AlarmAction(platform.clone())));
         handlers.insert("rpc", Arc::new(RpcAction(platform.clone())));
@@ -53,6 +55,8 @@ impl ActionRunner {
         handlers.insert("publish", Arc::new(PublishAction(broker)));
         handlers.insert("webhook", Arc::new(WebhookAction::default()));
         handlers.insert("log", Arc::new(LogAction));
+        handlers.insert("email", Arc::new(EmailAction(notify.mailer)));
+        handlers.insert("sms", Arc::new(SmsAction(notify.sms)));
         ActionRunner { platform, handlers }
     }
 
@@ -155,6 +159,8 @@ fn type_name(a: &Action) -> &'static str {
         Action::Publish { .. } => "publish",
         Action::Webhook { .. } => "webhook",
         Action::Log { .. } => "log",
+        Action::Email { .. } => "email",
+        Action::Sms { .. } => "sms",
     }
 }
 

@@ -10,7 +10,8 @@
 //! Functions: `avg|min|max|sum|count(key, "5m")` over the window ending at the message,
 //! `delta(key)` (change since the previous value), `rate(key, "1m")` (change per second over
 //! the window), `zscore(key, "1h")` (how many standard deviations the value is from the
-//! window's mean).
+//! window's mean), `external("name")` (the tenant's external source, its last JSON),
+//! `inside("name")` (the device's `latitude`/`longitude` inside the tenant's geofence).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub const FUNCTIONS: &[(&str, usize)] = &[
     ("delta", 1),
     ("rate", 2),
     ("zscore", 2),
+    ("external", 1),
+    ("inside", 1),
 ];
 
 /// Variables every condition may use besides telemetry keys.
@@ -48,11 +51,13 @@ pub trait History: Send + Sync {
 /// One evaluation's data, reached by the functions through the `__eval` variable.
 #[derive(Clone)]
 pub struct EvalInput {
+    pub tenant: Arc<str>,
     pub device: Arc<str>,
     pub ts: i64,
     /// The values at `ts` (incoming over latest).
     pub values: Arc<HashMap<String, f64>>,
     pub history: Arc<dyn History>,
+    pub lookups: Arc<dyn super::lookups::Lookups>,
 }
 
 impl std::fmt::Debug for EvalInput {
@@ -211,6 +216,31 @@ impl Cel {
                 },
             )
             .expect("a fresh function name");
+        parent
+            .add_function("external", |ftx: &FunctionContext, name: Arc<String>| {
+                let inp = input(ftx)?;
+                let v = inp
+                    .lookups
+                    .external(&inp.tenant, &name)
+                    .map_err(|e| ftx.error(e))?;
+                Ok::<Value, ExecutionError>(to_cel(&v))
+            })
+            .expect("a fresh function name");
+        parent
+            .add_function("inside", |ftx: &FunctionContext, name: Arc<String>| {
+                let inp = input(ftx)?;
+                let coord = |names: &[&str]| names.iter().find_map(|k| inp.values.get(*k).copied());
+                let (Some(lat), Some(lon)) = (
+                    coord(&["latitude", "lat"]),
+                    coord(&["longitude", "lon", "lng"]),
+                ) else {
+                    return Err(ftx.error("inside() needs the device's latitude and longitude"));
+                };
+                inp.lookups
+                    .inside(&inp.tenant, &name, lon, lat)
+                    .map_err(|e| ftx.error(e))
+            })
+            .expect("a fresh function name");
         Cel { env, parent }
     }
 
@@ -250,7 +280,7 @@ impl Cel {
             let operator = f.starts_with(['_', '@']) || f.ends_with('_');
             if !ours && !STDLIB.contains(&f) && !operator {
                 return Err(CoreError::Invalid(format!(
-                    "{what}: unknown function {f:?} (rule functions: avg, min, max, sum, count, delta, rate, zscore)"
+                    "{what}: unknown function {f:?} (rule functions: avg, min, max, sum, count, delta, rate, zscore, external, inside)"
                 )));
             }
         }
@@ -283,6 +313,10 @@ impl Cel {
             };
             sample.add_variable_from_value(v, value);
         }
+        // inside() reads the position from the values, not from variables.
+        for k in ["latitude", "longitude"] {
+            values.entry(k.to_string()).or_insert(1.0);
+        }
         sample.add_variable_from_value("ts", Value::Float(0.0));
         sample.add_variable_from_value(
             "attributes",
@@ -292,10 +326,12 @@ impl Cel {
         sample.add_variable_from_value(
             "__eval",
             Value::Opaque(Arc::new(EvalInput {
+                tenant: Arc::from(""),
                 device: Arc::from(""),
                 ts: 0,
                 values: Arc::new(values),
                 history: Arc::new(SampleHistory),
+                lookups: Arc::new(SampleHistory),
             })),
         );
         match program.execute(&sample) {
@@ -392,6 +428,15 @@ impl History for SampleHistory {
     }
 }
 
+impl super::lookups::Lookups for SampleHistory {
+    fn external(&self, _: &str, _: &str) -> std::result::Result<Json, String> {
+        Ok(Json::Object(Default::default()))
+    }
+    fn inside(&self, _: &str, _: &str, _: f64, _: f64) -> std::result::Result<bool, String> {
+        Ok(false)
+    }
+}
+
 /// CEL's standard functions (cel 0.15), allowed in conditions.
 const STDLIB: &[&str] = &[
     "contains",
@@ -456,10 +501,12 @@ mod tests {
             attributes: to_cel(&serde_json::json!({"limit": 25.0})),
             device: device_value("d1", "pump", "default", true),
             input: EvalInput {
+                tenant: Arc::from("t"),
                 device: Arc::from("d1"),
                 ts,
                 values: Arc::new(values.iter().map(|(k, v)| (k.to_string(), *v)).collect()),
                 history: Arc::new(Ramp),
+                lookups: Arc::new(SampleHistory),
             },
         }
     }

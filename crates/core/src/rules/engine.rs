@@ -162,6 +162,8 @@ impl RuleEngine {
                 attributes: attributes.clone(),
                 device: device_var.clone(),
                 input: EvalInput {
+                    tenant: Arc::from(device.tenant.as_str()),
+                    lookups: self.platform.rules.lookups.clone(),
                     device: Arc::from(device.id.as_str()),
                     ts,
                     values: Arc::new(numbers),
@@ -202,7 +204,7 @@ impl RuleEngine {
         let key = (id.clone(), device.to_string());
         let before = self.states.get(&key).copied().unwrap_or_default();
         let cel = &self.platform.rules.cel;
-        let eval = |p| match cel.eval(p, vars) {
+        let eval = |p: &cel::Program| match cel.eval(p, vars) {
             Ok(b) => Some(b),
             Err(e) => {
                 metrics::counter!("rule_errors_total").increment(1);
@@ -213,34 +215,7 @@ impl RuleEngine {
                 None
             }
         };
-        let mut st = before;
-        let mut phase = None;
-        if !st.active {
-            let holds = eval(&rule.condition)?;
-            if holds {
-                let since = st.pending_since.unwrap_or(ts);
-                if ts - since >= rule.for_ms {
-                    st = DeviceRuleState {
-                        active: true,
-                        pending_since: None,
-                    };
-                    phase = Some(Phase::Fire);
-                } else {
-                    st.pending_since = Some(since);
-                }
-            } else {
-                st.pending_since = None;
-            }
-        } else {
-            let clears = match &rule.clear {
-                Some(c) => eval(c)?,
-                None => !eval(&rule.condition)?,
-            };
-            if clears {
-                st = DeviceRuleState::default();
-                phase = Some(Phase::Clear);
-            }
-        }
+        let (st, phase) = transition(rule, before, ts, eval)?;
         if st != before {
             self.states.insert(key, st);
             if let Err(e) = self.platform.rules.store.set_state(id, device, st) {
@@ -263,6 +238,44 @@ impl RuleEngine {
         }
         to_cel(&Json::Object(all))
     }
+}
+
+/// The state machine of one rule for one device at one time: `eval` evaluates a program
+/// (`None`: it failed, and nothing changes). Returns the new state and what happened.
+pub fn transition(
+    rule: &CompiledRule,
+    before: DeviceRuleState,
+    ts: i64,
+    mut eval: impl FnMut(&cel::Program) -> Option<bool>,
+) -> Option<(DeviceRuleState, Option<Phase>)> {
+    let mut st = before;
+    let mut phase = None;
+    if !st.active {
+        if eval(&rule.condition)? {
+            let since = st.pending_since.unwrap_or(ts);
+            if ts - since >= rule.for_ms {
+                st = DeviceRuleState {
+                    active: true,
+                    pending_since: None,
+                };
+                phase = Some(Phase::Fire);
+            } else {
+                st.pending_since = Some(since);
+            }
+        } else {
+            st.pending_since = None;
+        }
+    } else {
+        let clears = match &rule.clear {
+            Some(c) => eval(c)?,
+            None => !eval(&rule.condition)?,
+        };
+        if clears {
+            st = DeviceRuleState::default();
+            phase = Some(Phase::Clear);
+        }
+    }
+    Some((st, phase))
 }
 
 /// Runs the engine on its own thread until the bus closes or `stop` changes; jobs go to `jobs`.

@@ -7,9 +7,12 @@
 //! [`actions::ActionRunner`] (tokio: alarm, rpc, attribute, publish, webhook, log).
 
 pub mod actions;
+pub mod backtest;
 pub mod compile;
 pub mod engine;
+pub mod lookups;
 pub mod model;
+pub mod notify;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -50,6 +53,8 @@ pub struct CompiledRule {
 pub struct Rules {
     pub store: RuleStore,
     pub cel: Cel,
+    /// External sources and geofences.
+    pub lookups: Arc<lookups::RuleLookups>,
     compiled: RwLock<HashMap<String, Arc<CompiledRule>>>,
 }
 
@@ -58,6 +63,7 @@ impl Rules {
     /// deleted, say) is kept with its error and not evaluated.
     pub fn open(db: Arc<crate::db::Db>, registry: &Registry) -> Result<Rules> {
         let rules = Rules {
+            lookups: Arc::new(lookups::RuleLookups::open(db.clone())?),
             store: RuleStore::new(db)?,
             cel: Cel::new(),
             compiled: RwLock::new(HashMap::new()),
@@ -91,6 +97,33 @@ impl Rules {
         let rule = self.store.update(id, &spec)?;
         self.install(rule.clone(), parts);
         Ok(rule)
+    }
+
+    /// Compiles a rule without saving it (backtests).
+    pub fn dry_compile(
+        &self,
+        registry: &Registry,
+        tenant: &str,
+        spec: &RuleSpec,
+    ) -> Result<CompiledRule> {
+        let parts = self.compile(registry, tenant, spec)?;
+        Ok(CompiledRule {
+            for_ms: spec.for_ms(),
+            rule: Rule {
+                id: String::new(),
+                tenant: tenant.to_string(),
+                spec: spec.clone(),
+                created: 0,
+                updated: 0,
+                last_error: None,
+                last_error_ts: None,
+                last_fired_ts: None,
+            },
+            target: parts.target,
+            condition: parts.condition,
+            clear: parts.clear,
+            devices: parts.devices,
+        })
     }
 
     /// Deletes a rule.

@@ -76,6 +76,22 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<String>,
     },
+    /// An email through `[notify.smtp]`; `{{...}}` templates in `subject` and `body` (defaults:
+    /// "Rule NAME fired on DEVICE" and the values the condition saw).
+    Email {
+        to: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+    },
+    /// A text message to an E.164 number (`+4917012345678`) through `[notify.sms]`; `{{...}}`
+    /// templates in `text`.
+    Sms {
+        to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
     /// A log line.
     Log {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +171,22 @@ impl RuleSpec {
                 }
                 Action::Attribute { values, .. } if values.is_empty() => {
                     return bad("an attribute action needs values".into())
+                }
+                Action::Email { to, .. } => {
+                    if to.is_empty() || to.len() > super::notify::MAX_RECIPIENTS {
+                        return bad(format!(
+                            "an email action needs 1 to {} recipients in \"to\"",
+                            super::notify::MAX_RECIPIENTS
+                        ));
+                    }
+                    if let Some(a) = to.iter().find(|a| !super::notify::valid_email(a)) {
+                        return bad(format!("email recipient {a:?} is not a mail address"));
+                    }
+                }
+                Action::Sms { to, .. } if !super::notify::valid_e164(to) => {
+                    return bad(format!(
+                        "sms number {to:?} must be E.164: + and 7 to 15 digits (+4917012345678)"
+                    ));
                 }
                 _ => {}
             }

@@ -221,3 +221,106 @@ fn bad_rules_are_refused_when_saved() {
     assert!(e.contains("not found"), "{e}");
     save("temp > 1.0", typed).unwrap();
 }
+
+#[test]
+fn backtests_replay_stored_telemetry() {
+    let t = TestPlatform::new();
+    let p = t.platform.clone();
+    let tenant = p.registry.tenant("default").unwrap();
+    let (_, token) = p
+        .registry
+        .create_device(
+            &tenant.id,
+            NewDevice {
+                name: "pump-7".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let t0 = crate::db::now_ms() - 3_600_000;
+    // Vibration rising past 5 for two minutes, then back down.
+    let points: Vec<_> = (0..20)
+        .map(|i| {
+            let v = if (5..12).contains(&i) { 7.0 } else { 2.0 };
+            json!({"ts": t0 + i * 30_000, "values": {"vibration": v}})
+        })
+        .collect();
+    telemetry(&p, &token, json!(points));
+    let spec = rule(json!({"name": "vibration", "scope": {"device": "pump-7"},
+        "condition": "vibration > 5.0", "for": "2m", "actions": [{"type": "log"}]}));
+    let out = super::backtest::backtest(&p, &tenant.id, &spec, t0, t0 + 3_600_000).unwrap();
+    let hits: Vec<(i64, &str)> = out
+        .hits
+        .iter()
+        .map(|h| ((h.ts - t0) / 30_000, h.phase.as_str()))
+        .collect();
+    // High from step 5; two minutes later (step 9) it fires; it clears at step 12.
+    assert_eq!(hits, [(9, "fire"), (12, "clear")], "{out:?}");
+    assert_eq!((out.devices, out.evaluations, out.errors), (1, 20, 0));
+    // Nothing was saved and no state was kept.
+    assert!(p.rules.store.list(None, 10, None).unwrap().0.is_empty());
+    let bad = rule(
+        json!({"name": "x", "scope": {"tenant": true}, "trigger": "status",
+        "condition": "true", "actions": [{"type": "log"}]}),
+    );
+    assert!(super::backtest::backtest(&p, &tenant.id, &bad, 0, 1).is_err());
+}
+
+#[test]
+fn status_rules_see_connects_and_disconnects() {
+    let t = TestPlatform::new();
+    let p = t.platform.clone();
+    let tenant = p.registry.tenant("default").unwrap();
+    let (d, _) = p
+        .registry
+        .create_device(
+            &tenant.id,
+            NewDevice {
+                name: "gw".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    p.rules
+        .create(
+            &p.registry,
+            &tenant.id,
+            rule(
+                json!({"name": "offline", "scope": {"tenant": true}, "trigger": "status",
+                "condition": "!device.active",
+                "actions": [{"type": "alarm", "alarm": "Offline", "severity": "MAJOR"}]}),
+            ),
+        )
+        .unwrap();
+    let mut engine = RuleEngine::new(p.clone());
+    let event = |kind| Event {
+        tenant: Arc::from(tenant.id.as_str()),
+        device: Arc::from(d.id.as_str()),
+        ts: crate::db::now_ms(),
+        kind,
+    };
+    use crate::bus::EventKind;
+    assert!(phases(
+        &mut engine,
+        &event(EventKind::Connected { transport: "mqtt" })
+    )
+    .is_empty());
+    assert_eq!(
+        phases(
+            &mut engine,
+            &event(EventKind::Disconnected { transport: "mqtt" })
+        ),
+        [Phase::Fire]
+    );
+    assert_eq!(
+        phases(
+            &mut engine,
+            &event(EventKind::Connected { transport: "mqtt" })
+        ),
+        [Phase::Clear]
+    );
+    // Telemetry does not trigger a status rule.
+    assert!(engine
+        .on_event(&event(EventKind::Telemetry(vec![])))
+        .is_empty());
+}
