@@ -334,3 +334,40 @@ def test_backtest_lists_when_a_rule_would_have_fired(platform, api, clients):
     out = r.json()
     assert [((h["ts"] - t0) // 60_000, h["phase"]) for h in out["hits"]] == [(15, "fire"), (20, "clear")], out
     assert out["evaluations"] == 40 and out["errors"] == 0
+
+
+def test_predictive_maintenance_anomaly_then_time_to_threshold(platform, api, clients):
+    dev = api.create_device(uid("motor"))
+    create_rule(api, {
+        "name": uid("vibration-anomaly"), "scope": {"device": dev["name"]},
+        "condition": 'anomaly("vibration", "2h") > 5.0',
+        "actions": [{"type": "alarm", "alarm": "Vibration anomaly", "severity": "MAJOR"}],
+    })
+    create_rule(api, {
+        "name": uid("maintenance"), "scope": {"device": dev["name"]},
+        "condition": 'hours_to("vibration", 10.0, "3h") < 24.0',
+        "actions": [{"type": "alarm", "alarm": "Maintenance due", "severity": "WARNING"}],
+    })
+    c = clients.new(platform.mqtt_port, dev["access_token"])
+    t0 = now_ms() - 4 * 3_600_000
+    # Two hours of a healthy motor: 2.0 with a little noise, one point a minute.
+    healthy = [{"ts": t0 + i * 60_000, "values": {"vibration": 2.0 + 0.05 * ((i * 7) % 5 - 2)}}
+               for i in range(120)]
+    c.publish("v1/devices/me/telemetry", json.dumps(healthy))
+    wait_for(lambda: len(api.timeseries(dev["id"], ["vibration"], t0, t0 + 7_200_000)["vibration"]) == 120,
+             what="the healthy history")
+    assert alarms(api, dev["id"]) == []
+    # Then it starts drifting upward, 0.05 a minute.
+    for i in range(120, 160):
+        v = 2.0 + 0.05 * (i - 120)
+        c.publish("v1/devices/me/telemetry", json.dumps({"ts": t0 + i * 60_000, "values": {"vibration": v}}))
+    found = wait_for(lambda: {a["type"] for a in alarms(api, dev["id"])} >= {"Vibration anomaly", "Maintenance due"}
+                     and alarms(api, dev["id"]), what="both alarms")
+    assert {a["severity"] for a in found} == {"MAJOR", "WARNING"}
+    # The estimate through the API: the drift reaches 10.0 about (10 - 3.95) / 0.05 minutes on.
+    last = t0 + 159 * 60_000
+    r = api.get(f"/api/v1/devices/{dev['id']}/analytics/time-to-threshold?key=vibration&threshold=10&window=2400000")
+    assert r.status_code == 200, r.text
+    eta = r.json()["eta_ts"]
+    expected = last + (10.0 - 3.95) / 0.05 * 60_000
+    assert eta is not None and abs(eta - expected) < 30 * 60_000, (eta, expected, r.json())

@@ -11,7 +11,10 @@
 //! `delta(key)` (change since the previous value), `rate(key, "1m")` (change per second over
 //! the window), `zscore(key, "1h")` (how many standard deviations the value is from the
 //! window's mean), `external("name")` (the tenant's external source, its last JSON),
-//! `inside("name")` (the device's `latitude`/`longitude` inside the tenant's geofence).
+//! `inside("name")` (the device's `latitude`/`longitude` inside the tenant's geofence),
+//! `anomaly(key, "1h")` (the value's robust z-score against the window: median and MAD),
+//! `hours_to(key, threshold, "24h")` (hours until the window's trend reaches the threshold;
+//! infinity when it does not head there).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -35,6 +38,8 @@ pub const FUNCTIONS: &[(&str, usize)] = &[
     ("zscore", 2),
     ("external", 1),
     ("inside", 1),
+    ("anomaly", 2),
+    ("hours_to", 3),
 ];
 
 /// Variables every condition may use besides telemetry keys.
@@ -118,13 +123,32 @@ fn values(
     key: &str,
     window: &str,
 ) -> std::result::Result<(Arc<EvalInput>, Vec<f64>), ExecutionError> {
+    let (inp, pts) = points(ftx, key, window)?;
+    Ok((inp, pts.into_iter().map(|(_, v)| v).collect()))
+}
+
+/// Timestamped numbers.
+type Points = Vec<(i64, f64)>;
+
+/// The window's points of `key`, with the value being evaluated when the store does not have
+/// it yet.
+fn points(
+    ftx: &FunctionContext,
+    key: &str,
+    window: &str,
+) -> std::result::Result<(Arc<EvalInput>, Points), ExecutionError> {
     let inp = input(ftx)?;
     let w = window_ms(ftx, window)?;
-    let pts = inp
+    let mut pts = inp
         .history
         .window(&inp.device, key, inp.ts - w, inp.ts)
         .map_err(|e| ftx.error(e.to_string()))?;
-    Ok((inp, pts.into_iter().map(|(_, v)| v).collect()))
+    if let Some(v) = inp.values.get(key) {
+        if pts.last().is_none_or(|p| p.0 < inp.ts) {
+            pts.push((inp.ts, *v));
+        }
+    }
+    Ok((inp, pts))
 }
 
 fn need(ftx: &FunctionContext, key: &str, v: &[f64]) -> std::result::Result<(), ExecutionError> {
@@ -217,6 +241,33 @@ impl Cel {
             )
             .expect("a fresh function name");
         parent
+            .add_function(
+                "anomaly",
+                |ftx: &FunctionContext, key: Arc<String>, window: Arc<String>| {
+                    let (inp, pts) = points(ftx, &key, &window)?;
+                    let score = crate::analytics::anomalies(&pts, 0.0)
+                        .into_iter()
+                        .find(|a| a.ts == inp.ts)
+                        .map(|a| a.score.abs())
+                        .unwrap_or(0.0);
+                    Ok::<f64, ExecutionError>(score)
+                },
+            )
+            .expect("a fresh function name");
+        parent
+            .add_function(
+                "hours_to",
+                |ftx: &FunctionContext, key: Arc<String>, threshold: f64, window: Arc<String>| {
+                    let (inp, pts) = points(ftx, &key, &window)?;
+                    Ok::<f64, ExecutionError>(
+                        crate::analytics::time_to_threshold(&pts, threshold)
+                            .map(|t| ((t.eta_ts - inp.ts) as f64 / 3_600_000.0).max(0.0))
+                            .unwrap_or(f64::INFINITY),
+                    )
+                },
+            )
+            .expect("a fresh function name");
+        parent
             .add_function("external", |ftx: &FunctionContext, name: Arc<String>| {
                 let inp = input(ftx)?;
                 let v = inp
@@ -280,7 +331,7 @@ impl Cel {
             let operator = f.starts_with(['_', '@']) || f.ends_with('_');
             if !ours && !STDLIB.contains(&f) && !operator {
                 return Err(CoreError::Invalid(format!(
-                    "{what}: unknown function {f:?} (rule functions: avg, min, max, sum, count, delta, rate, zscore, external, inside)"
+                    "{what}: unknown function {f:?} (rule functions: avg, min, max, sum, count, delta, rate, zscore, anomaly, hours_to, external, inside)"
                 )));
             }
         }

@@ -70,6 +70,8 @@ pub struct RuleEngine {
     history: Arc<dyn History>,
     states: HashMap<(String, String), DeviceRuleState>,
     loaded: std::collections::HashSet<String>,
+    /// Next due time of each scheduled rule.
+    due: HashMap<String, i64>,
 }
 
 impl RuleEngine {
@@ -81,6 +83,7 @@ impl RuleEngine {
             history,
             states: HashMap::new(),
             loaded: Default::default(),
+            due: HashMap::new(),
         }
     }
 
@@ -106,31 +109,11 @@ impl RuleEngine {
             Ok(d) => Arc::new(d),
             Err(_) => return Vec::new(), // deleted meanwhile
         };
-        let rules: Vec<_> = rules
-            .into_iter()
-            .filter(|r| match &r.target {
-                Target::Tenant => true,
-                Target::Profile(p) => *p == device.profile_id,
-                Target::Device(d) => *d == device.id,
-            })
-            .collect();
-        if rules.is_empty() {
-            return Vec::new();
-        }
-        // The device's latest values, overlaid by each timestamp's incoming ones.
-        let mut values: BTreeMap<String, Json> = self
-            .platform
-            .telemetry
-            .latest(&device.id, None)
-            .map(|l| l.into_iter().map(|(k, s)| (k, s.value.to_json())).collect())
-            .unwrap_or_default();
-        let attributes = self.attributes(&device.id);
         let active = match &event.kind {
-            EventKind::Connected { .. } => true,
-            EventKind::Disconnected { .. } => false,
-            _ => self.platform.state.active(&device.id),
+            EventKind::Connected { .. } => Some(true),
+            EventKind::Disconnected { .. } => Some(false),
+            _ => None,
         };
-        let device_var = device_value(&device.id, &device.name, &device.profile, active);
         let mut groups: BTreeMap<i64, Vec<(&str, &Json)>> = BTreeMap::new();
         match &event.kind {
             EventKind::Telemetry(points) => {
@@ -148,6 +131,93 @@ impl RuleEngine {
                 groups.entry(event.ts).or_default();
             }
         }
+        self.evaluate(&rules, device, active, groups)
+    }
+
+    /// Runs the scheduled rules that are due at `now` over every device of their scope (with
+    /// the devices' latest values); returns their jobs.
+    pub fn tick(&mut self, now: i64) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for rule in self.platform.rules.scheduled() {
+            let id = rule.rule.id.clone();
+            let Some(next) = self.next_due(&rule, now) else {
+                continue;
+            };
+            if now < next {
+                continue;
+            }
+            self.due.remove(&id);
+            let q = crate::model::DeviceQuery {
+                profile: match &rule.target {
+                    Target::Profile(p) => Some(p.clone()),
+                    _ => None,
+                },
+                limit: 1000,
+                ..Default::default()
+            };
+            let devices = match &rule.target {
+                Target::Device(d) => self.platform.registry.device(d).map(|d| vec![d]),
+                _ => self
+                    .platform
+                    .registry
+                    .find_devices(&rule.rule.tenant, &q)
+                    .map(|(page, _)| page),
+            };
+            for d in devices.unwrap_or_default() {
+                let mut groups = BTreeMap::new();
+                groups.insert(now, Vec::new());
+                jobs.extend(self.evaluate(std::slice::from_ref(&rule), Arc::new(d), None, groups));
+            }
+            self.next_due(&rule, now);
+        }
+        jobs
+    }
+
+    /// When a scheduled rule is due next (computed once per occurrence).
+    fn next_due(&mut self, rule: &CompiledRule, now: i64) -> Option<i64> {
+        if let Some(t) = self.due.get(&rule.rule.id) {
+            return Some(*t);
+        }
+        let next = rule.schedule.as_ref()?.next_after(now)?;
+        self.due.insert(rule.rule.id.clone(), next);
+        Some(next)
+    }
+
+    /// Evaluates `rules` (already matched to the device) for each timestamp of `groups`.
+    fn evaluate(
+        &mut self,
+        rules: &[Arc<CompiledRule>],
+        device: Arc<Device>,
+        active: Option<bool>,
+        groups: BTreeMap<i64, Vec<(&str, &Json)>>,
+    ) -> Vec<Job> {
+        let rules: Vec<_> = rules
+            .iter()
+            .filter(|r| match &r.target {
+                Target::Tenant => true,
+                Target::Profile(p) => *p == device.profile_id,
+                Target::Device(d) => *d == device.id,
+            })
+            .cloned()
+            .collect();
+        if rules.is_empty() {
+            return Vec::new();
+        }
+        // The device's latest values, overlaid by each timestamp's incoming ones.
+        let mut values: BTreeMap<String, Json> = self
+            .platform
+            .telemetry
+            .latest(&device.id, None)
+            .map(|l| l.into_iter().map(|(k, s)| (k, s.value.to_json())).collect())
+            .unwrap_or_default();
+        // Attributes are read only when a rule uses them.
+        let attributes = if rules.iter().any(|r| r.uses_attributes) {
+            self.attributes(&device.id)
+        } else {
+            to_cel(&Json::Object(Map::new()))
+        };
+        let active = active.unwrap_or_else(|| self.platform.state.active(&device.id));
+        let device_var = device_value(&device.id, &device.name, &device.profile, active);
         let mut jobs = Vec::new();
         for (ts, incoming) in groups {
             for (k, v) in incoming {
@@ -307,11 +377,20 @@ pub fn spawn(
         .name("rules".into())
         .spawn(move || {
             let mut engine = RuleEngine::new(platform.clone());
-            while let Ok(ev) = events.recv() {
-                if !platform.rules.any() {
-                    continue;
+            let mut last_tick = 0;
+            loop {
+                let got = events.recv_timeout(std::time::Duration::from_millis(250));
+                let mut out = match got {
+                    Ok(ev) if platform.rules.any() => engine.on_event(&ev),
+                    Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                };
+                let now = crate::db::now_ms();
+                if now - last_tick >= 250 {
+                    last_tick = now;
+                    out.extend(engine.tick(now));
                 }
-                for job in engine.on_event(&ev) {
+                for job in out {
                     if jobs.send(job).is_err() {
                         return;
                     }

@@ -47,6 +47,10 @@ pub struct CompiledRule {
     pub for_ms: i64,
     /// Devices named by rpc/attribute actions, resolved to ids (name → id).
     pub devices: HashMap<String, String>,
+    /// Whether the condition or clear reads `attributes` (else the engine does not load them).
+    pub uses_attributes: bool,
+    /// For `trigger = "schedule"`.
+    pub schedule: Option<model::Schedule>,
 }
 
 /// The rules of the platform: storage, validation, and the compiled set the engine reads.
@@ -123,6 +127,8 @@ impl Rules {
             condition: parts.condition,
             clear: parts.clear,
             devices: parts.devices,
+            uses_attributes: parts.uses_attributes,
+            schedule: parts.schedule,
         })
     }
 
@@ -143,6 +149,16 @@ impl Rules {
             .collect()
     }
 
+    /// The enabled scheduled rules of every tenant.
+    pub fn scheduled(&self) -> Vec<Arc<CompiledRule>> {
+        self.compiled
+            .read()
+            .values()
+            .filter(|r| r.schedule.is_some() && r.rule.spec.enabled)
+            .cloned()
+            .collect()
+    }
+
     /// Whether any rule is enabled (the engine skips work otherwise).
     pub fn any(&self) -> bool {
         self.compiled.read().values().any(|r| r.rule.spec.enabled)
@@ -156,6 +172,8 @@ impl Rules {
             condition: parts.condition,
             clear: parts.clear,
             devices: parts.devices,
+            uses_attributes: parts.uses_attributes,
+            schedule: parts.schedule,
         };
         self.compiled
             .write()
@@ -205,11 +223,20 @@ impl Rules {
                 devices.insert(d.clone(), dev.id);
             }
         }
+        let uses = |p: &Program| p.references().variables().contains(&"attributes");
+        let uses_attributes = uses(&condition) || clear.as_ref().is_some_and(uses);
+        let schedule = spec
+            .schedule
+            .as_deref()
+            .map(model::Schedule::parse)
+            .transpose()?;
         Ok(Parts {
             target,
             condition,
             clear,
             devices,
+            uses_attributes,
+            schedule,
         })
     }
 }
@@ -219,4 +246,6 @@ struct Parts {
     condition: Program,
     clear: Option<Program>,
     devices: HashMap<String, String>,
+    uses_attributes: bool,
+    schedule: Option<model::Schedule>,
 }

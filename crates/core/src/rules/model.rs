@@ -36,6 +36,8 @@ pub enum Trigger {
     Attributes,
     /// Connect, disconnect, inactivity (`active` is false).
     Status,
+    /// At the times of `schedule` (cron, UTC), for every device in scope, with its latest values.
+    Schedule,
 }
 
 pub use crate::alarms::Severity;
@@ -107,6 +109,9 @@ pub struct RuleSpec {
     pub scope: Scope,
     #[serde(default)]
     pub trigger: Trigger,
+    /// A cron expression (UTC; 5 fields, or 6 with seconds) for `trigger = "schedule"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// CEL over the device's values (incoming, then latest), `attributes`, `device`.
     pub condition: String,
     /// The condition must hold this long (`"30s"`, `"5m"`, `"1h"`) before the rule fires.
@@ -147,6 +152,16 @@ impl RuleSpec {
         }
         if let Some(f) = &self.for_ {
             parse_duration(f)?;
+        }
+        match (self.trigger, &self.schedule) {
+            (Trigger::Schedule, Some(cron)) => {
+                Schedule::parse(cron)?;
+            }
+            (Trigger::Schedule, None) => {
+                return bad("trigger \"schedule\" needs schedule = \"<cron expression>\"".into())
+            }
+            (_, Some(_)) => return bad("schedule is only for trigger \"schedule\"".into()),
+            _ => {}
         }
         for a in &self.actions {
             match a {
@@ -201,6 +216,37 @@ impl RuleSpec {
             .and_then(|f| parse_duration(f).ok())
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
+    }
+}
+
+/// A cron schedule (UTC).
+#[derive(Debug, Clone)]
+pub struct Schedule(croner::Cron);
+
+impl Schedule {
+    /// Parses a 5- or 6-field cron expression (or `@daily` and friends); one that never fires
+    /// (`0 0 31 2 *`) is refused.
+    pub fn parse(s: &str) -> Result<Schedule> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(s.trim())
+            .map_err(|e| CoreError::Invalid(format!("schedule {s:?}: {e}")))?;
+        let sched = Schedule(cron);
+        if sched.next_after(crate::db::now_ms()).is_none() {
+            return Err(CoreError::Invalid(format!("schedule {s:?} never fires")));
+        }
+        Ok(sched)
+    }
+
+    /// The first time after `ms` (milliseconds since the epoch).
+    pub fn next_after(&self, ms: i64) -> Option<i64> {
+        use chrono::TimeZone;
+        let now = chrono::Utc.timestamp_millis_opt(ms).single()?;
+        self.0
+            .find_next_occurrence(&now, false)
+            .ok()
+            .map(|t| t.timestamp_millis())
     }
 }
 

@@ -324,3 +324,70 @@ fn status_rules_see_connects_and_disconnects() {
         .on_event(&event(EventKind::Telemetry(vec![])))
         .is_empty());
 }
+
+#[test]
+fn scheduled_rules_run_over_every_device_in_scope() {
+    let t = TestPlatform::new();
+    let p = t.platform.clone();
+    let tenant = p.registry.tenant("default").unwrap();
+    let (_, hot) = p
+        .registry
+        .create_device(
+            &tenant.id,
+            NewDevice {
+                name: "hot".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (_, cold) = p
+        .registry
+        .create_device(
+            &tenant.id,
+            NewDevice {
+                name: "cold".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    telemetry(&p, &hot, json!({"temp": 35.0}));
+    telemetry(&p, &cold, json!({"temp": 5.0}));
+    let bad = |schedule: serde_json::Value| {
+        p.rules
+            .create(
+                &p.registry,
+                &tenant.id,
+                rule(json!({"name": "x", "scope": {"tenant": true}, "trigger": "schedule",
+                    "schedule": schedule, "condition": "temp > 30.0", "actions": [{"type": "log"}]})),
+            )
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(bad(json!("every day")).contains("schedule"));
+    assert!(bad(json!("0 0 31 2 *")).contains("never"));
+    p.rules
+        .create(
+            &p.registry,
+            &tenant.id,
+            rule(
+                json!({"name": "hourly check", "scope": {"tenant": true}, "trigger": "schedule",
+                "schedule": "0 * * * *", "condition": "temp > 30.0",
+                "actions": [{"type": "log"}]}),
+            ),
+        )
+        .unwrap();
+    let mut engine = RuleEngine::new(p.clone());
+    let hour = 3_600_000;
+    let now = (crate::db::now_ms() / hour) * hour + 60_000; // one minute past the hour
+                                                            // Not due until the next full hour.
+    assert!(engine.tick(now).is_empty());
+    assert!(engine.tick(now + 30 * 60_000).is_empty());
+    let jobs = engine.tick(now + hour);
+    let fired: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.device.name.as_str(), j.phase))
+        .collect();
+    assert_eq!(fired, [("hot", Phase::Fire)]);
+    // Once per occurrence.
+    assert!(engine.tick(now + hour + 1000).is_empty());
+}

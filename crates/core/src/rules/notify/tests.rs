@@ -33,6 +33,8 @@ fn job(values: Value) -> Job {
         clear: None,
         for_ms: 0,
         devices: HashMap::new(),
+        uses_attributes: false,
+        schedule: None,
     };
     let device = Device {
         id: "d1".into(),
