@@ -83,11 +83,7 @@ async fn list_rules(
     q: QueryOf<RuleQuery>,
 ) -> ApiResult<Json<Page<Rule>>> {
     let Query(q) = q?;
-    let tenant = if caller.role == ib_core::accounts::Role::SysAdmin && q.tenant.is_none() {
-        None
-    } else {
-        Some(caller.tenant(&s, q.tenant.as_deref())?.id)
-    };
+    let tenant = crate::account_routes::list_tenant(&s, &caller, q.tenant.as_deref())?;
     let (data, next) = s.platform.rules.store.list(
         tenant.as_deref(),
         q.limit.unwrap_or(100),

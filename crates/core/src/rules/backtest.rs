@@ -3,14 +3,14 @@
 //! from a fresh state, message by message (grouped by timestamp); the result lists when the
 //! rule would have fired and cleared. Nothing is stored and no action runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 use utoipa::ToSchema;
 
-use super::compile::{device_value, to_cel, EvalInput, EvalVars, BUILTIN_VARIABLES};
+use super::compile::{device_value, to_cel, EvalBase, BUILTIN_VARIABLES};
 use super::engine::{transition, Phase, StoreHistory};
 use super::model::{RuleSpec, Trigger};
 use super::store::DeviceRuleState;
@@ -100,28 +100,19 @@ pub fn backtest(
                     .push((k.clone(), s.value.to_json()));
             }
         }
-        let device_var = device_value(&d.id, &d.name, &d.profile, true);
+        let base = EvalBase {
+            tenant: Arc::from(d.tenant.as_str()),
+            device: Arc::from(d.id.as_str()),
+            attributes: to_cel(&Json::Object(Map::new())),
+            device_var: device_value(&d.id, &d.name, &d.profile, true),
+            history: history.clone(),
+            lookups: p.rules.lookups.clone(),
+        };
         let mut values: BTreeMap<String, Json> = BTreeMap::new();
         let mut state = DeviceRuleState::default();
         for (ts, incoming) in by_ts {
             values.extend(incoming);
-            let numbers: HashMap<String, f64> = values
-                .iter()
-                .filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f)))
-                .collect();
-            let vars = EvalVars {
-                values: values.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect(),
-                attributes: to_cel(&Json::Object(Map::new())),
-                device: device_var.clone(),
-                input: EvalInput {
-                    tenant: Arc::from(d.tenant.as_str()),
-                    lookups: p.rules.lookups.clone(),
-                    device: Arc::from(d.id.as_str()),
-                    ts,
-                    values: Arc::new(numbers),
-                    history: history.clone(),
-                },
-            };
+            let vars = base.at(ts, &values);
             out.evaluations += 1;
             let mut failed = None;
             let eval = |prog: &cel::Program| match p.rules.cel.eval(prog, &vars) {

@@ -418,6 +418,42 @@ impl Cel {
     }
 }
 
+/// What stays the same across one device's evaluations: its identity, attributes and the
+/// lookups; [`EvalBase::at`] adds a timestamp's values.
+pub struct EvalBase {
+    pub tenant: Arc<str>,
+    pub device: Arc<str>,
+    /// The `attributes` variable.
+    pub attributes: Value,
+    /// The `device` variable.
+    pub device_var: Value,
+    pub history: Arc<dyn History>,
+    pub lookups: Arc<dyn super::lookups::Lookups>,
+}
+
+impl EvalBase {
+    /// The variables of an evaluation at `ts` over the device's current `values`.
+    pub fn at(&self, ts: i64, values: &std::collections::BTreeMap<String, Json>) -> EvalVars {
+        let numbers: HashMap<String, f64> = values
+            .iter()
+            .filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f)))
+            .collect();
+        EvalVars {
+            values: values.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect(),
+            attributes: self.attributes.clone(),
+            device: self.device_var.clone(),
+            input: EvalInput {
+                tenant: self.tenant.clone(),
+                device: self.device.clone(),
+                ts,
+                values: Arc::new(numbers),
+                history: self.history.clone(),
+                lookups: self.lookups.clone(),
+            },
+        }
+    }
+}
+
 /// Variables of one evaluation.
 pub struct EvalVars {
     pub values: Vec<(String, Value)>,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
-use super::compile::{device_value, to_cel, EvalInput, EvalVars, History};
+use super::compile::{device_value, to_cel, EvalBase, EvalVars, History};
 use super::store::DeviceRuleState;
 use super::{CompiledRule, Target};
 use crate::bus::{Event, EventKind};
@@ -217,29 +217,20 @@ impl RuleEngine {
             to_cel(&Json::Object(Map::new()))
         };
         let active = active.unwrap_or_else(|| self.platform.state.active(&device.id));
-        let device_var = device_value(&device.id, &device.name, &device.profile, active);
+        let base = EvalBase {
+            tenant: Arc::from(device.tenant.as_str()),
+            device: Arc::from(device.id.as_str()),
+            attributes,
+            device_var: device_value(&device.id, &device.name, &device.profile, active),
+            history: self.history.clone(),
+            lookups: self.platform.rules.lookups.clone(),
+        };
         let mut jobs = Vec::new();
         for (ts, incoming) in groups {
             for (k, v) in incoming {
                 values.insert(k.to_string(), v.clone());
             }
-            let numbers: HashMap<String, f64> = values
-                .iter()
-                .filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f)))
-                .collect();
-            let vars = EvalVars {
-                values: values.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect(),
-                attributes: attributes.clone(),
-                device: device_var.clone(),
-                input: EvalInput {
-                    tenant: Arc::from(device.tenant.as_str()),
-                    lookups: self.platform.rules.lookups.clone(),
-                    device: Arc::from(device.id.as_str()),
-                    ts,
-                    values: Arc::new(numbers),
-                    history: self.history.clone(),
-                },
-            };
+            let vars = base.at(ts, &values);
             for rule in &rules {
                 if let Some(phase) = self.step(rule, &device.id, ts, &vars) {
                     jobs.push(Job {
