@@ -27,4 +27,6 @@ status=0
 .venv/bin/python -m pytest tests/python --broker=mosquitto -q || status=$?
 # The device API end to end (paho-mqtt, requests, aiocoap, coap-client, tb-mqtt-client).
 bash scripts/test-platform.sh || status=$?
+# The web UI in Debian's Chromium (playwright-core from npm; no downloaded browser).
+bash scripts/test-ui.sh || status=$?
 exit "$status"

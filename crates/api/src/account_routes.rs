@@ -164,7 +164,11 @@ struct AccountQuery {
 }
 
 /// The tenant filter of a list: a system administrator's choice (all when none), else their own.
-pub(crate) fn list_tenant(s: &ApiState, caller: &Caller, asked: Option<&str>) -> ApiResult<Option<String>> {
+pub(crate) fn list_tenant(
+    s: &ApiState,
+    caller: &Caller,
+    asked: Option<&str>,
+) -> ApiResult<Option<String>> {
     if caller.role == Role::SysAdmin && asked.is_none() {
         return Ok(None);
     }

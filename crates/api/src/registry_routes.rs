@@ -372,12 +372,12 @@ pub enum SortOrder {
 /// A page of devices, filtered and sorted (a customer user sees their customer's only).
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
     security(("bearer" = ["read"])), params(DeviceListQuery),
-    responses((status = 200, body = Page<Device>)))]
+    responses((status = 200, body = Page<DeviceView>)))]
 async fn list_devices(
     caller: Caller,
     State(s): State<ApiState>,
     q: QueryOf<DeviceListQuery>,
-) -> ApiResult<Json<Page<Device>>> {
+) -> ApiResult<Json<Page<DeviceView>>> {
     let Query(q) = q?;
     let t = caller.tenant(&s, q.tenant.as_deref())?;
     let customer = match (caller.customer(), &q.customer) {
@@ -395,16 +395,28 @@ async fn list_devices(
         limit: q.limit.unwrap_or(100),
         cursor: q.cursor,
     };
-    let (data, next) = s.platform.registry.find_devices(&t.id, &query)?;
+    let (page, next) = s.platform.registry.find_devices(&t.id, &query)?;
+    let data = page.into_iter().map(|d| DeviceView::of(&s, d)).collect();
     Ok(Json(Page { data, next }))
 }
 
-/// A device and whether it is active.
+/// A device, whether it is active and when it was last heard from (since the server started).
 #[derive(Serialize, ToSchema)]
-struct DeviceView {
+pub struct DeviceView {
     #[serde(flatten)]
     device: Device,
     active: bool,
+    last_activity: Option<i64>,
+}
+
+impl DeviceView {
+    fn of(s: &ApiState, device: Device) -> DeviceView {
+        DeviceView {
+            active: s.platform.state.active(&device.id),
+            last_activity: s.platform.state.last_activity(&device.id),
+            device,
+        }
+    }
 }
 
 /// A device.
@@ -416,8 +428,7 @@ async fn get_device(
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeviceView>> {
     let device = s.platform.registry.device(&id)?;
-    let active = s.platform.state.active(&device.id);
-    Ok(Json(DeviceView { device, active }))
+    Ok(Json(DeviceView::of(&s, device)))
 }
 
 /// Changes a device's label, profile, or customer (assigning it to a customer).

@@ -1,4 +1,4 @@
-//! The command line: `ironbridge bench mqtt <scenario> [options]`.
+//! The command line: `ironbridge bench mqtt <scenario> [options]`, `bench ingest`, `bench rules`.
 //!
 //! [`BenchArgs`] is what the binary embeds as its `bench` subcommand. The options shared by all
 //! scenarios ([`CommonArgs`]) are global, so they may stand before or after the scenario name;
@@ -26,6 +26,8 @@ pub enum BenchTarget {
     Mqtt(MqttArgs),
     /// Telemetry ingest: QoS 1 device telemetry end to end, or the store's writer alone.
     Ingest(crate::ingest::IngestArgs),
+    /// The rule engine end to end: device publish -> alarm on the management WebSocket.
+    Rules(crate::rules::RulesArgs),
 }
 
 /// `bench mqtt`: a scenario plus the options every scenario shares.

@@ -45,6 +45,9 @@ pub enum BenchError {
     /// The ingest benchmark could not prepare its run (login, devices, store).
     #[error("ingest set-up: {0}")]
     Ingest(String),
+    /// The rules benchmark could not prepare or run (login, REST set-up, WebSocket).
+    #[error("rules benchmark: {0}")]
+    Rules(String),
     /// The tokio runtime could not be built.
     #[error("starting the runtime: {0}")]
     Runtime(io::Error),

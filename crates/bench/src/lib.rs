@@ -15,7 +15,10 @@
 //! - [`endpoint`]: the loopback check and the broker address every client uses.
 //! - `engine`: the run's timeline, counters, end-to-end credit, progress lines, /proc readings.
 //! - [`report`]: the result, as a table or JSON.
+//! - [`ingest`], [`rules`]: `bench ingest` (telemetry) and `bench rules` (publish → alarm on
+//!   the management WebSocket), driven over REST, MQTT and WebSocket.
 //! - [`error`]: [`BenchError`] and [`ClientError`].
+//! - [`sim`]: `ironbridge sim SCENARIO`, simulated devices with realistic signals.
 
 pub mod cli;
 pub mod client;
@@ -25,7 +28,9 @@ pub mod error;
 pub mod ingest;
 pub mod report;
 mod roles;
+pub mod rules;
 pub mod scenario;
+pub mod sim;
 pub mod transport;
 
 use std::io::Write;
@@ -41,6 +46,7 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     match args.target {
         BenchTarget::Mqtt(mqtt) => run_mqtt_blocking(mqtt),
         BenchTarget::Ingest(a) => ingest::run(a),
+        BenchTarget::Rules(a) => rules::run(a),
     }
 }
 

@@ -8,7 +8,7 @@ use clap::Parser;
 fn parse(line: &str) -> Result<MqttArgs, clap::Error> {
     BenchArgs::try_parse_from(line.split_whitespace()).map(|a| match a.target {
         BenchTarget::Mqtt(m) => m,
-        BenchTarget::Ingest(i) => panic!("not an mqtt scenario: {i:?}"),
+        other => panic!("not an mqtt scenario: {other:?}"),
     })
 }
 

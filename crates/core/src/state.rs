@@ -191,6 +191,11 @@ impl DeviceState {
     pub fn active(&self, device: &str) -> bool {
         self.devices.lock().get(device).is_some_and(|a| a.active)
     }
+
+    /// When a device was last heard from since this process started (ms).
+    pub fn last_activity(&self, device: &str) -> Option<i64> {
+        self.devices.lock().get(device).map(|a| a.last)
+    }
 }
 
 fn as_map(v: Value) -> Map<String, Value> {

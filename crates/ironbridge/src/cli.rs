@@ -1,5 +1,6 @@
-//! The command line (DESIGN.md contract): `serve`, `demo`, `bench`, `admin`, `completions` and
-//! their flags. Every flag also reads `IRONBRIDGE_<FLAG>`; the config file fills what neither gave.
+//! The command line (DESIGN.md contract): `serve`, `demo`, `bench`, `sim`, `admin`,
+//! `completions` and their flags. Every flag also reads `IRONBRIDGE_<FLAG>`; the config file
+//! fills what neither gave.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,9 @@ pub enum Command {
     Demo(ServeArgs),
     /// Load generators: `ironbridge bench mqtt <scenario>` (loopback brokers only).
     Bench(bench::BenchArgs),
+    /// Simulated devices with realistic signals against a running Ironbridge:
+    /// `ironbridge sim farm|factory|fleet|patients|vending|meters|all [--devices N] ...`.
+    Sim(bench::sim::SimArgs),
     /// Manage tenants, customers, profiles, devices, users and API clients in a data dir
     /// (server running or not).
     Admin(crate::admin::AdminArgs),

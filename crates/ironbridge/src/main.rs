@@ -57,6 +57,8 @@ fn main() -> anyhow::Result<()> {
         }
         // The load generator builds its own runtime (`--threads`).
         Command::Bench(args) => Ok(bench::run(args)?),
+        // The simulator also builds its own runtime.
+        Command::Sim(args) => Ok(bench::sim::run(args)?),
         Command::Admin(args) => admin::run(args),
         Command::Completions(args) => cli::completions(args),
     }
@@ -131,6 +133,7 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding coap {}", config.listeners.coap))?;
     let mqtt_addr = mqtt.local_addr()?;
+    let http_addr = http.local_addr()?;
     // `mqtt` comes last, so that a reader waiting for it has seen every other line.
     println!("listening http {}", http.local_addr()?);
     if let Some((l, _)) = &https {
@@ -181,7 +184,14 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         let max = config.mqtt.max_packet_size.clamp(65_536, 16 << 20) as usize;
         tasks.spawn(async move { coap::serve(coap, p, max, rx).await });
     }
-    let api_state = api::ApiState::new(platform.clone(), Arc::new(auth), &api_config.login);
+    let auth = Arc::new(auth);
+    let demo_token = if demo {
+        demo::preload(&platform).context("preloading the demo's rules")?;
+        demo::admin_token(&platform, &auth)
+    } else {
+        None
+    };
+    let api_state = api::ApiState::new(platform.clone(), auth, &api_config.login);
     {
         let (a, p, rx) = (api_state.auth.clone(), platform.clone(), stop_rx.clone());
         let days = config.api.audit_retention_days;
@@ -204,7 +214,8 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
     .merge(api::router(
         api_state,
         config.mqtt.max_packet_size.clamp(65_536, 16 << 20) as usize,
-    ));
+    ))
+    .merge(ui::router());
     let app = http::harden(app, &config.api.cors_origins, https.is_some())?;
     {
         let app = app
@@ -246,6 +257,21 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
             "demo running: mosquitto_sub -h 127.0.0.1 -p {} -t 'demo/#' -v",
             mqtt_addr.port()
         );
+        // The simulated fleets connect to this server like any device would.
+        let local = |a: std::net::SocketAddr| match a.ip().is_unspecified() {
+            true => std::net::SocketAddr::from(([127, 0, 0, 1], a.port())),
+            false => a,
+        };
+        match demo_token {
+            Some(token) => {
+                demo::start_fleets(local(http_addr), local(mqtt_addr), token);
+                println!(
+                    "demo fleets running: open http://{}/ and log in as admin",
+                    local(http_addr)
+                );
+            }
+            None => tracing::warn!("no admin user: the demo's simulated fleets do not start"),
+        }
     }
 
     signal.await;

@@ -1,0 +1,64 @@
+// The shell: login gate, top bar, and hash routing to one module per page.
+import { html, render, useState, useEffect } from './html.js';
+import { session, onSession, logout } from './api.js';
+import { onLive } from './live.js';
+import { Login } from './login.js';
+import { Overview } from './overview.js';
+import { Devices } from './devices.js';
+import { Device } from './device.js';
+import { Alarms } from './alarms.js';
+
+/** `#/devices/ID?x=1` -> {parts: ['devices', 'ID'], params}. */
+function parseHash() {
+  const [path, q] = location.hash.replace(/^#/, '').split('?');
+  return { parts: path.split('/').filter(Boolean).map(decodeURIComponent), params: new URLSearchParams(q) };
+}
+
+function useRoute() {
+  const [route, setRoute] = useState(parseHash());
+  useEffect(() => {
+    const on = () => setRoute(parseHash());
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  return route;
+}
+
+function LiveBadge() {
+  const [up, setUp] = useState(false);
+  useEffect(() => onLive(setUp), []);
+  return html`<span class="live" role="status">${up ? '● live' : '○ offline'}</span>`;
+}
+
+function Page({ route }) {
+  const [first, id] = route.parts;
+  if (first === 'devices' && id) return html`<${Device} key=${id} id=${id} />`;
+  if (first === 'devices') return html`<${Devices} />`;
+  if (first === 'alarms') return html`<${Alarms} />`;
+  return html`<${Overview} />`;
+}
+
+function App() {
+  const [s, setS] = useState(session());
+  const route = useRoute();
+  useEffect(() => onSession(setS), []);
+  if (!s) return html`<${Login} />`;
+  const here = route.parts[0] || 'overview';
+  const link = (name, label) =>
+    html`<a href="#/${name === 'overview' ? '' : name}" aria-current=${here === name ? 'page' : undefined}>${label}</a>`;
+  return html`
+    <header class="top">
+      <span class="brand"><img src="/icon.svg" alt="" />Ironbridge</span>
+      <nav aria-label="Main">${link('overview', 'Overview')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}</nav>
+      <${LiveBadge} />
+      <button type="button" onClick=${logout}>Log out</button>
+    </header>
+    <main><${Page} route=${route} /></main>`;
+}
+
+// Routes are hash routes; a path the server answered with index.html (`/devices/ID`) becomes one.
+if (location.pathname !== '/' && !location.hash) location.replace(`/#${location.pathname}${location.search}`);
+
+const root = document.getElementById('app');
+root.textContent = ''; // the static "Loading…"
+render(html`<${App} />`, root);

@@ -1,0 +1,75 @@
+// Overview: devices online/offline and active alarms by severity, from the REST API, then kept
+// up to date from the WebSocket (status and alarm events).
+import { html, useState, useEffect } from './html.js';
+import { api, query } from './api.js';
+import { subscribe } from './live.js';
+
+export const SEVERITIES = ['CRITICAL', 'MAJOR', 'MINOR', 'WARNING', 'INDETERMINATE'];
+
+/** Every page of a list, up to `max` items. */
+export async function all(path, params, max = 10_000) {
+  const out = [];
+  let cursor;
+  do {
+    const page = await api(path + query({ ...params, limit: 1000, cursor }));
+    out.push(...page.data);
+    cursor = page.next;
+  } while (cursor && out.length < max);
+  return out;
+}
+
+export function Overview() {
+  const [devices, setDevices] = useState(null); // id -> active (true|false|undefined)
+  const [alarms, setAlarms] = useState(null); // id -> alarm
+  const [error, setError] = useState('');
+
+  useEffect(() => {
+    all('/devices', {})
+      .then((list) => setDevices(Object.fromEntries(list.map((d) => [d.id, d.active]))))
+      .catch((e) => setError(e.message));
+    all('/alarms', { status: 'active' })
+      .then((list) => setAlarms(Object.fromEntries(list.map((a) => [a.id, a]))))
+      .catch((e) => setError(e.message));
+    const offStatus = subscribe({ subscribe: 'status' }, (ev) =>
+      setDevices((d) => d && { ...d, [ev.device]: ev.active }));
+    const offAlarms = subscribe({ subscribe: 'alarms' }, (ev) =>
+      setAlarms((m) => {
+        if (!m) return m;
+        const next = { ...m };
+        if (ev.alarm.cleared) delete next[ev.alarm.id]; else next[ev.alarm.id] = ev.alarm;
+        return next;
+      }));
+    return () => { offStatus(); offAlarms(); };
+  }, []);
+
+  const states = devices ? Object.values(devices) : [];
+  const online = states.filter((a) => a === true).length;
+  const offline = states.filter((a) => a === false).length;
+  const unknown = states.length - online - offline;
+  const bySeverity = {};
+  for (const a of Object.values(alarms || {})) bySeverity[a.severity] = (bySeverity[a.severity] || 0) + 1;
+
+  return html`
+    <h1>Overview</h1>
+    ${error && html`<p class="error" role="alert">${error}</p>`}
+    <div class="grid">
+      <section class="card" aria-labelledby="dev-h">
+        <h2 id="dev-h"><a href="#/devices">Devices</a></h2>
+        ${devices === null ? html`<p class="loading">Loading…</p>` : html`
+          <div class="stats" data-testid="device-stats">
+            <div class="stat"><b>${states.length}</b>total</div>
+            <div class="stat"><b><span class="dot on"></span>${online}</b>online</div>
+            <div class="stat"><b><span class="dot off"></span>${offline}</b>offline</div>
+            ${unknown > 0 && html`<div class="stat"><b>${unknown}</b>not reported</div>`}
+          </div>`}
+      </section>
+      <section class="card" aria-labelledby="al-h">
+        <h2 id="al-h"><a href="#/alarms">Active alarms</a></h2>
+        ${alarms === null ? html`<p class="loading">Loading…</p>` : html`
+          <div class="stats" data-testid="alarm-stats">
+            ${SEVERITIES.map((s) => html`
+              <div class="stat"><b>${bySeverity[s] || 0}</b><span class="sev sev-${s}">${s}</span></div>`)}
+          </div>`}
+      </section>
+    </div>`;
+}
