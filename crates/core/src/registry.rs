@@ -434,13 +434,10 @@ impl Registry {
 
     /// A device by id (any tenant: callers check `device.tenant`).
     pub fn device(&self, id: &str) -> Result<Device> {
-        self.db
-            .conn()
-            .query_row(
-                &format!("{DEVICE_SELECT} WHERE d.id = ?1"),
-                [id],
-                device_row,
-            )
+        // Hot (every rule evaluation, every API call on a device): a cached statement.
+        let conn = self.db.conn();
+        let mut st = conn.prepare_cached(&format!("{DEVICE_SELECT} WHERE d.id = ?1"))?;
+        st.query_row([id], device_row)
             .optional()?
             .ok_or_else(|| CoreError::NotFound(format!("device {id:?}")))
     }

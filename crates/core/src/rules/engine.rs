@@ -352,7 +352,14 @@ pub fn spawn(
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Ok(ev) => {
-                        if tx.send(ev).is_err() { return; }
+                        // Never block a runtime worker: a full queue drops, counted and logged.
+                        match tx.try_send(ev) {
+                            Ok(()) => {}
+                            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                                metrics::counter!("rule_events_dropped_total").increment(1);
+                            }
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+                        }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         metrics::counter!("rule_events_lagged_total").increment(n);
