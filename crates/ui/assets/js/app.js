@@ -7,6 +7,8 @@ import { Overview } from './overview.js';
 import { Devices } from './devices.js';
 import { Device } from './device.js';
 import { Alarms } from './alarms.js';
+import { Rules } from './rules.js';
+import { RuleEditor } from './rule.js';
 
 /** `#/devices/ID?x=1` -> {parts: ['devices', 'ID'], params}. */
 function parseHash() {
@@ -35,6 +37,8 @@ function Page({ route }) {
   if (first === 'devices' && id) return html`<${Device} key=${id} id=${id} />`;
   if (first === 'devices') return html`<${Devices} />`;
   if (first === 'alarms') return html`<${Alarms} />`;
+  if (first === 'rules' && id) return html`<${RuleEditor} key=${id} id=${id} />`;
+  if (first === 'rules') return html`<${Rules} />`;
   return html`<${Overview} />`;
 }
 
@@ -49,7 +53,7 @@ function App() {
   return html`
     <header class="top">
       <span class="brand"><img src="/icon.svg" alt="" />Ironbridge</span>
-      <nav aria-label="Main">${link('overview', 'Overview')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}</nav>
+      <nav aria-label="Main">${link('overview', 'Overview')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('rules', 'Rules')}</nav>
       <${LiveBadge} />
       <button type="button" onClick=${logout}>Log out</button>
     </header>
