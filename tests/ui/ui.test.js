@@ -193,6 +193,50 @@ test('an alarm appears on the alarms page and can be acknowledged', async () => 
   await row.waitFor({ state: 'detached' }); // the default filter shows active alarms only
 });
 
+test('an alarm opened from the device page: details, assignee and comments', async () => {
+  const olga = await rest('/api/v1/users', { method: 'POST', body: { username: 'olga', password: 'Night-shift-7', role: 'operator' } });
+  const alarm = await rest('/api/v1/alarms', { method: 'POST',
+    body: { device: device.id, type: 'Leak', severity: 'CRITICAL', details: { litres: 3 } } });
+  await page.goto(`${server.base}/#/devices/${device.id}`);
+  await page.getByRole('link', { name: 'Leak on pump-1: details' }).click();
+  await page.getByRole('heading', { name: /CRITICAL\s+Leak/ }).waitFor();
+  const facts = page.getByTestId('alarm-facts');
+  await facts.getByText('ACTIVE_UNACK').waitFor();
+  await facts.getByText('"litres": 3').waitFor();
+
+  await page.getByLabel('User', { exact: true }).selectOption({ label: 'olga (operator)' });
+  await page.getByRole('button', { name: 'Assign' }).click();
+  await page.getByTestId('assignee').getByText('olga').waitFor();
+  assert.equal((await rest(`/api/v1/alarms/${alarm.id}`)).assignee, olga.id);
+
+  const commentBox = page.getByRole('textbox', { name: 'Comment' });
+  await commentBox.fill('Valve 3 drips, a plumber is on the way');
+  await page.getByRole('button', { name: 'Add comment' }).click();
+  const comments = page.getByTestId('comments');
+  await comments.getByText('Valve 3 drips, a plumber is on the way').waitFor();
+  assert.equal(await commentBox.inputValue(), '');
+
+  // Acknowledged elsewhere (REST): the page follows live, with the system comment.
+  await rest(`/api/v1/alarms/${alarm.id}/ack`, { method: 'POST' });
+  await facts.getByText('ACTIVE_ACK').waitFor();
+  await comments.getByText('Alarm acknowledged').waitFor();
+  await shot(page, 'alarm');
+  await page.getByRole('button', { name: 'Clear' }).click();
+  await facts.getByText('CLEARED_ACK').waitFor();
+  await comments.getByText('Alarm cleared').waitFor();
+  const stored = (await rest(`/api/v1/alarms/${alarm.id}/comments`)).data;
+  assert.deepEqual(stored.map((c) => [c.author, c.text, c.system]), [
+    ['admin', 'Valve 3 drips, a plumber is on the way', false],
+    ['admin', 'Alarm acknowledged', true],
+    ['admin', 'Alarm cleared', true],
+  ]);
+  // Unassigning.
+  await page.getByLabel('User', { exact: true }).selectOption({ label: '— nobody —' });
+  await page.getByRole('button', { name: 'Assign' }).click();
+  await page.getByTestId('assignee').getByText('Nobody').waitFor();
+  assert.equal((await rest(`/api/v1/alarms/${alarm.id}`)).assignee, null);
+});
+
 test('a rule is created in the editor: CEL and duration errors beside their fields, then a backtest', async () => {
   await page.goto(server.base + '/#/rules');
   await page.getByTestId('rule-table').waitFor();
@@ -294,6 +338,8 @@ test('the phone viewport shows the device list usably', async () => {
     await phone.getByRole('switch').waitFor();
     await shot(phone, 'device-phone');
     await fitsPhone(phone, '#/rules', phone.getByTestId('rule-table'), 'rules-phone');
+    const leak = (await rest('/api/v1/alarms?type=Leak&status=any')).data[0];
+    await fitsPhone(phone, `#/alarms/${leak.id}`, phone.getByTestId('comments'), 'alarm-phone');
     await fitsPhone(phone, '#/rules/new', phone.getByRole('button', { name: 'Run backtest' }), 'rule-phone');
   } finally {
     await phone.close();

@@ -1,4 +1,5 @@
-// Alarms: filters (status, severity, type), cursor paging, acknowledge and clear, live updates.
+// Alarms: filters (status, severity, type), cursor paging, acknowledge and clear, live updates;
+// each alarm's type links to its details (alarm.js).
 import { html, useState, useEffect } from './html.js';
 import { api, query } from './api.js';
 import { subscribe } from './live.js';
@@ -52,7 +53,7 @@ export function AlarmList({ device, filters = { status: 'any' } }) {
       <tbody>
         ${list.map((a) => html`<tr key=${a.id} data-alarm=${a.id}>
           <td data-label="Severity"><span class="sev sev-${a.severity}">${a.severity}</span></td>
-          <td data-label="Type">${a.type}</td>
+          <td data-label="Type"><a href=${`#/alarms/${a.id}`} aria-label=${`${a.type} on ${a.originator_name}: details`}>${a.type}</a></td>
           ${!device && html`<td data-label="Device"><a href=${`#/devices/${encodeURIComponent(a.originator)}`}>${a.originator_name}</a></td>`}
           <td data-label="Started">${time(a.start_ts)}</td>
           <td data-label="Status" data-testid="alarm-status">${a.status}</td>

@@ -7,6 +7,7 @@ import { Overview } from './overview.js';
 import { Devices } from './devices.js';
 import { Device } from './device.js';
 import { Alarms } from './alarms.js';
+import { AlarmDetail } from './alarm.js';
 import { Rules } from './rules.js';
 import { RuleEditor } from './rule.js';
 
@@ -36,6 +37,7 @@ function Page({ route }) {
   const [first, id] = route.parts;
   if (first === 'devices' && id) return html`<${Device} key=${id} id=${id} />`;
   if (first === 'devices') return html`<${Devices} />`;
+  if (first === 'alarms' && id) return html`<${AlarmDetail} key=${id} id=${id} />`;
   if (first === 'alarms') return html`<${Alarms} />`;
   if (first === 'rules' && id) return html`<${RuleEditor} key=${id} id=${id} />`;
   if (first === 'rules') return html`<${Rules} />`;
