@@ -8,10 +8,10 @@ export function launch() {
   });
 }
 
-/** Logs in through the page at `base`. */
-export async function logIn(page, base, password) {
+/** Logs in through the page at `base` (as the bootstrap administrator unless told). */
+export async function logIn(page, base, password, username = 'admin') {
   await page.goto(base + '/');
-  await page.getByLabel('User name').fill('admin');
+  await page.getByLabel('User name').fill(username);
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Log in' }).click();
   await page.getByRole('navigation', { name: 'Main' }).waitFor();

@@ -312,6 +312,77 @@ test('the rules list shows a failed action, toggles and deletes a rule', async (
   await page.locator('tr[data-rule]').getByText('hot pump').waitFor(); // the other one stays
 });
 
+test('users: created with a role (a weak password refused), a viewer sees no admin pages, deleted', async () => {
+  await page.goto(server.base + '/#/users');
+  const table = page.getByTestId('user-table');
+  await table.locator('tr[data-user="admin"]').getByText('(you)').waitFor();
+  await table.locator('tr[data-user="olga"]').getByText('operator').waitFor();
+  await page.getByLabel('User name').fill('vera');
+  await page.getByLabel('Password').fill('short');
+  await page.getByLabel('Role').selectOption('viewer');
+  await page.getByRole('button', { name: 'Create user' }).click();
+  await page.getByTestId('user-error').getByText(/password/).waitFor();
+  const password = 'Read-only-42';
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Create user' }).click();
+  const row = table.locator('tr[data-user="vera"]');
+  await row.getByText('viewer', { exact: true }).waitFor();
+  await page.getByTestId('user-error').waitFor({ state: 'detached' });
+  const vera = await rest('/api/v1/users/vera');
+  assert.equal(vera.role, 'viewer');
+  await shot(page, 'users');
+
+  const viewer = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  watch(viewer);
+  try {
+    await logIn(viewer, server.base, password, 'vera');
+    await viewer.getByTestId('who').getByText('vera · viewer').waitFor();
+    await viewer.getByRole('link', { name: 'Rules' }).click();
+    await viewer.locator('tr[data-rule]').getByText('hot pump').waitFor();
+    assert.equal(await viewer.getByRole('link', { name: 'Users' }).count(), 0);
+    assert.equal(await viewer.getByRole('link', { name: 'API clients' }).count(), 0);
+    assert.equal(await viewer.getByRole('link', { name: 'New rule' }).count(), 0);
+    assert.ok(await viewer.getByRole('switch', { name: 'Enabled: hot pump' }).isDisabled());
+  } finally {
+    await viewer.close();
+  }
+
+  await row.getByRole('button', { name: 'Delete vera' }).click();
+  await row.getByRole('button', { name: 'Delete vera?' }).click();
+  await row.waitFor({ state: 'detached' });
+  await assert.rejects(rest('/api/v1/users/vera'), /404/);
+});
+
+test('API clients: the secret is shown once and works, deleting the client stops it', async () => {
+  const token = (id, secret) => fetch(`${server.base}/api/v1/oauth/token`, {
+    method: 'POST', body: new URLSearchParams({ grant_type: 'client_credentials', client_id: id, client_secret: secret }),
+  }).then((r) => r.status);
+  await page.goto(server.base + '/#/clients');
+  await page.getByTestId('client-table').waitFor();
+  await page.getByLabel('Name').fill('etl');
+  await page.getByLabel('Role').selectOption('viewer');
+  await page.getByRole('button', { name: 'Create client' }).click();
+  const secret = (await page.getByTestId('client-secret').textContent()).trim();
+  const clientId = (await page.getByTestId('client-id').textContent()).trim();
+  assert.match(clientId, /^ibc_/);
+  assert.equal(await token(clientId, secret), 200);
+  const row = page.getByTestId('client-table').locator('tr[data-client="etl"]');
+  await row.getByText(clientId).waitFor();
+  await shot(page, 'clients');
+  await page.getByRole('button', { name: 'I have copied it' }).click();
+  await page.getByTestId('client-secret').waitFor({ state: 'detached' });
+  // Read back, the list has no secret to show.
+  await page.goto(server.base + '/#/users');
+  await page.getByTestId('user-table').waitFor();
+  await page.goto(server.base + '/#/clients');
+  await row.waitFor();
+  assert.equal(await page.getByText(secret).count(), 0);
+  await row.getByRole('button', { name: 'Delete etl' }).click();
+  await row.getByRole('button', { name: 'Delete etl?' }).click();
+  await row.waitFor({ state: 'detached' });
+  assert.equal(await token(clientId, secret), 401);
+});
+
 /** Opens `hash` on the phone page, waits for `ready` and checks nothing sticks out sideways. */
 async function fitsPhone(phone, hash, ready, name) {
   await phone.goto(server.base + '/' + hash);
@@ -340,6 +411,8 @@ test('the phone viewport shows the device list usably', async () => {
     await fitsPhone(phone, '#/rules', phone.getByTestId('rule-table'), 'rules-phone');
     const leak = (await rest('/api/v1/alarms?type=Leak&status=any')).data[0];
     await fitsPhone(phone, `#/alarms/${leak.id}`, phone.getByTestId('comments'), 'alarm-phone');
+    await fitsPhone(phone, '#/users', phone.getByTestId('user-table'), 'users-phone');
+    await fitsPhone(phone, '#/clients', phone.getByTestId('client-table'), 'clients-phone');
     await fitsPhone(phone, '#/rules/new', phone.getByRole('button', { name: 'Run backtest' }), 'rule-phone');
   } finally {
     await phone.close();

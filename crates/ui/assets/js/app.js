@@ -10,6 +10,9 @@ import { Alarms } from './alarms.js';
 import { AlarmDetail } from './alarm.js';
 import { Rules } from './rules.js';
 import { RuleEditor } from './rule.js';
+import { Users } from './users.js';
+import { Clients } from './clients.js';
+import { useMe, atLeast } from './account.js';
 
 /** `#/devices/ID?x=1` -> {parts: ['devices', 'ID'], params}. */
 function parseHash() {
@@ -41,21 +44,27 @@ function Page({ route }) {
   if (first === 'alarms') return html`<${Alarms} />`;
   if (first === 'rules' && id) return html`<${RuleEditor} key=${id} id=${id} />`;
   if (first === 'rules') return html`<${Rules} />`;
+  if (first === 'users') return html`<${Users} />`;
+  if (first === 'clients') return html`<${Clients} />`;
   return html`<${Overview} />`;
 }
 
 function App() {
   const [s, setS] = useState(session());
   const route = useRoute();
+  const me = useMe();
   useEffect(() => onSession(setS), []);
   if (!s) return html`<${Login} />`;
   const here = route.parts[0] || 'overview';
+  const admin = atLeast(me, 'tenant_admin');
   const link = (name, label) =>
     html`<a href="#/${name === 'overview' ? '' : name}" aria-current=${here === name ? 'page' : undefined}>${label}</a>`;
   return html`
     <header class="top">
       <span class="brand"><img src="/icon.svg" alt="" />Ironbridge</span>
-      <nav aria-label="Main">${link('overview', 'Overview')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('rules', 'Rules')}</nav>
+      <nav aria-label="Main">${link('overview', 'Overview')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('rules', 'Rules')}
+        ${admin && link('users', 'Users')}${admin && link('clients', 'API clients')}</nav>
+      ${me && html`<span class="who" data-testid="who">${me.name} · ${me.role}</span>`}
       <${LiveBadge} />
       <button type="button" onClick=${logout}>Log out</button>
     </header>

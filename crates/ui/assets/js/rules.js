@@ -6,6 +6,7 @@ import { api } from './api.js';
 import { DeleteButton } from './confirm.js';
 import { all } from './overview.js';
 import { time } from './format.js';
+import { useMe, atLeast } from './account.js';
 
 /** The fields of a rule that PUT /rules/{id} takes (the rest are the server's). */
 const SPEC_FIELDS = ['name', 'scope', 'trigger', 'schedule', 'condition', 'for', 'clear', 'actions', 'enabled'];
@@ -23,7 +24,7 @@ export function scopeText(scope = {}) {
   return 'every device';
 }
 
-function EnabledSwitch({ rule, onChange }) {
+function EnabledSwitch({ rule, onChange, readOnly }) {
   const [busy, setBusy] = useState(false);
   async function flip() {
     setBusy(true);
@@ -35,10 +36,11 @@ function EnabledSwitch({ rule, onChange }) {
     setBusy(false);
   }
   return html`<button type="button" role="switch" aria-checked=${rule.enabled ? 'true' : 'false'}
-    aria-label=${`Enabled: ${rule.name}`} disabled=${busy} onClick=${flip}></button>`;
+    aria-label=${`Enabled: ${rule.name}`} disabled=${busy || readOnly} onClick=${flip}></button>`;
 }
 
 export function Rules() {
+  const write = atLeast(useMe(), 'tenant_admin');
   const [rules, setRules] = useState(null);
   const [error, setError] = useState('');
   useEffect(() => {
@@ -58,7 +60,7 @@ export function Rules() {
   }
 
   return html`
-    <div class="toolbar"><h1 class="grow">Rules</h1><a class="button" href="#/rules/new">New rule</a></div>
+    <div class="toolbar"><h1 class="grow">Rules</h1>${write && html`<a class="button" href="#/rules/new">New rule</a>`}</div>
     ${error && html`<p class="error" role="alert">${error}</p>`}
     ${rules === null ? html`<p class="loading">Loading…</p>` : html`
       <table class="rows" data-testid="rule-table">
@@ -68,12 +70,12 @@ export function Rules() {
             <td data-label="Name"><a href=${`#/rules/${encodeURIComponent(r.id)}`}>${r.name}</a></td>
             <td data-label="Scope">${scopeText(r.scope)}</td>
             <td data-label="Trigger">${r.trigger}${r.schedule ? html` <code>${r.schedule}</code>` : ''}</td>
-            <td data-label="Enabled"><${EnabledSwitch} rule=${r} onChange=${replace(r.id)} /></td>
+            <td data-label="Enabled"><${EnabledSwitch} rule=${r} onChange=${replace(r.id)} readOnly=${!write} /></td>
             <td data-label="Last fired">${time(r.last_fired_ts)}</td>
             <td data-label="Last error" data-testid="rule-last-error">${r.last_error
               ? html`<span class="error">${r.last_error}</span> <small class="muted">${time(r.last_error_ts)}</small>`
               : html`<span class="muted">—</span>`}</td>
-            <td data-label="Actions"><${DeleteButton} label=${r.name} onDelete=${() => remove(r)} /></td>
+            <td data-label="Actions">${write && html`<${DeleteButton} label=${r.name} onDelete=${() => remove(r)} />`}</td>
           </tr>`)}
           ${rules.length === 0 && html`<tr><td colspan="7" class="muted">No rules yet.</td></tr>`}
         </tbody>
