@@ -47,16 +47,24 @@ export async function startServer({ config = '' } = {}) {
   return { base, stop };
 }
 
-/** A REST client logged in as the bootstrap administrator. */
+/** A REST client logged in as the bootstrap administrator (logging in again when its token
+ *  is near expiry: the UI tests run with short-lived tokens). */
 export async function adminClient(base) {
-  const login = await fetch(`${base}/api/v1/auth/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ username: 'admin', password: PASSWORD }),
-  });
-  if (!login.ok) throw new Error(`admin login: ${login.status}`);
-  const { token } = await login.json();
+  let token = null;
+  let expires = 0;
+  async function logIn() {
+    const login = await fetch(`${base}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin', password: PASSWORD }),
+    });
+    if (!login.ok) throw new Error(`admin login: ${login.status}`);
+    const body = await login.json();
+    token = body.token;
+    expires = Date.now() + body.expires_in * 1000;
+  }
   return async function rest(path, { method = 'GET', body, auth = true } = {}) {
+    if (Date.now() > expires - 20_000) await logIn();
     const headers = { 'content-type': 'application/json' };
     if (auth) headers.authorization = `Bearer ${token}`;
     const res = await fetch(`${base}${path}`, { method, headers, body: body && JSON.stringify(body) });

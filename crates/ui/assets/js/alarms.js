@@ -1,7 +1,7 @@
 // Alarms: filters (status, severity, type), cursor paging, acknowledge and clear, live updates;
 // each alarm's type links to its details (alarm.js).
 import { html, useState, useEffect } from './html.js';
-import { api, query } from './api.js';
+import { api, query, tenantScope, chosenTenant } from './api.js';
 import { subscribe } from './live.js';
 import { time } from './format.js';
 import { SEVERITIES } from './overview.js';
@@ -10,6 +10,7 @@ const STATUSES = ['active', 'cleared', 'unack', 'ack', 'any'];
 
 /** Whether a live alarm belongs in a list filtered by `f`. */
 function matches(a, f) {
+  if (!f.device && chosenTenant() && a.tenant !== chosenTenant()) return false;
   const s = { active: !a.cleared, cleared: a.cleared, unack: !a.acknowledged, ack: a.acknowledged, any: true }[f.status];
   return s && (!f.severity || a.severity === f.severity) && (!f.type || a.type === f.type);
 }
@@ -18,7 +19,7 @@ export function AlarmList({ device, filters = { status: 'any' } }) {
   const [list, setList] = useState(null);
   const [next, setNext] = useState(null);
   const [error, setError] = useState('');
-  const params = { ...filters, device };
+  const params = { ...filters, device, ...(device ? {} : tenantScope()) };
 
   async function load(cursor) {
     try {

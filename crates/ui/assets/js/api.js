@@ -1,6 +1,7 @@
 // The REST client and the login session. The access token lives in sessionStorage (gone with the
 // tab) and is refreshed with the refresh token a minute before it expires.
 const KEY = 'ironbridge.session';
+const TENANT_KEY = 'ironbridge.tenant';
 const listeners = new Set();
 let timer = null;
 
@@ -21,6 +22,7 @@ function save(tokens) {
     expires: Date.now() + tokens.expires_in * 1000,
   };
   if (s) sessionStorage.setItem(KEY, JSON.stringify(s)); else sessionStorage.removeItem(KEY);
+  if (!s) sessionStorage.removeItem(TENANT_KEY);
   schedule();
   listeners.forEach((fn) => fn(s));
 }
@@ -91,6 +93,22 @@ export async function api(path, { method = 'GET', body } = {}) {
   if (res.status === 401) save(null);
   if (!res.ok) throw new ApiError(res.status, data);
   return data;
+}
+
+/** The tenant (id) a system administrator chose to work in (tenants.js), or null. */
+export function chosenTenant() {
+  return sessionStorage.getItem(TENANT_KEY);
+}
+
+export function chooseTenant(id) {
+  if (id) sessionStorage.setItem(TENANT_KEY, id); else sessionStorage.removeItem(TENANT_KEY);
+}
+
+/** `{tenant}` for list queries and creation bodies once a tenant is chosen, else `{}` (everyone
+ *  but system administrators: the API always uses the caller's own tenant). */
+export function tenantScope() {
+  const t = chosenTenant();
+  return t ? { tenant: t } : {};
 }
 
 /** A query string from an object, leaving out empty values. */

@@ -13,6 +13,7 @@ import { RuleEditor } from './rule.js';
 import { Users } from './users.js';
 import { Clients } from './clients.js';
 import { useMe, atLeast } from './account.js';
+import { useTenant, TenantChooser } from './tenants.js';
 
 /** `#/devices/ID?x=1` -> {parts: ['devices', 'ID'], params}. */
 function parseHash() {
@@ -53,6 +54,7 @@ function App() {
   const [s, setS] = useState(session());
   const route = useRoute();
   const me = useMe();
+  const tenant = useTenant(me, route.parts[0]);
   useEffect(() => onSession(setS), []);
   if (!s) return html`<${Login} />`;
   const here = route.parts[0] || 'overview';
@@ -64,11 +66,13 @@ function App() {
       <span class="brand"><img src="/icon.svg" alt="" />Ironbridge</span>
       <nav aria-label="Main">${link('overview', 'Overview')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('rules', 'Rules')}
         ${admin && link('users', 'Users')}${admin && link('clients', 'API clients')}</nav>
+      <${TenantChooser} ...${tenant} />
       ${me && html`<span class="who" data-testid="who">${me.name} · ${me.role}</span>`}
       <${LiveBadge} />
       <button type="button" onClick=${logout}>Log out</button>
     </header>
-    <main><${Page} route=${route} /></main>`;
+    ${tenant.tenant === null ? html`<main><p class="loading">Loading…</p></main>`
+      : html`<main key=${tenant.tenant}><${Page} route=${route} /></main>`}`;
 }
 
 // Routes are hash routes; a path the server answered with index.html (`/devices/ID`) becomes one.

@@ -2,7 +2,7 @@
 // client-credentials grant. List, create (the secret is in the creation's answer only, so it is
 // shown once, until dismissed), delete (its tokens stop working at once).
 import { html, useState, useEffect } from './html.js';
-import { api } from './api.js';
+import { api, tenantScope } from './api.js';
 import { all } from './overview.js';
 import { useMe, ROLES, atLeast } from './account.js';
 import { DeleteButton } from './confirm.js';
@@ -25,13 +25,13 @@ export function Clients() {
   const [f, setF] = useState({ name: '', role: 'viewer' });
   const [error, setError] = useState('');
   useEffect(() => {
-    all('/api-clients', {}).then(setClients).catch((e) => setError(e.message));
+    all('/api-clients', tenantScope()).then(setClients).catch((e) => setError(e.message));
   }, []);
 
   async function create(e) {
     e.preventDefault();
     try {
-      const c = await api('/api-clients', { method: 'POST', body: { name: f.name.trim(), role: f.role } });
+      const c = await api('/api-clients', { method: 'POST', body: { name: f.name.trim(), role: f.role, ...tenantScope() } });
       const { client_secret: _, ...listed } = c;
       setClients((l) => [...(l || []), listed]);
       setCreated(c);

@@ -1,7 +1,7 @@
 // Device list: search (?q=), sort by name or creation, cursor paging, status and last seen.
 // One request per page; status changes arrive on the WebSocket.
 import { html, useState, useEffect, useRef } from './html.js';
-import { api, query } from './api.js';
+import { api, query, tenantScope } from './api.js';
 import { subscribe } from './live.js';
 import { ago, time } from './format.js';
 
@@ -32,7 +32,7 @@ export function Devices() {
   useEffect(() => {
     const n = ++seq.current;
     const t = setTimeout(() => {
-      api('/devices' + query({ q, sort: sort.field, order: sort.order, limit: PAGE, cursor }))
+      api('/devices' + query({ q, sort: sort.field, order: sort.order, limit: PAGE, cursor, ...tenantScope() }))
         .then((p) => { if (n === seq.current) { setPage(p); setError(''); } })
         .catch((e) => n === seq.current && setError(e.message));
     }, q ? 200 : 0); // typing: wait for a pause

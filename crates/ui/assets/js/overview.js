@@ -1,7 +1,7 @@
 // Overview: devices online/offline and active alarms by severity, from the REST API, then kept
 // up to date from the WebSocket (status and alarm events).
 import { html, useState, useEffect } from './html.js';
-import { api, query } from './api.js';
+import { api, query, tenantScope, chosenTenant } from './api.js';
 import { subscribe } from './live.js';
 
 export const SEVERITIES = ['CRITICAL', 'MAJOR', 'MINOR', 'WARNING', 'INDETERMINATE'];
@@ -24,17 +24,17 @@ export function Overview() {
   const [error, setError] = useState('');
 
   useEffect(() => {
-    all('/devices', {})
+    all('/devices', tenantScope())
       .then((list) => setDevices(Object.fromEntries(list.map((d) => [d.id, d.active]))))
       .catch((e) => setError(e.message));
-    all('/alarms', { status: 'active' })
+    all('/alarms', { status: 'active', ...tenantScope() })
       .then((list) => setAlarms(Object.fromEntries(list.map((a) => [a.id, a]))))
       .catch((e) => setError(e.message));
     const offStatus = subscribe({ subscribe: 'status' }, (ev) =>
-      setDevices((d) => d && { ...d, [ev.device]: ev.active }));
+      setDevices((d) => d && ev.device in d ? { ...d, [ev.device]: ev.active } : d));
     const offAlarms = subscribe({ subscribe: 'alarms' }, (ev) =>
       setAlarms((m) => {
-        if (!m) return m;
+        if (!m || (chosenTenant() && ev.alarm.tenant !== chosenTenant())) return m;
         const next = { ...m };
         if (ev.alarm.cleared) delete next[ev.alarm.id]; else next[ev.alarm.id] = ev.alarm;
         return next;

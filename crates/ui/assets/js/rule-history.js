@@ -2,7 +2,7 @@
 // (POST /rules/backtest: fired and cleared, per device, no action run) and a saved rule's failed
 // actions (GET /rules/{id}/failures, the dead-letter record with payloads).
 import { html, useState, useEffect } from './html.js';
-import { api } from './api.js';
+import { api, tenantScope } from './api.js';
 import { time } from './format.js';
 
 const PRESETS = { '1h': 3600e3, '6h': 6 * 3600e3, '24h': 24 * 3600e3, '7d': 7 * 24 * 3600e3 };
@@ -45,7 +45,7 @@ export function Backtest({ spec, onError }) {
       : { from: Date.now() - PRESETS[preset], to: Date.now() };
     setBusy(true);
     try {
-      setResult(await api('/rules/backtest', { method: 'POST', body: { rule, ...range } }));
+      setResult(await api('/rules/backtest', { method: 'POST', body: { rule, ...range, ...tenantScope() } }));
     } catch (err) {
       setResult(null);
       onError(err.message);

@@ -2,7 +2,7 @@
 // for, actions as JSON), saving with the server's validation error shown beside the field it is
 // about, and, below it, the backtest and the saved rule's failures (rule-history.js).
 import { html, useState, useEffect } from './html.js';
-import { api } from './api.js';
+import { api, tenantScope } from './api.js';
 import { all } from './overview.js';
 import { specOf } from './rules.js';
 import { time } from './format.js';
@@ -86,7 +86,7 @@ function ScopeOptions({ kind }) {
   const [names, setNames] = useState([]);
   useEffect(() => {
     if (kind === 'tenant') return;
-    all(kind === 'profile' ? '/profiles' : '/devices', {}, 1000)
+    all(kind === 'profile' ? '/profiles' : '/devices', tenantScope(), 1000)
       .then((l) => setNames(l.map((x) => x.name)))
       .catch(() => setNames([]));
   }, [kind]);
@@ -127,7 +127,7 @@ export function RuleEditor({ id }) {
     setBusy(true);
     try {
       const saved = isNew
-        ? await api('/rules', { method: 'POST', body })
+        ? await api('/rules', { method: 'POST', body: { ...body, ...tenantScope() } })
         : await api(`/rules/${encodeURIComponent(id)}`, { method: 'PUT', body });
       setRule(saved);
       setNote('Saved.');

@@ -2,7 +2,7 @@
 // enable switch (PUT of the rule with `enabled` flipped) and delete. The editor, backtests and a
 // rule's failures are rule.js's.
 import { html, useState, useEffect } from './html.js';
-import { api } from './api.js';
+import { api, tenantScope } from './api.js';
 import { DeleteButton } from './confirm.js';
 import { all } from './overview.js';
 import { time } from './format.js';
@@ -44,7 +44,7 @@ export function Rules() {
   const [rules, setRules] = useState(null);
   const [error, setError] = useState('');
   useEffect(() => {
-    all('/rules', {}).then(setRules).catch((e) => setError(e.message));
+    all('/rules', tenantScope()).then(setRules).catch((e) => setError(e.message));
   }, []);
 
   const replace = (id) => (updated, e) => {

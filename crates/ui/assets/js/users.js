@@ -2,7 +2,7 @@
 // caller's (and optionally a customer), delete. Passwords follow the server's policy; its message
 // is shown as it is.
 import { html, useState, useEffect } from './html.js';
-import { api } from './api.js';
+import { api, tenantScope } from './api.js';
 import { all } from './overview.js';
 import { useMe, ROLES, atLeast } from './account.js';
 import { DeleteButton } from './confirm.js';
@@ -15,7 +15,7 @@ function NewUser({ me, onCreated }) {
   const set = (k) => (e) => setF({ ...f, [k]: e.target.value });
   async function create(e) {
     e.preventDefault();
-    const body = { username: f.username.trim(), password: f.password, role: f.role };
+    const body = { username: f.username.trim(), password: f.password, role: f.role, ...tenantScope() };
     if (f.customer.trim()) body.customer = f.customer.trim();
     try {
       onCreated(await api('/users', { method: 'POST', body }));
@@ -43,7 +43,7 @@ export function Users() {
   const [users, setUsers] = useState(null);
   const [error, setError] = useState('');
   useEffect(() => {
-    all('/users', {}).then(setUsers).catch((e) => setError(e.message));
+    all('/users', tenantScope()).then(setUsers).catch((e) => setError(e.message));
   }, []);
   async function remove(u) {
     try {
