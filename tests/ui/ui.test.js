@@ -439,6 +439,70 @@ test('a system administrator chooses the tenant the pages show and create in', a
   assert.equal(await page.locator('tr[data-user="ada"]').count(), 0);
 });
 
+test('the map: live markers, a track over a time range, geofences drawn and created by clicking', async () => {
+  const truck = await rest('/api/v1/devices', { method: 'POST', body: { name: 'truck-1' } });
+  const send = async (body) => {
+    const res = await fetch(`${server.base}/api/v1/${truck.access_token}/telemetry`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+    assert.ok(res.ok, `truck telemetry: ${res.status}`);
+  };
+  const now = Date.now();
+  await send([[52.50, 13.40], [52.51, 13.42], [52.52, 13.45]].map(([latitude, longitude], i) => ({
+    ts: now - (30 - i * 10) * 60e3, values: { latitude, longitude, speed: 40 } })));
+  await rest('/api/v1/geofences', { method: 'POST', body: { name: 'depot', circle: { lon: 13.4, lat: 52.5, radius_m: 300 } } });
+
+  // Only this server is ever asked: the base layer is bundled, there is no tile server.
+  const foreign = [];
+  const outside = (r) => { if (!r.url().startsWith(server.base)) foreign.push(r.url()); };
+  page.on('request', outside);
+  await page.goto(server.base + '/#/map');
+  const row = page.getByTestId('positions').locator(`tr[data-device="${truck.id}"]`);
+  await row.getByText('52.52', { exact: true }).waitFor();
+  const marker = page.locator(`path.device-marker[data-device="${truck.id}"]`);
+  await marker.waitFor();
+  assert.equal(await marker.getAttribute('data-lat'), '52.52');
+  await page.locator('path.geofence[data-geofence="depot"]').waitFor();
+  await page.getByTestId('geofences').locator('tr[data-geofence="depot"]').getByText('circle, 300 m').waitFor();
+  await page.waitForFunction(() => document.querySelectorAll('path.world').length > 100); // the countries
+
+  // The marker moves when the truck reports a new position (the subscription may not be
+  // confirmed yet: report until it moves).
+  for (let i = 1; ; i++) {
+    const latitude = 52.52 + i / 1000;
+    await send({ latitude, longitude: 13.46 });
+    const moved = await page.waitForFunction((id) => Number(document.querySelector(
+      `path.device-marker[data-device="${id}"]`)?.dataset.lat) > 52.52, truck.id, { timeout: 1000 }).then(() => true, () => false);
+    if (moved) break;
+    assert.ok(i < 30, 'the marker never moved');
+  }
+
+  await row.getByRole('button', { name: 'Track of truck-1' }).click();
+  await page.getByTestId('track-summary').getByText(/^\d+ positions from/).waitFor();
+  const points = Number(await page.locator('path.track').getAttribute('data-points'));
+  assert.ok(points >= 4, `track of ${points} points`);
+  await page.getByRole('combobox', { name: 'Range' }).selectOption('1h');
+  await page.getByTestId('track-summary').getByText(/^\d+ positions from/).waitFor();
+  await shot(page, 'map');
+
+  await page.getByRole('button', { name: 'Draw geofence' }).click();
+  const box = await page.getByTestId('map').boundingBox();
+  const cx = box.x + box.width / 2;
+  const cy = box.y + box.height / 2;
+  for (const [dx, dy] of [[-120, -80], [120, -80], [0, 90]]) await page.mouse.click(cx + dx, cy + dy);
+  await page.getByTestId('draft-points').getByText('3 so far').waitFor();
+  await page.getByLabel('Geofence name').fill('yard');
+  await page.getByRole('button', { name: 'Save geofence' }).click();
+  await page.getByTestId('geofences').locator('tr[data-geofence="yard"]').getByText('polygon of 3 corners').waitFor();
+  await page.locator('path.geofence[data-geofence="yard"]').waitFor();
+  const yard = (await rest('/api/v1/geofences')).data.find((g) => g.name === 'yard');
+  assert.equal(yard.polygon.length >= 3, true);
+  // Clicked around the map's centre, which shows the truck's track near Berlin.
+  for (const [lon, lat] of yard.polygon) assert.ok(Math.abs(lon - 13.43) < 1 && Math.abs(lat - 52.51) < 1, `${lon},${lat}`);
+  page.off('request', outside);
+  assert.deepEqual(foreign, []);
+});
+
 /** Opens `hash` on the phone page, waits for `ready` and checks nothing sticks out sideways. */
 async function fitsPhone(phone, hash, ready, name) {
   await phone.goto(server.base + '/' + hash);
@@ -469,6 +533,7 @@ test('the phone viewport shows the device list usably', async () => {
     await fitsPhone(phone, `#/alarms/${leak.id}`, phone.getByTestId('comments'), 'alarm-phone');
     await fitsPhone(phone, '#/users', phone.getByTestId('user-table'), 'users-phone');
     await fitsPhone(phone, '#/clients', phone.getByTestId('client-table'), 'clients-phone');
+    await fitsPhone(phone, '#/map', phone.locator('path.device-marker').first(), 'map-phone');
     await fitsPhone(phone, '#/rules/new', phone.getByRole('button', { name: 'Run backtest' }), 'rule-phone');
   } finally {
     await phone.close();

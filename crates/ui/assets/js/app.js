@@ -37,6 +37,15 @@ function LiveBadge() {
   return html`<span class="live" role="status">${up ? '● live' : '○ offline'}</span>`;
 }
 
+/** A page loaded when first shown (the map brings Leaflet, which no other page needs). */
+function Lazy({ load, name }) {
+  const [Component, setComponent] = useState(null);
+  const [error, setError] = useState('');
+  useEffect(() => { load().then((m) => setComponent(() => m[name])).catch((e) => setError(e.message)); }, []);
+  if (error) return html`<p class="error" role="alert">${error}</p>`;
+  return Component ? html`<${Component} />` : html`<p class="loading">Loading…</p>`;
+}
+
 function Page({ route }) {
   const [first, id] = route.parts;
   if (first === 'devices' && id) return html`<${Device} key=${id} id=${id} />`;
@@ -47,6 +56,7 @@ function Page({ route }) {
   if (first === 'rules') return html`<${Rules} />`;
   if (first === 'users') return html`<${Users} />`;
   if (first === 'clients') return html`<${Clients} />`;
+  if (first === 'map') return html`<${Lazy} load=${() => import('./map.js')} name="MapPage" />`;
   return html`<${Overview} />`;
 }
 
@@ -64,7 +74,7 @@ function App() {
   return html`
     <header class="top">
       <span class="brand"><img src="/icon.svg" alt="" />Ironbridge</span>
-      <nav aria-label="Main">${link('overview', 'Overview')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('rules', 'Rules')}
+      <nav aria-label="Main">${link('overview', 'Overview')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('map', 'Map')}${link('rules', 'Rules')}
         ${admin && link('users', 'Users')}${admin && link('clients', 'API clients')}</nav>
       <${TenantChooser} ...${tenant} />
       ${me && html`<span class="who" data-testid="who">${me.name} · ${me.role}</span>`}
