@@ -6,7 +6,10 @@
 # packages with `npm ci` from tests/ui/package-lock.json.
 #
 #   scripts/test-ui.sh                   # the tests; exit status non-zero on any failure
-#   scripts/test-ui.sh screenshots       # the same run, saving docs/screenshots/*.png
+#   scripts/test-ui.sh screenshots       # the same run, saving docs/screenshots/*.png: every page
+#                                        # (login, overview, devices, device, alarms, alarm, rules,
+#                                        # rule, users, clients, tenant-chooser, map) and the phone
+#                                        # layout of each (*-phone.png); the tests take them
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
