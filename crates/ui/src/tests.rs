@@ -75,7 +75,13 @@ async fn api_paths_are_never_shadowed() {
 
 #[test]
 fn every_vendored_file_has_a_licence_beside_it() {
-    for name in ["LICENSE-preact", "LICENSE-htm", "LICENSE-uplot"] {
+    for name in [
+        "LICENSE-preact",
+        "LICENSE-htm",
+        "LICENSE-uplot",
+        "LICENSE-leaflet",
+        "LICENSE-world-atlas",
+    ] {
         assert!(asset(&format!("vendor/{name}")).is_some(), "{name}");
     }
 }
