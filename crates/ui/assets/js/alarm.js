@@ -89,9 +89,10 @@ export function AlarmDetail({ id }) {
     api(`/alarms/${encodeURIComponent(id)}`).then(setAlarm).catch((e) => setError(e.message));
   }, [id]);
   const device = alarm?.originator;
+  // Read again once subscribed: a change made before the subscription took effect is not lost.
   useEffect(() => device && subscribe({ subscribe: 'alarms', device }, (ev) => {
     if (String(ev.alarm.id) === String(id)) update(ev.alarm);
-  }), [device, id]);
+  }, () => api(`/alarms/${encodeURIComponent(id)}`).then(update).catch(() => {})), [device, id]);
 
   async function act(action) {
     try {

@@ -1,5 +1,7 @@
-// One WebSocket to /api/v1/ws for the whole page. `subscribe(cmd, onEvent)` sends the command
-// (again after every reconnect) and routes its updates; it returns the unsubscribe function.
+// One WebSocket to /api/v1/ws for the whole page. `subscribe(cmd, onEvent, onReady?)` sends the
+// command (again after every reconnect) and routes its updates; `onReady` runs each time the
+// server confirms it, so a page can read again what changed before (or between) subscriptions.
+// It returns the unsubscribe function.
 import { session, onSession } from './api.js';
 
 let ws = null;
@@ -35,7 +37,7 @@ function connect() {
       for (const [id, sub] of subs) if (!sub.sent) send(id, sub);
     } else if (msg.type === 'subscribed') {
       const sub = subs.get(msg.id);
-      if (sub) sub.server = msg.subscription;
+      if (sub) { sub.server = msg.subscription; sub.onReady?.(); }
       else post({ unsubscribe: msg.subscription }); // dropped before the server confirmed it
     } else if (msg.subscription !== undefined) {
       for (const sub of subs.values()) if (sub.server === msg.subscription) sub.onEvent(msg);
@@ -61,9 +63,9 @@ function send(id, sub) {
   sub.sent = post({ ...sub.cmd, id });
 }
 
-export function subscribe(cmd, onEvent) {
+export function subscribe(cmd, onEvent, onReady) {
   const id = nextId++;
-  const sub = { cmd, onEvent, server: null, sent: false };
+  const sub = { cmd, onEvent, onReady, server: null, sent: false };
   subs.set(id, sub);
   connect();
   send(id, sub);
