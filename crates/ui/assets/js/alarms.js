@@ -37,7 +37,8 @@ export function AlarmList({ device, filters = { status: 'any' } }) {
       const rest = l.filter((x) => x.id !== a.id);
       if (!matches(a, params)) return rest;
       return l.some((x) => x.id === a.id) ? l.map((x) => (x.id === a.id ? a : x)) : [a, ...rest];
-    })), [device, filters.status, filters.severity, filters.type]);
+    }), () => load()), // confirmed (again): read the first page again, nothing raised meanwhile is missed
+  [device, filters.status, filters.severity, filters.type]);
 
   async function act(a, action) {
     try {
