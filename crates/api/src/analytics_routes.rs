@@ -1,4 +1,5 @@
-//! Analytics on one series of a device: anomalies (robust z-scores over raw points), forecasts
+//! Analytics on one series of a device: anomalies (robust z-scores over raw points), change
+//! points (level shifts over raw points), forecasts
 //! (ETS or MSTL over interval averages) and time-to-threshold (the linear trend of the last
 //! window). Reads the store and computes on the blocking pool; the models are in
 //! `ib_core::analytics`.
@@ -6,6 +7,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use ib_core::analytics::changepoint::ChangePoint;
 use ib_core::analytics::{self, AnalyticsError, Anomaly, ForecastModel, ForecastPoint};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -34,6 +36,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(anomalies))
         .routes(routes!(forecast))
         .routes(routes!(time_to_threshold))
+        .routes(routes!(change_points))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -275,6 +278,68 @@ async fn time_to_threshold(
             eta_ts: trend.eta(threshold),
             slope_per_hour: trend.slope_per_hour,
             r2: trend.r2,
+        }))
+    })
+    .await
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ChangePointQuery {
+    /// The telemetry key.
+    key: String,
+    /// Start of the range, ms (default 0).
+    from: Option<i64>,
+    /// End of the range, ms (default: no end). The newest 20,000 points are examined.
+    to: Option<i64>,
+    /// Penalty per change, × ln(points), in units of the series' noise (default 3; higher
+    /// finds fewer changes).
+    penalty: Option<f64>,
+    /// Shortest segment, in points (default 5, at least 2).
+    min_size: Option<usize>,
+}
+
+/// Change points of one series.
+#[derive(Serialize, ToSchema)]
+struct ChangePointsResponse {
+    key: String,
+    /// Numeric points examined.
+    examined: usize,
+    change_points: Vec<ChangePoint>,
+}
+
+/// Where the level of a series shifts (PELT, change in mean), each with the means of the
+/// segments before and after.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/analytics/change-points", tag = "analytics",
+    security(("bearer" = ["read"])), params(("id" = String, Path), ChangePointQuery),
+    responses((status = 200, body = ChangePointsResponse)))]
+async fn change_points(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: QueryOf<ChangePointQuery>,
+) -> ApiResult<Json<ChangePointsResponse>> {
+    use analytics::changepoint as cp;
+    let Query(q) = q?;
+    let d = s.platform.registry.device(&id)?;
+    let key = need_key(q.key)?;
+    let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(i64::MAX));
+    if from > to {
+        return Err(ApiError::bad_request("from must not be after to"));
+    }
+    let penalty = q.penalty.unwrap_or(cp::DEFAULT_PENALTY);
+    let min_size = q.min_size.unwrap_or(cp::DEFAULT_MIN_SIZE);
+    let store = s.platform.telemetry.clone();
+    blocking(move || {
+        let keys = [key.clone()];
+        let series = store.range(&d.id, &keys, from, to, cp::MAX_POINTS, true)?;
+        let mut points = numeric(series.into_iter().flat_map(|(_, smp)| smp));
+        points.reverse(); // newest first from the store
+        let change_points =
+            cp::change_points(&points, penalty, min_size).map_err(|e| analytics_error(e, None))?;
+        Ok::<_, ApiError>(Json(ChangePointsResponse {
+            key,
+            examined: points.len(),
+            change_points,
         }))
     })
     .await

@@ -185,6 +185,7 @@ async fn authenticate<'a>(
         subs: BTreeMap::new(),
         last_sub: 0,
         bus: None,
+        alarms: None,
         visible: HashMap::new(),
     })
 }
@@ -317,8 +318,10 @@ struct Conn<'a> {
     caller: Caller,
     subs: BTreeMap<u64, Filter>,
     last_sub: u64,
-    /// Subscribed to the bus only while there are subscriptions.
+    /// Subscribed to the bus's device messages only while a subscription wants them.
     bus: Option<Receiver<Arc<Event>>>,
+    /// Subscribed to the bus's alarm changes only while an alarm subscription exists.
+    alarms: Option<Receiver<Arc<Event>>>,
     /// Device id → whether this customer user may see it.
     visible: HashMap<String, bool>,
 }
@@ -350,6 +353,16 @@ impl Conn<'_> {
                     }
                 }
                 ev = next_event(&mut self.bus) => {
+                    if let Err(RecvError::Closed) = ev {
+                        self.bus = None;
+                    }
+                    self.event(ev);
+                    Ok(())
+                }
+                ev = next_event(&mut self.alarms) => {
+                    if let Err(RecvError::Closed) = ev {
+                        self.alarms = None;
+                    }
                     self.event(ev);
                     Ok(())
                 }
@@ -445,9 +458,7 @@ impl Conn<'_> {
         self.last_sub += 1;
         let n = self.last_sub;
         self.subs.insert(n, Filter { kind, device, keys });
-        if self.bus.is_none() {
-            self.bus = Some(self.s.platform.bus.subscribe());
-        }
+        self.listen();
         Ok(json!({"type": "subscribed", "subscription": n}))
     }
 
@@ -458,10 +469,25 @@ impl Conn<'_> {
         if self.subs.remove(&n).is_none() {
             return Err(("not_found", format!("subscription {n} not found")));
         }
-        if self.subs.is_empty() {
-            self.bus = None;
-        }
+        self.listen();
         Ok(json!({"type": "unsubscribed", "subscription": n}))
+    }
+
+    /// Subscribes to the bus channels the subscriptions need, and drops the others.
+    fn listen(&mut self) {
+        let alarms = self.subs.values().any(|f| f.kind == Kind::Alarms);
+        let messages = self.subs.values().any(|f| f.kind != Kind::Alarms);
+        let bus = &self.s.platform.bus;
+        match (messages, self.bus.is_some()) {
+            (true, false) => self.bus = Some(bus.subscribe()),
+            (false, true) => self.bus = None,
+            _ => {}
+        }
+        match (alarms, self.alarms.is_some()) {
+            (true, false) => self.alarms = Some(bus.subscribe_alarms()),
+            (false, true) => self.alarms = None,
+            _ => {}
+        }
     }
 
     /// A refreshed token of the same user and reach; one that does not verify closes.
@@ -526,10 +552,7 @@ impl Conn<'_> {
         let ev = match ev {
             Ok(ev) => ev,
             Err(RecvError::Lagged(n)) => return self.outbox.lost(n),
-            Err(RecvError::Closed) => {
-                self.bus = None;
-                return;
-            }
+            Err(RecvError::Closed) => return,
         };
         let updates: Vec<Value> = self
             .subs

@@ -396,3 +396,43 @@ async fn the_document_describes_the_analytics_routes() {
         assert!(schemas[s].is_object(), "{s} is in the document");
     }
 }
+
+#[tokio::test]
+async fn change_points_find_the_level_shift() {
+    let fx = fixture().await;
+    let mut n = noise(3);
+    // A pump's current: 4 A for 300 minutes, then 5.5 A (a bearing starts to go).
+    let pts: Vec<(i64, f64)> = (0..500)
+        .map(|i| {
+            let level = if i < 300 { 4.0 } else { 5.5 };
+            (fx.t0 + i * MIN, level + 0.2 * n())
+        })
+        .collect();
+    fx.telemetry("current", &pts).await;
+    let (status, v) = fx.get("change-points?key=current").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["key"].as_str(), v["examined"].as_u64()),
+        (Some("current"), Some(500))
+    );
+    let cps = v["change_points"].as_array().unwrap();
+    assert_eq!(cps.len(), 1, "{v}");
+    let ts = cps[0]["ts"].as_i64().unwrap();
+    assert!((ts - pts[300].0).abs() <= 2 * MIN, "{v}");
+    assert!(
+        (cps[0]["before"].as_f64().unwrap() - 4.0).abs() < 0.1,
+        "{v}"
+    );
+    assert!((cps[0]["after"].as_f64().unwrap() - 5.5).abs() < 0.1, "{v}");
+    // Before the shift: none.
+    let (_, v) = fx
+        .get(&format!("change-points?key=current&to={}", pts[250].0))
+        .await;
+    assert_eq!(v["change_points"], json!([]), "{v}");
+    let (status, v) = fx.get("change-points?key=current&penalty=0").await;
+    assert_invalid(status, &v, "penalty");
+    let (status, v) = fx.get("change-points?key=current&min_size=1").await;
+    assert_invalid(status, &v, "min_size");
+    let (status, v) = fx.get("change-points?key=").await;
+    assert_invalid(status, &v, "key");
+}

@@ -3,15 +3,16 @@
 //! - `condition/*`: one CEL condition evaluated with `Cel::eval` over prepared variables, as
 //!   the engine does once per (rule, device, timestamp): a plain threshold, one reading
 //!   attributes and the `device` variable, and window functions over an in-memory history.
-//!   The throughput is condition evaluations per second.
+//!   The throughput is condition evaluations per second. `per_event/variables` is what the
+//!   engine pays once per (event, timestamp), shared by every rule it evaluates there.
 //! - `engine/*`: `RuleEngine::on_event` for one telemetry event of one device, end to end, on a
 //!   `TestPlatform` (in-memory SQLite database, telemetry store in a temporary directory) whose
 //!   tenant has 1,000 rules: 995 profile-scoped (5 per profile, 199 profiles) and 5 tenant-wide,
 //!   so that each device matches 10. No condition holds, so nothing fires: this is the steady
-//!   per-event cost (rule list, registry lookup, latest values, attributes, variables, state
-//!   look-ups, 10 evaluations).
-//! - `parts/*`: the pieces of that per-event cost that are public: the tenant's rule list, the
-//!   registry lookup, the latest values, the attributes (3 scopes).
+//!   per-event cost (rule index, the engine's device cache, variables, state look-ups, 10
+//!   evaluations).
+//! - `parts/*`: public pieces, for reference: the rule index lookup, and what the engine's
+//!   caches save per event (registry lookup, latest values, merged attributes).
 //!
 //! Run: `cargo bench -p ironbridge-core --bench rules` (figures in docs/PERFORMANCE.md).
 
@@ -25,10 +26,12 @@ use ib_core::bus::{Event, EventKind};
 use ib_core::error::Result;
 use ib_core::model::{NewDevice, NewProfile};
 use ib_core::payload::Point;
-use ib_core::rules::compile::{device_value, to_cel, Cel, EvalInput, EvalVars, History};
+use ib_core::rules::compile::{
+    cel_val, device_value, numbers, to_cel, Cel, CelVal, DeviceValues, EvalInput, EvalVars, History,
+};
 use ib_core::rules::engine::RuleEngine;
 use ib_core::rules::lookups::Lookups;
-use ib_core::rules::model::RuleSpec;
+use ib_core::rules::model::{RuleSpec, Trigger};
 use ib_core::testing::TestPlatform;
 use serde_json::{json, Value as Json};
 
@@ -86,38 +89,63 @@ impl Lookups for NoLookups {
     }
 }
 
-/// The variables of one evaluation, built the way the engine builds them: `temp`, `hum`,
-/// `battery` and `extra` more keys of the device's latest values.
-fn vars(history: Arc<dyn History>, extra: usize) -> EvalVars {
-    let mut values = vec![
-        ("temp".to_string(), 31.5),
-        ("hum".to_string(), 42.0),
-        ("battery".to_string(), 3.7),
-    ];
-    values.extend((0..extra).map(|i| (format!("k{i}"), i as f64)));
-    EvalVars {
-        values: values
-            .iter()
-            .map(|(k, v)| (k.clone(), to_cel(&json!(v))))
-            .collect(),
-        attributes: to_cel(&json!({"temp_limit": 30.0, "mode": "auto", "fw": "1.4.2"})),
-        device: device_value("d1", "boiler-1", "boilers", true),
-        input: EvalInput {
+/// What one evaluation reads, held the way the engine holds it: `temp`, `hum`, `battery` and
+/// `extra` more keys of the device's latest values, its attributes and `device` variable.
+struct Held {
+    values: DeviceValues,
+    none: DeviceValues,
+    attributes: CelVal,
+    device: CelVal,
+    history: Arc<dyn History>,
+}
+
+impl Held {
+    fn new(history: Arc<dyn History>, extra: usize) -> Held {
+        let mut values = DeviceValues::default();
+        for (k, v) in [("temp", 31.5), ("hum", 42.0), ("battery", 3.7)] {
+            values.set(k, NOW, &json!(v));
+        }
+        for i in 0..extra {
+            values.set(&format!("k{i}"), NOW, &json!(i as f64));
+        }
+        Held {
+            values,
+            none: DeviceValues::default(),
+            attributes: cel_val(to_cel(
+                &json!({"temp_limit": 30.0, "mode": "auto", "fw": "1.4.2"}),
+            )),
+            device: cel_val(device_value("d1", "boiler-1", "boilers", true)),
+            history,
+        }
+    }
+
+    /// The variables at [`NOW`]: made once per (event, timestamp) by the engine, and shared by
+    /// every rule it evaluates there.
+    fn vars(&self) -> EvalVars<'_> {
+        let layers = [&self.none, &self.values];
+        let input = EvalInput {
             tenant: Arc::from("t1"),
             device: Arc::from("d1"),
             ts: NOW,
-            values: Arc::new(values.into_iter().collect()),
-            history,
+            values: Arc::new(numbers(layers)),
+            history: self.history.clone(),
             lookups: Arc::new(NoLookups),
-        },
+        };
+        EvalVars::new(
+            layers,
+            self.attributes.as_ref(),
+            self.device.as_ref(),
+            input,
+        )
     }
 }
 
 fn conditions(c: &mut Criterion) {
     let cel = Cel::new();
     let history: Arc<dyn History> = Arc::new(MemHistory::one_hour());
-    let vars3 = vars(history.clone(), 0);
-    let vars20 = vars(history, 17);
+    let held3 = Held::new(history.clone(), 0);
+    let held20 = Held::new(history, 17);
+    let (vars3, vars20) = (held3.vars(), held20.vars());
     let mut g = c.benchmark_group("condition");
     g.throughput(Throughput::Elements(1));
     // Every case evaluates all of its terms (the first one holds, so && goes on).
@@ -148,20 +176,24 @@ fn conditions(c: &mut Criterion) {
         assert!(cel.eval(&program, vars).expect("evaluates"), "{name}");
         g.bench_function(name, |b| b.iter(|| cel.eval(&program, vars).unwrap()));
     }
-    // The floor: the same threshold on a CEL context whose variables were bound once (per
-    // event, not per rule), with the `cel` crate directly. `Cel::eval` binds every variable
-    // (each telemetry key, ts, attributes, device, the functions' input) for every evaluation.
+    // The floor: the same threshold on a plain CEL context whose variables were bound once,
+    // with the `cel` crate directly.
     let program = cel
         .compile("condition", "temp > 30.0 && hum < 50.0")
         .unwrap();
     let mut ctx = cel::Context::default();
-    for (k, v) in &vars3.values {
-        ctx.add_variable_from_value(k.as_str(), v.clone());
+    for (k, v) in [("temp", 31.5), ("hum", 42.0), ("battery", 3.7)] {
+        ctx.add_variable_from_value(k, cel::Value::Float(v));
     }
     assert_eq!(program.execute(&ctx).unwrap(), cel::Value::Bool(true));
     g.bench_function("threshold_variables_bound_once", |b| {
         b.iter(|| program.execute(&ctx).unwrap())
     });
+    g.finish();
+    // What the engine pays once per (event, timestamp) before its rules run: the variables.
+    let mut g = c.benchmark_group("per_event");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("variables", |b| b.iter(|| held3.vars()));
     g.finish();
 }
 
@@ -319,8 +351,19 @@ fn engine(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("parts");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("rules_of_tenant_1000", |b| {
-        b.iter(|| p.rules.of_tenant(&f.tenant))
+    let device = p.registry.device(&f.plain).unwrap();
+    g.bench_function("rule_index_matching_of_1000", |b| {
+        b.iter(|| {
+            p.rules
+                .index()
+                .matching(
+                    &f.tenant,
+                    Trigger::Telemetry,
+                    &device.profile_id,
+                    &device.id,
+                )
+                .count()
+        })
     });
     g.bench_function("registry_device", |b| {
         b.iter(|| p.registry.device(&f.plain).unwrap())
@@ -328,13 +371,8 @@ fn engine(c: &mut Criterion) {
     g.bench_function("telemetry_latest_5_keys", |b| {
         b.iter(|| p.telemetry.latest(&f.plain, None).unwrap())
     });
-    g.bench_function("attributes_3_scopes", |b| {
-        b.iter(|| {
-            Scope::ALL
-                .iter()
-                .map(|s| p.attributes.values(&f.plain, *s, None).unwrap().len())
-                .sum::<usize>()
-        })
+    g.bench_function("attributes_merged", |b| {
+        b.iter(|| p.attributes.merged(&f.plain).unwrap().len())
     });
     g.finish();
 }

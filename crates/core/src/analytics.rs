@@ -1,5 +1,5 @@
 //! Analytics over one series of numbers, as `(ts ms, value)` points oldest first: anomalies
-//! (robust z-scores), short-term forecasts (ETS; MSTL with ETS for its trend when the series
+//! (robust z-scores), change points (changepoint.rs: level shifts, PELT), short-term forecasts (ETS; MSTL with ETS for its trend when the series
 //! has a season) and time-to-threshold from a linear trend (predictive maintenance). Pure
 //! functions, no I/O: the API reads the store and runs these on the blocking pool.
 //!
@@ -7,6 +7,8 @@
 //! deviation of 0 is a division by zero) and over-scores quantised ones; windows without a
 //! deviation on either side of the median fall back to a plain z-score, and to "no anomalies"
 //! when they do not vary at all. Seasonal ETS is not in augurs: seasons go through MSTL.
+
+pub mod changepoint;
 
 use augurs::ets::AutoETS;
 use augurs::mstl::MSTLModel;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rusqlite::params;
 use serde_json::{json, Map, Value};
 
-use crate::db::Db;
+use crate::db::{Db, Versioned};
 use crate::error::{CoreError, Result};
 
 /// An attribute scope.
@@ -76,7 +76,60 @@ impl Attributes {
             }
         }
         tx.commit()?;
+        self.db.changed(Versioned::Attributes);
         Ok(())
+    }
+
+    /// Saves attributes of many devices in one transaction (periodic state writes). A device
+    /// deleted meanwhile (its row refused by the foreign key) is skipped; the others are kept.
+    pub fn save_many(
+        &self,
+        scope: Scope,
+        items: &[(Arc<str>, Map<String, Value>)],
+        ts: i64,
+    ) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.db.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO attributes (device_id, scope, key, value, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (device_id, scope, key) DO UPDATE SET value = excluded.value, ts = excluded.ts",
+            )?;
+            for (device, map) in items {
+                for (k, v) in map {
+                    match st.execute(params![&**device, scope as i64, k, v.to_string(), ts]) {
+                        Ok(_) => {}
+                        Err(rusqlite::Error::SqliteFailure(f, _))
+                            if f.code == rusqlite::ErrorCode::ConstraintViolation => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        self.db.changed(Versioned::Attributes);
+        Ok(())
+    }
+
+    /// Every attribute of the device, the scopes merged (client, then shared, then server: a
+    /// later scope's key wins), in one query.
+    pub fn merged(&self, device: &str) -> Result<Map<String, Value>> {
+        let conn = self.db.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT key, value FROM attributes WHERE device_id = ?1 ORDER BY scope",
+        )?;
+        let rows = st.query_map(params![device], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Map::new();
+        for row in rows {
+            let (k, v) = row?;
+            out.insert(k, serde_json::from_str(&v).unwrap_or(Value::Null));
+        }
+        Ok(out)
     }
 
     /// Values of a scope; `keys = None` for all of them. Unknown keys are left out.
@@ -148,6 +201,7 @@ impl Attributes {
                 deleted.push(k.clone());
             }
         }
+        self.db.changed(Versioned::Attributes);
         Ok(deleted)
     }
 }

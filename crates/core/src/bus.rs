@@ -1,7 +1,8 @@
 //! The in-process bus: every device message, once accepted, as one [`Event`] type whatever the
-//! transport, and every alarm change. Subscribers (rule engine, live stream) take it from a
-//! broadcast channel; a slow subscriber loses the oldest events (and is told so by the channel),
-//! never slows ingest.
+//! transport, and every alarm change. Subscribers (rule engine, live stream) take them from
+//! broadcast channels; a slow subscriber loses the oldest events (and is told so by the
+//! channel), never slows ingest. Alarm changes have a channel of their own, so that a flood of
+//! telemetry cannot push them out, and a subscriber to alarms alone does not wake for telemetry.
 
 use std::sync::Arc;
 
@@ -35,12 +36,14 @@ pub struct Event {
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Arc<Event>>,
+    alarms: broadcast::Sender<Arc<Event>>,
 }
 
 impl Default for Bus {
     fn default() -> Self {
         Bus {
             tx: broadcast::channel(4096).0,
+            alarms: broadcast::channel(4096).0,
         }
     }
 }
@@ -48,11 +51,20 @@ impl Default for Bus {
 impl Bus {
     /// Publishes an event (dropped when nobody listens).
     pub fn publish(&self, event: Event) {
-        let _ = self.tx.send(Arc::new(event));
+        let tx = match event.kind {
+            EventKind::Alarm(_) => &self.alarms,
+            _ => &self.tx,
+        };
+        let _ = tx.send(Arc::new(event));
     }
 
-    /// A new subscriber.
+    /// A new subscriber to device messages (every kind but alarms).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// A new subscriber to alarm changes.
+    pub fn subscribe_alarms(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.alarms.subscribe()
     }
 }

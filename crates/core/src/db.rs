@@ -96,6 +96,21 @@ CREATE INDEX IF NOT EXISTS alarm_comments_alarm ON alarm_comments (alarm_id, id)
 pub struct Db {
     conn: Mutex<Connection>,
     path: std::path::PathBuf,
+    /// Bumped by every change of devices, profiles or tenants, and of attributes: readers that
+    /// cache them (the rule engine) compare versions instead of asking the database.
+    versions: [std::sync::atomic::AtomicU64; 2],
+    /// Checkpoints the WAL (file databases only), so that no caller holding the connection's
+    /// mutex ever waits for a checkpoint's `fsync` (`wal_autocheckpoint = 0` on it).
+    _checkpointer: Option<store::sqlite::checkpoint::Checkpointer>,
+}
+
+/// What [`Db::changed`] and [`Db::version`] count.
+#[derive(Debug, Clone, Copy)]
+pub enum Versioned {
+    /// Devices, profiles, tenants.
+    Registry = 0,
+    /// Attributes of any scope.
+    Attributes = 1,
 }
 
 impl Db {
@@ -104,9 +119,18 @@ impl Db {
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
         Ok(Db {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            versions: Default::default(),
+            _checkpointer: Some(
+                store::sqlite::checkpoint::Checkpointer::spawn(
+                    path,
+                    std::time::Duration::from_millis(500),
+                )
+                .map_err(|e| crate::CoreError::Store(e.to_string()))?,
+            ),
         })
     }
 
@@ -118,12 +142,24 @@ impl Db {
         Ok(Db {
             conn: Mutex::new(conn),
             path: std::path::PathBuf::new(),
+            versions: Default::default(),
+            _checkpointer: None,
         })
     }
 
     /// The connection, locked.
     pub fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock()
+    }
+
+    /// Records a change of `what` (after the write).
+    pub fn changed(&self, what: Versioned) {
+        self.versions[what as usize].fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The number of changes of `what` so far.
+    pub fn version(&self, what: Versioned) -> u64 {
+        self.versions[what as usize].load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The file, for writers that open their own connection ("" when in memory).

@@ -207,12 +207,17 @@ impl Platform {
                     }
                 }));
             }
-            if let Err(e) = self.rpc.sweep() {
-                tracing::warn!(error = %e, "RPC sweep failed");
-            }
-            if let Err(e) = self.state.flush() {
-                tracing::warn!(error = %e, "device state flush failed");
-            }
+            // Database work: off the async workers, so that devices' traffic never waits.
+            let p = self.clone();
+            let swept = tokio::task::spawn_blocking(move || {
+                if let Err(e) = p.rpc.sweep() {
+                    tracing::warn!(error = %e, "RPC sweep failed");
+                }
+                if let Err(e) = p.state.flush() {
+                    tracing::warn!(error = %e, "device state flush failed");
+                }
+            });
+            let _ = swept.await;
         }
         let _ = self.state.flush();
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::credentials;
-use crate::db::{now_ms, Db};
+use crate::db::{now_ms, Db, Versioned};
 use crate::error::{CoreError, Result};
 use crate::model::{
     Customer, Device, DeviceQuery, DeviceSort, DeviceUpdate, NewDevice, NewProfile, Profile,
@@ -172,6 +172,7 @@ impl Registry {
         // Devices reference profiles without cascade; remove devices first.
         conn.execute("DELETE FROM devices WHERE tenant_id = ?1", [&t.id])?;
         conn.execute("DELETE FROM tenants WHERE id = ?1", [&t.id])?;
+        self.db.changed(Versioned::Registry);
         Ok(t)
     }
 
@@ -380,6 +381,7 @@ impl Registry {
             )));
         }
         conn.execute("DELETE FROM profiles WHERE id = ?1", [&p.id])?;
+        self.db.changed(Versioned::Registry);
         Ok(p)
     }
 
@@ -571,6 +573,7 @@ impl Registry {
             "UPDATE devices SET label = ?2, customer_id = ?3, profile_id = ?4 WHERE id = ?1",
             params![d.id, label, customer, profile],
         )?;
+        self.db.changed(Versioned::Registry);
         self.device(&d.id)
     }
 
@@ -587,6 +590,7 @@ impl Registry {
         let d = self.device(id)?;
         let conn = self.db.conn();
         conn.execute("DELETE FROM devices WHERE id = ?1", [id])?;
+        self.db.changed(Versioned::Registry);
         Ok(d)
     }
 

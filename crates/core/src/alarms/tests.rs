@@ -391,7 +391,7 @@ fn every_change_is_published_on_the_bus() {
     let f = fx();
     let t = f.tenant("t");
     let d = f.device(&t, "d", None);
-    let mut rx = f.bus.subscribe();
+    let mut rx = f.bus.subscribe_alarms();
     let a = f.raise(&t, &d, "A", Severity::Major).0;
     f.raise(&t, &d, "A", Severity::Critical);
     f.alarms.ack(a.id, "x").unwrap();

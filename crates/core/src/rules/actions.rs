@@ -63,6 +63,7 @@ impl ActionRunner {
     /// Takes jobs until the channel closes; each action runs in its own task.
     pub async fn run(self: Arc<Self>, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
+            metrics::histogram!("rule_job_wait_seconds").record(job.made.elapsed().as_secs_f64());
             let job = Arc::new(job);
             for (i, action) in job.rule.rule.spec.actions.iter().enumerate() {
                 // Clearing undoes alarms; the other actions happen when the rule fires.
@@ -77,7 +78,11 @@ impl ActionRunner {
                     let Some(handler) = me.handlers.get(name) else {
                         return;
                     };
-                    if let Err(e) = handler.run(&job, action).await {
+                    let started = std::time::Instant::now();
+                    let result = handler.run(&job, action).await;
+                    metrics::histogram!("rule_action_seconds", "action" => name)
+                        .record(started.elapsed().as_secs_f64());
+                    if let Err(e) = result {
                         me.failed(&job, name, &e);
                     }
                 });

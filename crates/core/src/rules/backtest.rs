@@ -10,7 +10,10 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json};
 use utoipa::ToSchema;
 
-use super::compile::{device_value, to_cel, EvalBase, BUILTIN_VARIABLES};
+use super::compile::{
+    cel_val, device_value, merged_json, numbers, to_cel, DeviceValues, EvalInput, EvalVars,
+    BUILTIN_VARIABLES,
+};
 use super::engine::{transition, Phase, StoreHistory};
 use super::model::{RuleSpec, Trigger};
 use super::store::DeviceRuleState;
@@ -100,19 +103,31 @@ pub fn backtest(
                     .push((k.clone(), s.value.to_json()));
             }
         }
-        let base = EvalBase {
-            tenant: Arc::from(d.tenant.as_str()),
-            device: Arc::from(d.id.as_str()),
-            attributes: to_cel(&Json::Object(Map::new())),
-            device_var: device_value(&d.id, &d.name, &d.profile, true),
-            history: history.clone(),
-            lookups: p.rules.lookups.clone(),
-        };
-        let mut values: BTreeMap<String, Json> = BTreeMap::new();
+        let attributes = cel_val(to_cel(&Json::Object(Map::new())));
+        let device = cel_val(device_value(&d.id, &d.name, &d.profile, true));
+        let (tenant, device_id): (Arc<str>, Arc<str>) =
+            (d.tenant.as_str().into(), d.id.as_str().into());
+        let mut values = DeviceValues::default();
+        let none = DeviceValues::default();
         let mut state = DeviceRuleState::default();
         for (ts, incoming) in by_ts {
-            values.extend(incoming);
-            let vars = base.at(ts, &values);
+            for (k, v) in &incoming {
+                values.set(k, ts, v);
+            }
+            let input = EvalInput {
+                tenant: tenant.clone(),
+                device: device_id.clone(),
+                ts,
+                values: Arc::new(numbers([&values, &none])),
+                history: history.clone(),
+                lookups: p.rules.lookups.clone(),
+            };
+            let vars = EvalVars::new(
+                [&values, &none],
+                attributes.as_ref(),
+                device.as_ref(),
+                input,
+            );
             out.evaluations += 1;
             let mut failed = None;
             let eval = |prog: &cel::Program| match p.rules.cel.eval(prog, &vars) {
@@ -136,7 +151,7 @@ pub fn backtest(
                                 "clear"
                             }
                             .into(),
-                            values: values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                            values: merged_json([&values, &none]),
                         });
                     }
                 }

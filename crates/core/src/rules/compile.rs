@@ -14,11 +14,14 @@
 //! `inside("name")` (the device's `latitude`/`longitude` inside the tenant's geofence),
 //! `anomaly(key, "1h")` (the value's robust z-score against the window: median and MAD),
 //! `hours_to(key, threshold, "24h")` (hours until the window's trend reaches the threshold;
-//! infinity when it does not head there).
+//! infinity when it does not head there), `level_shift(key, "6h")` (the latest change of level
+//! in the window, after minus before, found by change-point detection; 0 without one).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, FunctionContext, Program, Value};
 use serde_json::Value as Json;
@@ -40,6 +43,7 @@ pub const FUNCTIONS: &[(&str, usize)] = &[
     ("inside", 1),
     ("anomaly", 2),
     ("hours_to", 3),
+    ("level_shift", 2),
 ];
 
 /// Variables every condition may use besides telemetry keys.
@@ -268,6 +272,19 @@ impl Cel {
             )
             .expect("a fresh function name");
         parent
+            .add_function(
+                "level_shift",
+                |ftx: &FunctionContext, key: Arc<String>, window: Arc<String>| {
+                    use crate::analytics::changepoint as cp;
+                    let (_, pts) = points(ftx, &key, &window)?;
+                    let newest = &pts[pts.len().saturating_sub(cp::MAX_POINTS)..];
+                    let cps = cp::change_points(newest, cp::DEFAULT_PENALTY, cp::DEFAULT_MIN_SIZE)
+                        .map_err(|e| ftx.error(e.to_string()))?;
+                    Ok::<f64, ExecutionError>(cps.last().map(|c| c.after - c.before).unwrap_or(0.0))
+                },
+            )
+            .expect("a fresh function name");
+        parent
             .add_function("external", |ftx: &FunctionContext, name: Arc<String>| {
                 let inp = input(ftx)?;
                 let v = inp
@@ -331,7 +348,7 @@ impl Cel {
             let operator = f.starts_with(['_', '@']) || f.ends_with('_');
             if !ours && !STDLIB.contains(&f) && !operator {
                 return Err(CoreError::Invalid(format!(
-                    "{what}: unknown function {f:?} (rule functions: avg, min, max, sum, count, delta, rate, zscore, anomaly, hours_to, external, inside)"
+                    "{what}: unknown function {f:?} (rule functions: avg, min, max, sum, count, delta, rate, zscore, anomaly, hours_to, level_shift, external, inside)"
                 )));
             }
         }
@@ -397,16 +414,14 @@ impl Cel {
         }
     }
 
-    /// Evaluates a condition for one device at one time.
+    /// Evaluates a condition for one device at one time. Nothing is copied into the context:
+    /// the program reads `vars` through a variable resolver, so this costs what the program
+    /// does, however many values the device has.
     pub fn eval(&self, program: &Program, vars: &EvalVars) -> Result<bool> {
-        let mut ctx = self.parent.new_inner_scope();
-        for (k, v) in vars.values.iter() {
-            ctx.add_variable_from_value(k.as_str(), v.clone());
-        }
-        ctx.add_variable_from_value("ts", Value::Float(vars.input.ts as f64));
-        ctx.add_variable_from_value("attributes", vars.attributes.clone());
-        ctx.add_variable_from_value("device", vars.device.clone());
-        ctx.add_variable_from_value("__eval", Value::Opaque(Arc::new(vars.input.clone())));
+        // The parent's variables are 'static; a child scope may borrow shorter-lived ones.
+        let parent: &Context<'_, '_> = &self.parent;
+        let mut ctx = parent.new_inner_scope();
+        ctx.set_variable_resolver(vars);
         match program.execute(&ctx) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(CoreError::Invalid(format!(
@@ -418,48 +433,114 @@ impl Cel {
     }
 }
 
-/// What stays the same across one device's evaluations: its identity, attributes and the
-/// lookups; [`EvalBase::at`] adds a timestamp's values.
-pub struct EvalBase {
-    pub tenant: Arc<str>,
-    pub device: Arc<str>,
-    /// The `attributes` variable.
-    pub attributes: Value,
-    /// The `device` variable.
-    pub device_var: Value,
-    pub history: Arc<dyn History>,
-    pub lookups: Arc<dyn super::lookups::Lookups>,
+/// A value in the form the interpreter reads variables in, made once and borrowed by every
+/// evaluation that reads it.
+pub type CelVal = Box<dyn Val>;
+
+/// `v` as a [`CelVal`] (a value CEL cannot hold as a variable becomes null).
+pub fn cel_val(v: Value) -> CelVal {
+    CelVal::try_from(v).unwrap_or_else(|_| CelVal::try_from(Value::Null).expect("null"))
 }
 
-impl EvalBase {
-    /// The variables of an evaluation at `ts` over the device's current `values`.
-    pub fn at(&self, ts: i64, values: &std::collections::BTreeMap<String, Json>) -> EvalVars {
-        let numbers: HashMap<String, f64> = values
-            .iter()
-            .filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f)))
-            .collect();
+/// A device's values by key, as variables.
+pub type Values = HashMap<String, CelVal>;
+
+/// The variables of one evaluation, read by the interpreter as it needs them (a
+/// [`VariableResolver`]): the built-ins (`ts`, `attributes`, `device`, and the functions' input),
+/// then the telemetry keys of `values`, first layer first (incoming values before latest ones).
+pub struct EvalVars<'a> {
+    pub values: [&'a DeviceValues; 2],
+    pub attributes: &'a dyn Val,
+    pub device: &'a dyn Val,
+    ts: CelVal,
+    eval: CelVal,
+}
+
+impl<'a> EvalVars<'a> {
+    /// The variables at `input.ts`.
+    pub fn new(
+        values: [&'a DeviceValues; 2],
+        attributes: &'a dyn Val,
+        device: &'a dyn Val,
+        input: EvalInput,
+    ) -> EvalVars<'a> {
         EvalVars {
-            values: values.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect(),
-            attributes: self.attributes.clone(),
-            device: self.device_var.clone(),
-            input: EvalInput {
-                tenant: self.tenant.clone(),
-                device: self.device.clone(),
-                ts,
-                values: Arc::new(numbers),
-                history: self.history.clone(),
-                lookups: self.lookups.clone(),
-            },
+            values,
+            attributes,
+            device,
+            ts: cel_val(Value::Float(input.ts as f64)),
+            eval: cel_val(Value::Opaque(Arc::new(input))),
         }
     }
 }
 
-/// Variables of one evaluation.
-pub struct EvalVars {
-    pub values: Vec<(String, Value)>,
-    pub attributes: Value,
-    pub device: Value,
-    pub input: EvalInput,
+impl VariableResolver for EvalVars<'_> {
+    fn resolve<'b>(&'b self, name: &str) -> Option<CowVal<'b, 'b>> {
+        let v: &dyn Val = match name {
+            "ts" => self.ts.as_ref(),
+            "attributes" => self.attributes,
+            "device" => self.device,
+            "__eval" => self.eval.as_ref(),
+            _ => self.values.iter().find_map(|l| l.vals.get(name))?.as_ref(),
+        };
+        Some(CowVal::Borrowed(v))
+    }
+}
+
+/// A device's telemetry values in the forms evaluation needs: JSON with its timestamp (for the
+/// functions' numbers and the values a job reports) and CEL variables.
+#[derive(Default)]
+pub struct DeviceValues {
+    pub json: BTreeMap<String, (i64, Json)>,
+    pub vals: Values,
+}
+
+impl DeviceValues {
+    /// Sets `key` to `v` (seen at `ts`).
+    pub fn set(&mut self, key: &str, ts: i64, v: &Json) {
+        self.vals.insert(key.to_string(), cel_val(to_cel(v)));
+        self.json.insert(key.to_string(), (ts, v.clone()));
+    }
+
+    /// Sets `key` unless the value held is newer than `ts`; whether it did.
+    pub fn set_newer(&mut self, key: &str, ts: i64, v: &Json) -> bool {
+        if self.json.get(key).is_some_and(|(t, _)| *t > ts) {
+            return false;
+        }
+        self.set(key, ts, v);
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.json.clear();
+        self.vals.clear();
+    }
+}
+
+/// The numbers among `layers` (first layer first): the functions' input.
+pub fn numbers(layers: [&DeviceValues; 2]) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for l in layers.iter().rev() {
+        out.extend(
+            l.json
+                .iter()
+                .filter_map(|(k, (_, v))| v.as_f64().map(|f| (k.clone(), f))),
+        );
+    }
+    out
+}
+
+/// The values of `layers` (first layer first) as one JSON object: what a job reports.
+pub fn merged_json(layers: [&DeviceValues; 2]) -> serde_json::Map<String, Json> {
+    let mut out = serde_json::Map::new();
+    for l in layers.iter().rev() {
+        out.extend(l.json.iter().map(|(k, (_, v))| (k.clone(), v.clone())));
+    }
+    out
 }
 
 /// A JSON value as CEL (numbers as doubles).
@@ -579,23 +660,25 @@ mod tests {
         }
     }
 
-    fn vars(values: &[(&str, f64)], ts: i64) -> EvalVars {
-        EvalVars {
-            values: values
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::Float(*v)))
-                .collect(),
-            attributes: to_cel(&serde_json::json!({"limit": 25.0})),
-            device: device_value("d1", "pump", "default", true),
-            input: EvalInput {
-                tenant: Arc::from("t"),
-                device: Arc::from("d1"),
-                ts,
-                values: Arc::new(values.iter().map(|(k, v)| (k.to_string(), *v)).collect()),
-                history: Arc::new(Ramp),
-                lookups: Arc::new(SampleHistory),
-            },
+    /// Evaluates `program` for device d1 at `ts` with `values`.
+    fn eval(cel: &Cel, program: &Program, values: &[(&str, f64)], ts: i64) -> Result<bool> {
+        let mut dv = DeviceValues::default();
+        for (k, v) in values {
+            dv.set(k, ts, &serde_json::json!(v));
         }
+        let none = DeviceValues::default();
+        let attributes = cel_val(to_cel(&serde_json::json!({"limit": 25.0})));
+        let device = cel_val(device_value("d1", "pump", "default", true));
+        let input = EvalInput {
+            tenant: Arc::from("t"),
+            device: Arc::from("d1"),
+            ts,
+            values: Arc::new(numbers([&dv, &none])),
+            history: Arc::new(Ramp),
+            lookups: Arc::new(SampleHistory),
+        };
+        let vars = EvalVars::new([&dv, &none], attributes.as_ref(), device.as_ref(), input);
+        cel.eval(program, &vars)
     }
 
     #[test]
@@ -651,7 +734,7 @@ mod tests {
         let ts = 100_000;
         let run = |src: &str, vals: &[(&str, f64)]| {
             let p = cel.compile("c", src).unwrap();
-            cel.eval(&p, &vars(vals, ts))
+            eval(&cel, &p, vals, ts)
         };
         assert!(run("temp > attributes.limit", &[("temp", 30.0)]).unwrap());
         // Window 10 s ending at 100 s: 90..=100.
@@ -665,6 +748,12 @@ mod tests {
         assert!(run("rate('temp', '10s') == 1.0", &[]).unwrap());
         assert!(run("zscore('temp', '10s') > 1.5", &[("temp", 100.0)]).unwrap());
         assert!(run("device.name == 'pump' && ts == 100000.0", &[]).unwrap());
+        // To a change-in-mean model a steady ramp is a staircase of small upward shifts.
+        assert!(run("level_shift('temp', '1m') > 0.0", &[]).unwrap());
+        assert!(
+            run("level_shift('temp', '3s') == 0.0", &[]).unwrap(),
+            "too short"
+        );
         assert!(run("pressure > 1.0", &[])
             .unwrap_err()
             .to_string()

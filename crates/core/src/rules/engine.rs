@@ -4,15 +4,20 @@
 //! no longer does). Firing and clearing become [`Job`]s for the action runner. State per
 //! (rule, device) is kept in memory and written through to `rule_state` when it changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
-use super::compile::{device_value, to_cel, EvalBase, EvalVars, History};
-use super::store::DeviceRuleState;
+use super::compile::{
+    cel_val, device_value, merged_json, numbers, to_cel, CelVal, DeviceValues, EvalInput, EvalVars,
+    History,
+};
+use super::index::RuleIndex;
+use super::store::{DeviceRuleState, StateWrite};
 use super::{CompiledRule, Target};
 use crate::bus::{Event, EventKind};
+use crate::db::Versioned;
 use crate::error::Result;
 use crate::model::Device;
 use crate::rules::model::Trigger;
@@ -34,6 +39,8 @@ pub struct Job {
     /// The values the condition saw.
     pub values: Map<String, Json>,
     pub phase: Phase,
+    /// When the engine made it (the action runner measures its queueing).
+    pub made: std::time::Instant,
 }
 
 /// Telemetry history from the store, for the window functions.
@@ -64,15 +71,45 @@ impl History for StoreHistory {
     }
 }
 
+/// What the engine keeps of a device between events, so that an event reads no database.
+struct DeviceCache {
+    device: Arc<Device>,
+    /// The latest value of each key (by timestamp), kept up to date from telemetry events.
+    latest: DeviceValues,
+    /// The `device` variable and the `active` it was made with.
+    var: (bool, CelVal),
+    /// The merged attributes and the attribute version they were read at.
+    attributes: Option<(u64, CelVal)>,
+}
+
+/// Devices kept at most (cleared when exceeded: a cache, not a registry).
+const MAX_CACHED_DEVICES: usize = 200_000;
+
 /// The evaluator (owned by one thread).
 pub struct RuleEngine {
     platform: Arc<Platform>,
     history: Arc<dyn History>,
-    states: HashMap<(String, String), DeviceRuleState>,
-    loaded: std::collections::HashSet<String>,
-    /// Next due time of each scheduled rule.
-    due: HashMap<String, i64>,
+    /// State per (rule install key, device).
+    states: HashMap<(u64, Arc<str>), DeviceRuleState>,
+    /// Rule install keys whose stored states are loaded.
+    loaded: HashSet<u64>,
+    /// The index generation `states` was last pruned at.
+    pruned_at: u64,
+    devices: HashMap<Arc<str>, DeviceCache>,
+    /// The registry version the device cache is valid for.
+    registry_version: u64,
+    /// The number of events lost before reaching the engine that the cache has seen.
+    lost_seen: u64,
+    /// Writes not yet handed over (see [`RuleEngine::take_writes`]).
+    writes: Vec<StateWrite>,
+    /// Next due time of each scheduled rule (by install key).
+    due: HashMap<u64, i64>,
+    no_attributes: CelVal,
 }
+
+/// Events lost between the bus and the engine (lagged or dropped): the engine's cached latest
+/// values may have missed some, so it reloads them.
+pub static LOST_EVENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl RuleEngine {
     /// An engine over the platform's rules and telemetry.
@@ -82,12 +119,19 @@ impl RuleEngine {
             platform,
             history,
             states: HashMap::new(),
-            loaded: Default::default(),
+            loaded: HashSet::new(),
+            pruned_at: 0,
+            devices: HashMap::new(),
+            registry_version: 0,
+            lost_seen: 0,
+            writes: Vec::new(),
             due: HashMap::new(),
+            no_attributes: cel_val(to_cel(&Json::Object(Map::new()))),
         }
     }
 
-    /// Evaluates one event; returns the jobs it makes.
+    /// Evaluates one event; returns the jobs it makes. State changes are queued: hand them to
+    /// the store with [`RuleEngine::take_writes`] or [`RuleEngine::flush`].
     pub fn on_event(&mut self, event: &Event) -> Vec<Job> {
         let trigger = match &event.kind {
             EventKind::Telemetry(_) => Trigger::Telemetry,
@@ -95,20 +139,27 @@ impl RuleEngine {
             EventKind::Connected { .. } | EventKind::Disconnected { .. } => Trigger::Status,
             _ => return Vec::new(),
         };
-        let rules: Vec<_> = self
-            .platform
-            .rules
-            .of_tenant(&event.tenant)
-            .into_iter()
-            .filter(|r| r.rule.spec.trigger == trigger)
-            .collect();
-        if rules.is_empty() {
+        self.check_caches();
+        let index = self.platform.rules.index();
+        self.prune(&index);
+        if !index.has(&event.tenant, trigger) {
+            // Still keep a cached device's latest values current.
+            if let (EventKind::Telemetry(points), Some(c)) =
+                (&event.kind, self.devices.get_mut(&*event.device))
+            {
+                for p in points {
+                    c.latest.set_newer(&p.key, p.ts, &p.value);
+                }
+            }
             return Vec::new();
         }
-        let device = match self.platform.registry.device(&event.device) {
-            Ok(d) => Arc::new(d),
-            Err(_) => return Vec::new(), // deleted meanwhile
+        let Some(device) = self.cached(&event.device) else {
+            return Vec::new(); // deleted meanwhile
         };
+        let rules: Vec<Arc<CompiledRule>> = index
+            .matching(&event.tenant, trigger, &device.profile_id, &device.id)
+            .cloned()
+            .collect();
         let active = match &event.kind {
             EventKind::Connected { .. } => Some(true),
             EventKind::Disconnected { .. } => Some(false),
@@ -131,22 +182,24 @@ impl RuleEngine {
                 groups.entry(event.ts).or_default();
             }
         }
-        self.evaluate(&rules, device, active, groups)
+        self.evaluate(&rules, &event.device, active, groups)
     }
 
     /// Runs the scheduled rules that are due at `now` over every device of their scope (with
     /// the devices' latest values); returns their jobs.
     pub fn tick(&mut self, now: i64) -> Vec<Job> {
+        self.check_caches();
         let mut jobs = Vec::new();
-        for rule in self.platform.rules.scheduled() {
-            let id = rule.rule.id.clone();
-            let Some(next) = self.next_due(&rule, now) else {
+        let index = self.platform.rules.index();
+        self.prune(&index);
+        for rule in index.scheduled() {
+            let Some(next) = self.next_due(rule, now) else {
                 continue;
             };
             if now < next {
                 continue;
             }
-            self.due.remove(&id);
+            self.due.remove(&rule.key);
             let q = crate::model::DeviceQuery {
                 profile: match &rule.target {
                     Target::Profile(p) => Some(p.clone()),
@@ -164,81 +217,200 @@ impl RuleEngine {
                     .map(|(page, _)| page),
             };
             for d in devices.unwrap_or_default() {
+                let id: Arc<str> = Arc::from(d.id.as_str());
+                if self.cached(&id).is_none() {
+                    continue;
+                }
                 let mut groups = BTreeMap::new();
                 groups.insert(now, Vec::new());
-                jobs.extend(self.evaluate(std::slice::from_ref(&rule), Arc::new(d), None, groups));
+                jobs.extend(self.evaluate(std::slice::from_ref(rule), &id, None, groups));
             }
-            self.next_due(&rule, now);
+            self.next_due(rule, now);
         }
         jobs
     }
 
+    /// The queued state writes, for the store ([`super::store::RuleStore::apply`]).
+    pub fn take_writes(&mut self) -> Vec<StateWrite> {
+        std::mem::take(&mut self.writes)
+    }
+
+    /// Applies the queued state writes now.
+    pub fn flush(&mut self) {
+        let writes = self.take_writes();
+        if !writes.is_empty() {
+            if let Err(e) = self.platform.rules.store.apply(&writes) {
+                tracing::warn!(error = %e, "storing rule state");
+            }
+        }
+    }
+
+    /// Drops cached devices when the registry changed or events were lost.
+    fn check_caches(&mut self) {
+        let version = self.platform.db.version(Versioned::Registry);
+        let lost = LOST_EVENTS.load(std::sync::atomic::Ordering::Relaxed);
+        if version != self.registry_version
+            || lost != self.lost_seen
+            || self.devices.len() > MAX_CACHED_DEVICES
+        {
+            self.devices.clear();
+            self.registry_version = version;
+            self.lost_seen = lost;
+        }
+    }
+
+    /// Forgets the state of rules that were changed, disabled or deleted.
+    fn prune(&mut self, index: &RuleIndex) {
+        if index.generation == self.pruned_at {
+            return;
+        }
+        self.pruned_at = index.generation;
+        self.states.retain(|(key, _), _| index.current(*key));
+        self.loaded.retain(|key| index.current(*key));
+        self.due.retain(|key, _| index.current(*key));
+    }
+
+    /// The device, its latest values loaded once from the store.
+    fn cached(&mut self, id: &Arc<str>) -> Option<&Device> {
+        if !self.devices.contains_key(id) {
+            let device = self.platform.registry.device(id).ok()?;
+            let mut latest = DeviceValues::default();
+            if let Ok(l) = self.platform.telemetry.latest(id, None) {
+                for (k, s) in l {
+                    latest.set(&k, s.ts, &s.value.to_json());
+                }
+            }
+            let var = device_value(&device.id, &device.name, &device.profile, false);
+            self.devices.insert(
+                id.clone(),
+                DeviceCache {
+                    device: Arc::new(device),
+                    latest,
+                    var: (false, cel_val(var)),
+                    attributes: None,
+                },
+            );
+        }
+        self.devices.get(id).map(|c| &*c.device)
+    }
+
     /// When a scheduled rule is due next (computed once per occurrence).
     fn next_due(&mut self, rule: &CompiledRule, now: i64) -> Option<i64> {
-        if let Some(t) = self.due.get(&rule.rule.id) {
+        if let Some(t) = self.due.get(&rule.key) {
             return Some(*t);
         }
         let next = rule.schedule.as_ref()?.next_after(now)?;
-        self.due.insert(rule.rule.id.clone(), next);
+        self.due.insert(rule.key, next);
         Some(next)
     }
 
-    /// Evaluates `rules` (already matched to the device) for each timestamp of `groups`.
+    /// Evaluates `rules` (already matched to the cached device) for each timestamp of `groups`.
     fn evaluate(
         &mut self,
         rules: &[Arc<CompiledRule>],
-        device: Arc<Device>,
+        device_id: &Arc<str>,
         active: Option<bool>,
         groups: BTreeMap<i64, Vec<(&str, &Json)>>,
     ) -> Vec<Job> {
-        let rules: Vec<_> = rules
-            .iter()
-            .filter(|r| match &r.target {
-                Target::Tenant => true,
-                Target::Profile(p) => *p == device.profile_id,
-                Target::Device(d) => *d == device.id,
-            })
-            .cloned()
-            .collect();
         if rules.is_empty() {
             return Vec::new();
         }
-        // The device's latest values, overlaid by each timestamp's incoming ones.
-        let mut values: BTreeMap<String, Json> = self
-            .platform
-            .telemetry
-            .latest(&device.id, None)
-            .map(|l| l.into_iter().map(|(k, s)| (k, s.value.to_json())).collect())
-            .unwrap_or_default();
-        // Attributes are read only when a rule uses them.
-        let attributes = if rules.iter().any(|r| r.uses_attributes) {
-            self.attributes(&device.id)
-        } else {
-            to_cel(&Json::Object(Map::new()))
+        for r in rules {
+            self.load_states(r);
+        }
+        let active = active.unwrap_or_else(|| self.platform.state.active(device_id));
+        let attributes_version = self.platform.db.version(Versioned::Attributes);
+        let wants_attributes = rules.iter().any(|r| r.uses_attributes);
+        let wants_numbers = rules.iter().any(|r| r.uses_functions);
+        let platform = self.platform.clone();
+        let Some(cache) = self.devices.get_mut(device_id) else {
+            return Vec::new();
         };
-        let active = active.unwrap_or_else(|| self.platform.state.active(&device.id));
-        let base = EvalBase {
-            tenant: Arc::from(device.tenant.as_str()),
-            device: Arc::from(device.id.as_str()),
-            attributes,
-            device_var: device_value(&device.id, &device.name, &device.profile, active),
-            history: self.history.clone(),
-            lookups: self.platform.rules.lookups.clone(),
-        };
+        let device = cache.device.clone();
+        if cache.var.0 != active {
+            let v = device_value(&device.id, &device.name, &device.profile, active);
+            cache.var = (active, cel_val(v));
+        }
+        if wants_attributes
+            && cache
+                .attributes
+                .as_ref()
+                .is_none_or(|(v, _)| *v != attributes_version)
+        {
+            let merged = platform.attributes.merged(&device.id).unwrap_or_default();
+            cache.attributes = Some((attributes_version, cel_val(to_cel(&Json::Object(merged)))));
+        }
         let mut jobs = Vec::new();
+        let mut older = DeviceValues::default();
         for (ts, incoming) in groups {
-            for (k, v) in incoming {
-                values.insert(k.to_string(), v.clone());
+            // Values at least as new as the latest become the latest; older ones (a replay)
+            // are seen by this timestamp's evaluation only.
+            older.clear();
+            for (k, v) in &incoming {
+                if !cache.latest.set_newer(k, ts, v) {
+                    older.set(k, ts, v);
+                }
             }
-            let vars = base.at(ts, &values);
-            for rule in &rules {
-                if let Some(phase) = self.step(rule, &device.id, ts, &vars) {
+            let layers = [&older, &cache.latest];
+            let input = EvalInput {
+                tenant: Arc::from(device.tenant.as_str()),
+                device: device_id.clone(),
+                ts,
+                values: Arc::new(if wants_numbers {
+                    numbers(layers)
+                } else {
+                    HashMap::new()
+                }),
+                history: self.history.clone(),
+                lookups: platform.rules.lookups.clone(),
+            };
+            let attributes = match (&cache.attributes, wants_attributes) {
+                (Some((_, a)), true) => a.as_ref(),
+                _ => self.no_attributes.as_ref(),
+            };
+            let vars = EvalVars::new(layers, attributes, cache.var.1.as_ref(), input);
+            for rule in rules {
+                let key = (rule.key, device_id.clone());
+                let before = self.states.get(&key).copied().unwrap_or_default();
+                let Some((st, phase)) = transition(rule, before, ts, |p| {
+                    match platform.rules.cel.eval(p, &vars) {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            metrics::counter!("rule_errors_total").increment(1);
+                            self.writes.push(StateWrite::Error {
+                                rule: rule.id.clone(),
+                                message: format!("device {}: {e}", device.name),
+                            });
+                            None
+                        }
+                    }
+                }) else {
+                    continue;
+                };
+                if st != before {
+                    self.states.insert(key, st);
+                    self.writes.push(StateWrite::State {
+                        rule: rule.id.clone(),
+                        version: rule.rule.updated,
+                        device: device_id.clone(),
+                        state: st,
+                    });
+                }
+                if let Some(phase) = phase {
+                    if phase == Phase::Fire {
+                        metrics::counter!("rule_fired_total").increment(1);
+                        self.writes.push(StateWrite::Fired {
+                            rule: rule.id.clone(),
+                            ts,
+                        });
+                    }
                     jobs.push(Job {
                         rule: rule.clone(),
                         device: device.clone(),
                         ts,
-                        values: values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        values: merged_json(layers),
                         phase,
+                        made: std::time::Instant::now(),
                     });
                 }
             }
@@ -246,58 +418,16 @@ impl RuleEngine {
         jobs
     }
 
-    /// One rule, one device, one timestamp.
-    fn step(
-        &mut self,
-        rule: &CompiledRule,
-        device: &str,
-        ts: i64,
-        vars: &EvalVars,
-    ) -> Option<Phase> {
-        let id = &rule.rule.id;
-        if self.loaded.insert(id.clone()) {
-            if let Ok(states) = self.platform.rules.store.states(id) {
-                for (d, s) in states {
-                    self.states.insert((id.clone(), d), s);
-                }
+    /// Loads a rule's stored per-device states the first time it is evaluated.
+    fn load_states(&mut self, rule: &CompiledRule) {
+        if !self.loaded.insert(rule.key) || rule.key == 0 {
+            return;
+        }
+        if let Ok(states) = self.platform.rules.store.states(&rule.id) {
+            for (d, s) in states {
+                self.states.insert((rule.key, Arc::from(d.as_str())), s);
             }
         }
-        let key = (id.clone(), device.to_string());
-        let before = self.states.get(&key).copied().unwrap_or_default();
-        let cel = &self.platform.rules.cel;
-        let eval = |p: &cel::Program| match cel.eval(p, vars) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                metrics::counter!("rule_errors_total").increment(1);
-                let msg = format!("device {device}: {e}");
-                if let Err(e) = self.platform.rules.store.record_error(id, &msg) {
-                    tracing::warn!(error = %e, "recording a rule error");
-                }
-                None
-            }
-        };
-        let (st, phase) = transition(rule, before, ts, eval)?;
-        if st != before {
-            self.states.insert(key, st);
-            if let Err(e) = self.platform.rules.store.set_state(id, device, st) {
-                tracing::warn!(error = %e, rule = %id, "storing rule state");
-            }
-        }
-        if phase == Some(Phase::Fire) {
-            metrics::counter!("rule_fired_total").increment(1);
-            let _ = self.platform.rules.store.record_fired(id, ts);
-        }
-        phase
-    }
-
-    fn attributes(&self, device: &str) -> cel::Value {
-        let mut all = Map::new();
-        for scope in crate::attributes::Scope::ALL {
-            if let Ok(m) = self.platform.attributes.values(device, scope, None) {
-                all.extend(m);
-            }
-        }
-        to_cel(&Json::Object(all))
     }
 }
 
@@ -340,11 +470,14 @@ pub fn transition(
 }
 
 /// Runs the engine on its own thread until the bus closes or `stop` changes; jobs go to `jobs`.
+/// State writes go to a second thread that commits whatever has queued in one transaction, so
+/// the engine never waits for the database (or a WAL checkpoint) on its hot path.
 pub fn spawn(
     platform: Arc<Platform>,
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
     let mut rx = platform.bus.subscribe();
     let (tx, events) = std::sync::mpsc::sync_channel::<Arc<Event>>(65_536);
     tokio::spawn(async move {
@@ -356,12 +489,14 @@ pub fn spawn(
                         match tx.try_send(ev) {
                             Ok(()) => {}
                             Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                                LOST_EVENTS.fetch_add(1, Ordering::Relaxed);
                                 metrics::counter!("rule_events_dropped_total").increment(1);
                             }
                             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        LOST_EVENTS.fetch_add(n, Ordering::Relaxed);
                         metrics::counter!("rule_events_lagged_total").increment(n);
                         tracing::warn!(events = n, "the rule engine fell behind the bus");
                     }
@@ -371,29 +506,68 @@ pub fn spawn(
             }
         }
     });
+    let (writes_tx, writes_rx) = std::sync::mpsc::channel::<Vec<StateWrite>>();
+    let writer_platform = platform.clone();
+    std::thread::Builder::new()
+        .name("rule-state".into())
+        .spawn(move || {
+            while let Ok(mut batch) = writes_rx.recv() {
+                while let Ok(more) = writes_rx.try_recv() {
+                    batch.extend(more);
+                }
+                if let Err(e) = writer_platform.rules.store.apply(&batch) {
+                    tracing::warn!(error = %e, writes = batch.len(), "storing rule state");
+                }
+            }
+        })
+        .expect("spawning the rule state writer");
     std::thread::Builder::new()
         .name("rules".into())
         .spawn(move || {
             let mut engine = RuleEngine::new(platform.clone());
             let mut last_tick = 0;
             loop {
-                let got = events.recv_timeout(std::time::Duration::from_millis(250));
-                let mut out = match got {
-                    Ok(ev) if platform.rules.any() => engine.on_event(&ev),
-                    Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Vec::new(),
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                };
+                let mut out = Vec::new();
+                match events.recv_timeout(std::time::Duration::from_millis(250)) {
+                    Ok(ev) => {
+                        // Everything already queued, up to a bound, before writes go out.
+                        let mut n = 0;
+                        let mut next = Some(ev);
+                        while let Some(ev) = next {
+                            if platform.rules.any() {
+                                let delay = (crate::db::now_ms() - ev.ts).max(0) as f64 / 1e3;
+                                metrics::histogram!("rule_event_delay_seconds").record(delay);
+                                let started = std::time::Instant::now();
+                                out.extend(engine.on_event(&ev));
+                                metrics::histogram!("rule_event_seconds")
+                                    .record(started.elapsed().as_secs_f64());
+                            }
+                            n += 1;
+                            next = if n < 1024 {
+                                events.try_recv().ok()
+                            } else {
+                                None
+                            };
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
                 let now = crate::db::now_ms();
                 if now - last_tick >= 250 {
                     last_tick = now;
                     out.extend(engine.tick(now));
                 }
-                for job in out {
-                    if jobs.send(job).is_err() {
-                        return;
-                    }
+                let closed = out.into_iter().any(|job| jobs.send(job).is_err());
+                let writes = engine.take_writes();
+                if !writes.is_empty() && writes_tx.send(writes).is_err() {
+                    break;
+                }
+                if closed {
+                    break;
                 }
             }
+            let _ = writes_tx.send(engine.take_writes());
         })
         .expect("spawning the rules thread")
 }

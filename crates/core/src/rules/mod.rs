@@ -10,6 +10,7 @@ pub mod actions;
 pub mod backtest;
 pub mod compile;
 pub mod engine;
+pub mod index;
 pub mod lookups;
 pub mod model;
 pub mod notify;
@@ -18,6 +19,7 @@ pub mod store;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cel::Program;
@@ -40,6 +42,11 @@ pub enum Target {
 
 /// A rule ready to evaluate.
 pub struct CompiledRule {
+    /// Unique per installation: an updated rule is a new rule to the engine (its per-device
+    /// state starts over). 0 for dry compilations.
+    pub key: u64,
+    /// `rule.id`, shared with the engine's state and writes.
+    pub id: Arc<str>,
     pub rule: Rule,
     pub target: Target,
     pub condition: Program,
@@ -49,6 +56,8 @@ pub struct CompiledRule {
     pub devices: HashMap<String, String>,
     /// Whether the condition or clear reads `attributes` (else the engine does not load them).
     pub uses_attributes: bool,
+    /// Whether the condition or clear calls a rule function (they read the values as numbers).
+    pub uses_functions: bool,
     /// For `trigger = "schedule"`.
     pub schedule: Option<model::Schedule>,
 }
@@ -60,7 +69,12 @@ pub struct Rules {
     /// External sources and geofences.
     pub lookups: Arc<lookups::RuleLookups>,
     compiled: RwLock<HashMap<String, Arc<CompiledRule>>>,
+    /// The enabled rules as the engine reads them, rebuilt on every change.
+    index: RwLock<Arc<index::RuleIndex>>,
 }
+
+/// Install keys of compiled rules (see [`CompiledRule::key`]).
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 impl Rules {
     /// Loads and compiles every stored rule; one that no longer compiles (its profile was
@@ -71,6 +85,7 @@ impl Rules {
             store: RuleStore::new(db)?,
             cel: Cel::new(),
             compiled: RwLock::new(HashMap::new()),
+            index: RwLock::default(),
         };
         for rule in rules.store.all()? {
             match rules.compile(registry, &rule.tenant, &rule.spec) {
@@ -112,6 +127,8 @@ impl Rules {
     ) -> Result<CompiledRule> {
         let parts = self.compile(registry, tenant, spec)?;
         Ok(CompiledRule {
+            key: 0,
+            id: Arc::from(""),
             for_ms: spec.for_ms(),
             rule: Rule {
                 id: String::new(),
@@ -128,6 +145,7 @@ impl Rules {
             clear: parts.clear,
             devices: parts.devices,
             uses_attributes: parts.uses_attributes,
+            uses_functions: parts.uses_functions,
             schedule: parts.schedule,
         })
     }
@@ -135,37 +153,31 @@ impl Rules {
     /// Deletes a rule.
     pub fn delete(&self, id: &str) -> Result<Rule> {
         let r = self.store.delete(id)?;
-        self.compiled.write().remove(id);
+        let mut compiled = self.compiled.write();
+        compiled.remove(id);
+        self.reindex(&compiled);
         Ok(r)
     }
 
-    /// The compiled rules of a tenant (enabled ones).
-    pub fn of_tenant(&self, tenant: &str) -> Vec<Arc<CompiledRule>> {
-        self.compiled
-            .read()
-            .values()
-            .filter(|r| r.rule.tenant == tenant && r.rule.spec.enabled)
-            .cloned()
-            .collect()
+    /// The enabled rules, indexed for the engine (a snapshot: cheap to take, never changes).
+    pub fn index(&self) -> Arc<index::RuleIndex> {
+        self.index.read().clone()
     }
 
     /// The enabled scheduled rules of every tenant.
     pub fn scheduled(&self) -> Vec<Arc<CompiledRule>> {
-        self.compiled
-            .read()
-            .values()
-            .filter(|r| r.schedule.is_some() && r.rule.spec.enabled)
-            .cloned()
-            .collect()
+        self.index().scheduled().to_vec()
     }
 
     /// Whether any rule is enabled (the engine skips work otherwise).
     pub fn any(&self) -> bool {
-        self.compiled.read().values().any(|r| r.rule.spec.enabled)
+        self.index.read().any()
     }
 
     fn install(&self, rule: Rule, parts: Parts) {
         let compiled = CompiledRule {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            id: Arc::from(rule.id.as_str()),
             for_ms: rule.spec.for_ms(),
             rule,
             target: parts.target,
@@ -173,11 +185,19 @@ impl Rules {
             clear: parts.clear,
             devices: parts.devices,
             uses_attributes: parts.uses_attributes,
+            uses_functions: parts.uses_functions,
             schedule: parts.schedule,
         };
-        self.compiled
-            .write()
-            .insert(compiled.rule.id.clone(), Arc::new(compiled));
+        let mut all = self.compiled.write();
+        all.insert(compiled.rule.id.clone(), Arc::new(compiled));
+        self.reindex(&all);
+    }
+
+    /// Rebuilds the index (under the write lock of `compiled`, so rebuilds do not interleave).
+    fn reindex(&self, compiled: &HashMap<String, Arc<CompiledRule>>) {
+        let generation = self.index.read().generation + 1;
+        let ix = index::RuleIndex::build(compiled.values(), generation);
+        *self.index.write() = Arc::new(ix);
     }
 
     /// Everything that can be checked before a rule is saved.
@@ -225,6 +245,13 @@ impl Rules {
         }
         let uses = |p: &Program| p.references().variables().contains(&"attributes");
         let uses_attributes = uses(&condition) || clear.as_ref().is_some_and(uses);
+        let calls = |p: &Program| {
+            let refs = p.references();
+            compile::FUNCTIONS
+                .iter()
+                .any(|(f, _)| refs.functions().contains(f))
+        };
+        let uses_functions = calls(&condition) || clear.as_ref().is_some_and(calls);
         let schedule = spec
             .schedule
             .as_deref()
@@ -236,6 +263,7 @@ impl Rules {
             clear,
             devices,
             uses_attributes,
+            uses_functions,
             schedule,
         })
     }
@@ -247,5 +275,6 @@ struct Parts {
     clear: Option<Program>,
     devices: HashMap<String, String>,
     uses_attributes: bool,
+    uses_functions: bool,
     schedule: Option<model::Schedule>,
 }

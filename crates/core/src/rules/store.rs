@@ -36,6 +36,22 @@ pub struct DeviceRuleState {
     pub pending_since: Option<i64>,
 }
 
+/// A write the engine queues for [`RuleStore::apply`].
+#[derive(Debug, Clone)]
+pub enum StateWrite {
+    /// A rule's state for a device, from the rule's version `version` (its `updated`).
+    State {
+        rule: Arc<str>,
+        version: i64,
+        device: Arc<str>,
+        state: DeviceRuleState,
+    },
+    /// The rule fired at `ts`.
+    Fired { rule: Arc<str>, ts: i64 },
+    /// The condition failed to evaluate (shown on the rule).
+    Error { rule: Arc<str>, message: String },
+}
+
 /// Rule persistence.
 pub struct RuleStore {
     db: Arc<Db>,
@@ -199,6 +215,85 @@ impl RuleStore {
             ))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Applies the engine's queued writes in one transaction. A state row is written only while
+    /// its rule still has the version (`updated`) that produced it, so a late write cannot
+    /// resurrect the state of a rule that was changed or deleted meanwhile; a row whose device
+    /// was deleted fails alone (logged), the others are kept.
+    pub fn apply(&self, writes: &[StateWrite]) -> Result<()> {
+        let mut conn = self.db.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM rule_state WHERE rule_id = ?1 AND device_id = ?2")?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO rule_state (rule_id, device_id, active, pending_since, updated_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS
+                   (SELECT 1 FROM rules WHERE id = ?1 AND updated_ms = ?6)
+                 ON CONFLICT (rule_id, device_id) DO UPDATE SET active = excluded.active,
+                 pending_since = excluded.pending_since, updated_ms = excluded.updated_ms",
+            )?;
+            let mut fired = tx.prepare_cached(
+                "UPDATE rules SET last_fired_ms = max(coalesce(last_fired_ms, ?2), ?2)
+                 WHERE id = ?1",
+            )?;
+            let mut error = tx.prepare_cached(
+                "UPDATE rules SET last_error = ?2, last_error_ms = ?3 WHERE id = ?1",
+            )?;
+            let now = now_ms();
+            // One error per rule and batch (the last) is enough to show.
+            let mut errors = std::collections::HashMap::new();
+            for w in writes {
+                if let StateWrite::Error { rule, message } = w {
+                    errors.insert(rule, message);
+                }
+            }
+            for (rule, message) in errors {
+                if let Err(e) = error.execute(params![&**rule, message, now]) {
+                    tracing::warn!(rule = %rule, error = %e, "storing a rule error");
+                }
+            }
+            for w in writes {
+                let done = match w {
+                    StateWrite::State {
+                        rule,
+                        device,
+                        state,
+                        ..
+                    } if *state == DeviceRuleState::default() => delete
+                        .execute(params![&**rule, &**device])
+                        .map(|_| ())
+                        .map_err(|e| (rule, e)),
+                    StateWrite::State {
+                        rule,
+                        version,
+                        device,
+                        state,
+                    } => upsert
+                        .execute(params![
+                            &**rule,
+                            &**device,
+                            state.active,
+                            state.pending_since,
+                            now,
+                            version
+                        ])
+                        .map(|_| ())
+                        .map_err(|e| (rule, e)),
+                    StateWrite::Fired { rule, ts } => fired
+                        .execute(params![&**rule, ts])
+                        .map(|_| ())
+                        .map_err(|e| (rule, e)),
+                    StateWrite::Error { .. } => Ok(()),
+                };
+                if let Err((rule, e)) = done {
+                    tracing::warn!(rule = %rule, error = %e, "storing rule state");
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Stores a rule's state for a device (the default state removes the row).

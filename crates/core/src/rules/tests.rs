@@ -74,7 +74,8 @@ fn for_duration_hysteresis_and_restart() {
     assert!(phases(&mut engine, &telemetry(&p, &token, at(70, 140.0))).is_empty());
     // Between the thresholds: still active (hysteresis).
     assert!(phases(&mut engine, &telemetry(&p, &token, at(80, 110.0))).is_empty());
-    // A restart keeps the state: the clear still happens once.
+    // A restart keeps the state (once written): the clear still happens once.
+    engine.flush();
     let mut engine = RuleEngine::new(p.clone());
     assert_eq!(
         phases(&mut engine, &telemetry(&p, &token, at(90, 95.0))),
@@ -164,6 +165,8 @@ fn scopes_triggers_and_other_keys() {
         &telemetry(&p, &other, json!({"moisture": 1.0}))
     )
     .is_empty());
+    // Written with the engine's next batch of state writes.
+    engine.flush();
     let (rules, _) = p.rules.store.list(Some(&tenant.id), 10, None).unwrap();
     let r = rules
         .iter()
@@ -390,4 +393,69 @@ fn scheduled_rules_run_over_every_device_in_scope() {
     assert_eq!(fired, [("hot", Phase::Fire)]);
     // Once per occurrence.
     assert!(engine.tick(now + hour + 1000).is_empty());
+}
+
+#[test]
+fn the_engine_sees_attribute_profile_and_rule_changes_it_caches() {
+    let t = TestPlatform::new();
+    let p = t.platform.clone();
+    let tenant = p.registry.tenant("default").unwrap();
+    for name in ["boilers", "pumps"] {
+        let new = crate::model::NewProfile {
+            name: name.into(),
+            ..Default::default()
+        };
+        p.registry.create_profile(&tenant.id, new).unwrap();
+    }
+    let (d, token) = p
+        .registry
+        .create_device(
+            &tenant.id,
+            NewDevice {
+                name: "b-1".into(),
+                profile: Some("boilers".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let limit = |v: f64| {
+        let m = json!({ "limit": v });
+        p.set_shared(&d.id, m.as_object().unwrap().clone()).unwrap();
+    };
+    limit(50.0);
+    let created = p
+        .rules
+        .create(
+            &p.registry,
+            &tenant.id,
+            rule(json!({"name": "hot", "scope": {"profile": "boilers"},
+                "condition": "temp > attributes.limit", "actions": [{"type": "log"}]})),
+        )
+        .unwrap();
+    let mut engine = RuleEngine::new(p.clone());
+    let temp = |v: f64| json!({ "temp": v });
+    assert!(phases(&mut engine, &telemetry(&p, &token, temp(40.0))).is_empty());
+    // The attribute changed after the engine cached it.
+    limit(30.0);
+    assert_eq!(
+        phases(&mut engine, &telemetry(&p, &token, temp(40.0))),
+        [Phase::Fire]
+    );
+    // An updated rule starts over: its state is not the old one, in memory or stored.
+    engine.flush();
+    let spec = rule(json!({"name": "hot", "scope": {"profile": "boilers"},
+        "condition": "temp > attributes.limit + 5.0", "actions": [{"type": "log"}]}));
+    p.rules.update(&p.registry, &created.id, spec).unwrap();
+    assert_eq!(
+        phases(&mut engine, &telemetry(&p, &token, temp(40.0))),
+        [Phase::Fire]
+    );
+    // The device moved to another profile: the cached device is not used any more.
+    let update = crate::model::DeviceUpdate {
+        profile: Some("pumps".into()),
+        ..Default::default()
+    };
+    p.registry.update_device(&d.id, &update).unwrap();
+    let jobs = engine.on_event(&telemetry(&p, &token, temp(20.0)));
+    assert!(jobs.is_empty(), "out of the rule's scope: no clear either");
 }

@@ -6,6 +6,7 @@
 //! - `read`: queries merging sealed chunks with the head.
 //! - `partition`: day numbers, file names.
 
+pub mod checkpoint;
 mod partition;
 mod read;
 mod rollup;
@@ -185,6 +186,8 @@ pub(crate) enum Req {
 pub struct SqliteStore {
     shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<Req>>>,
+    /// Checkpoints `index.db` so that the writer never does (see checkpoint.rs).
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 impl SqliteStore {
@@ -215,6 +218,10 @@ impl SqliteStore {
             closed: AtomicBool::new(false),
         });
         let conn = writer::open_index(&shared)?;
+        let checkpointer = checkpoint::Checkpointer::spawn(
+            &shared.dir.join("index.db"),
+            std::time::Duration::from_millis(500),
+        )?;
         let (tx, rx) = mpsc::channel();
         let s = shared.clone();
         std::thread::Builder::new()
@@ -223,6 +230,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             shared,
             tx: Mutex::new(Some(tx)),
+            _checkpointer: checkpointer,
         })
     }
 

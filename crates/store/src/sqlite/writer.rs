@@ -34,8 +34,10 @@ pub fn open_index(shared: &Shared) -> Result<Connection> {
     };
     // Incremental auto-vacuum (effective on a new file) lets sealing return the ingest log's
     // pages to the file system.
+    // The writer never checkpoints: a thread of its own does (checkpoint.rs).
     conn.execute_batch(&format!(
-        "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+        "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
+         PRAGMA wal_autocheckpoint = 0;"
     ))?;
     conn.execute_batch(SCHEMA)?;
     {

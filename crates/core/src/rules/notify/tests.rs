@@ -27,6 +27,8 @@ fn job(values: Value) -> Job {
         last_fired_ts: None,
     };
     let rule = CompiledRule {
+        key: 1,
+        id: "r1".into(),
         rule,
         target: Target::Tenant,
         condition: Cel::new().compile("condition", "true").unwrap(),
@@ -34,6 +36,7 @@ fn job(values: Value) -> Job {
         for_ms: 0,
         devices: HashMap::new(),
         uses_attributes: false,
+        uses_functions: false,
         schedule: None,
     };
     let device = Device {
@@ -57,6 +60,7 @@ fn job(values: Value) -> Job {
         ts: 1_700_000_000_000,
         values: values.as_object().unwrap().clone(),
         phase: Phase::Fire,
+        made: std::time::Instant::now(),
     }
 }
 
