@@ -150,6 +150,7 @@ fn owner(s: &ApiState, collection: &str, id: &str) -> Option<Owner> {
             .and_then(|id| p.alarms.get(id).ok())
             .map(|a| owned(a.tenant, a.customer)),
         "rules" => p.rules.store.get(id).ok().map(|r| owned(r.tenant, None)),
+        "dashboards" => p.dashboards.get(id).ok().map(|d| owned(d.tenant, None)),
         "sources" => p
             .rules
             .lookups

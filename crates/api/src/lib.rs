@@ -20,6 +20,7 @@ mod alarm_routes;
 mod analytics_routes;
 pub mod auth;
 pub mod authz;
+mod dashboard_routes;
 mod device_http;
 mod device_routes;
 pub mod error;
@@ -85,6 +86,7 @@ pub fn management() -> OpenApiRouter<ApiState> {
         .merge(account_routes::routes())
         .merge(alarm_routes::routes())
         .merge(rule_routes::routes())
+        .merge(dashboard_routes::routes())
         .merge(lookup_routes::routes())
         .merge(analytics_routes::routes())
 }

@@ -100,6 +100,7 @@ struct Ids {
     rule: String,
     source: String,
     geofence: String,
+    dashboard: String,
     user: String,
     client: String,
 }
@@ -238,6 +239,13 @@ async fn fixture() -> Fixture {
                 .unwrap(),
             )
             .unwrap();
+        let dashboard = p
+            .dashboards
+            .create(
+                &tenant.id,
+                &serde_json::from_value(json!({"name": format!("db{n}"), "widgets": []})).unwrap(),
+            )
+            .unwrap();
         let customer_res = match &cust {
             Some(c) => c.clone(),
             None => reg.create_customer(&tenant.id, "a0").unwrap().id,
@@ -255,6 +263,7 @@ async fn fixture() -> Fixture {
                 rule: rule.id,
                 source: source.id,
                 geofence: geofence.id,
+                dashboard: dashboard.id,
                 user: user.id,
                 client: client.id,
             },
@@ -312,6 +321,7 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         "rules" => ids.rule.clone(),
         "sources" => ids.source.clone(),
         "geofences" => ids.geofence.clone(),
+        "dashboards" => ids.dashboard.clone(),
         other => panic!("add the resource of /api/v1/{other}/{{id}} to the matrix"),
     };
     let mut uri = path
@@ -360,6 +370,9 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
             "scope": {"tenant": true}, "condition": "t > 2.0", "actions": [{"type": "log"}]})),
         ("PUT", "/api/v1/rules/{id}") => Some(json!({"name": "renamed", "scope": {"tenant": true},
             "condition": "t > 3.0", "actions": [{"type": "log"}]})),
+        ("POST", "/api/v1/dashboards") => Some(json!({"name": "new-dashboard", "widgets": [
+            {"type": "alarms", "x": 0, "y": 0, "w": 12, "h": 4}]})),
+        ("PUT", "/api/v1/dashboards/{id}") => Some(json!({"name": "renamed-dashboard"})),
         ("POST", "/api/v1/alarms") => {
             Some(json!({"device": ids.device, "type": "matrix", "severity": "CRITICAL"}))
         }

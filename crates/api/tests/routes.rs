@@ -140,3 +140,59 @@ async fn device_api_errors_are_json() {
     let (status, v) = call(&app, "GET", "/api/v1/no/such/route/here", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
 }
+
+#[tokio::test]
+async fn dashboards_export_and_import_as_the_same_document() {
+    let (app, _t) = app();
+    let token = login(&app).await;
+    let t = Some(token.as_str());
+    let farm = json!({"name": "Farm", "description": "soil and pumps", "widgets": [
+        {"type": "chart", "x": 0, "y": 0, "w": 8, "h": 4, "device": "soil-1", "keys": ["moisture"],
+         "range": "24h"},
+        {"type": "switch", "x": 8, "y": 0, "w": 4, "h": 2, "device": "pump-1", "method": "setPump"}]});
+    let (status, created) = call(&app, "POST", "/api/v1/dashboards", t, Some(farm)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let (status, exported) = call(&app, "GET", &format!("/api/v1/dashboards/{id}"), t, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(exported["widgets"][1]["method"], "setPump");
+    // The export imports as it is, except for its (unique) name.
+    let (status, v) = call(
+        &app,
+        "POST",
+        "/api/v1/dashboards",
+        t,
+        Some(exported.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    let mut copy = exported.clone();
+    copy["name"] = json!("Farm 2");
+    let (status, imported) = call(&app, "POST", "/api/v1/dashboards", t, Some(copy)).await;
+    assert_eq!(status, StatusCode::CREATED, "{imported}");
+    assert_eq!(imported["widgets"], exported["widgets"]);
+    assert_ne!(imported["id"], exported["id"]);
+    let (_, list) = call(&app, "GET", "/api/v1/dashboards", t, None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    // A widget outside the grid is refused with its index.
+    let bad = json!({"name": "Bad", "widgets": [
+        {"type": "value", "x": 10, "y": 0, "w": 4, "h": 2, "device": "d", "keys": ["k"]}]});
+    let (status, v) = call(
+        &app,
+        "PUT",
+        &format!("/api/v1/dashboards/{id}"),
+        t,
+        Some(bad),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("widgets[0]") && msg.contains("columns"),
+        "{msg}"
+    );
+    let (status, _) = call(&app, "DELETE", &format!("/api/v1/dashboards/{id}"), t, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, v) = call(&app, "GET", &format!("/api/v1/dashboards/{id}"), t, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+}

@@ -29,6 +29,7 @@ pub mod attributes;
 pub mod audit;
 pub mod bus;
 pub mod credentials;
+pub mod dashboards;
 pub mod db;
 mod device_api;
 pub mod disk;
@@ -67,6 +68,7 @@ pub struct Platform {
     pub db: Arc<Db>,
     pub accounts: accounts::Accounts,
     pub alarms: alarms::Alarms,
+    pub dashboards: dashboards::Dashboards,
     pub rules: rules::Rules,
     pub audit: audit::Audit,
     pub registry: Registry,
@@ -160,6 +162,7 @@ impl Platform {
         Ok(Arc::new(Platform {
             accounts: accounts::Accounts::new(db.clone()),
             alarms: alarms::Alarms::new(db.clone(), bus.clone()),
+            dashboards: dashboards::Dashboards::new(db.clone())?,
             rules: rules::Rules::open(db.clone(), &registry)?,
             audit: audit::Audit::new(db.clone()),
             registry,
