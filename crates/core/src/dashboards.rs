@@ -157,7 +157,7 @@ impl DashboardSpec {
 
 impl Widget {
     fn check(&self) -> std::result::Result<(), String> {
-        if !(1..=COLUMNS).contains(&self.w) || self.x + self.w > COLUMNS {
+        if !(1..=COLUMNS).contains(&self.w) || self.x.saturating_add(self.w) > COLUMNS {
             return Err(format!(
                 "x + w must fit the {COLUMNS} columns (x {}, w {})",
                 self.x, self.w
@@ -402,6 +402,8 @@ mod tests {
         let e = bad(json!({"type": "alarms", "x": 0, "y": 0, "w": 2, "h": 2, "colour": "red"}));
         assert!(e.contains("unknown field"), "{e}");
         assert!(spec(json!({"name": " ", "widgets": []})).is_err());
+        let e = bad(json!({"type": "alarms", "x": u32::MAX, "y": 0, "w": 2, "h": 2}));
+        assert!(e.contains("columns"), "no overflow: {e}");
     }
 
     #[test]
