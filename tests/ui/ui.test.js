@@ -3,7 +3,7 @@
 // UI_SCREENSHOTS=DIR saves a screenshot of each page into DIR (`npm run screenshots`).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServer, adminClient, PASSWORD } from './server.js';
 import { launch, logIn } from './browser.js';
@@ -503,6 +503,175 @@ test('the map: live markers, a track over a time range, geofences drawn and crea
   assert.deepEqual(foreign, []);
 });
 
+/** The device pump-1, answering the next RPC over the HTTP long poll with `reply`. */
+function deviceAnswersRpc(reply) {
+  return (async () => {
+    for (;;) {
+      const res = await fetch(`${server.base}/api/v1/${device.access_token}/rpc?timeout=20000`);
+      if (res.status !== 200) continue;
+      const rpc = await res.json();
+      await fetch(`${server.base}/api/v1/${device.access_token}/rpc/${rpc.id}`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(reply),
+      });
+      return rpc;
+    }
+  })();
+}
+
+/** In edit mode: adds a widget through the form, `fields` by label. */
+async function addWidget(type, fields) {
+  await page.getByRole('button', { name: 'Add widget' }).click();
+  const form = page.getByTestId('widget-form');
+  await form.getByLabel('Type', { exact: true }).selectOption(type);
+  for (const [label, v] of Object.entries(fields)) await form.getByLabel(label, { exact: true }).fill(v);
+  await form.getByRole('button', { name: 'Add to dashboard' }).click();
+  await form.waitFor({ state: 'detached' });
+}
+
+let dashboardId;
+
+test('a dashboard is built from widgets in the UI, saved, and still there after a reload', async () => {
+  await page.goto(server.base + '/#/dashboards');
+  await page.getByTestId('dashboard-table').waitFor();
+  await page.getByLabel('New dashboard').fill('Pump room');
+  await page.getByRole('button', { name: 'Create dashboard' }).click();
+  await page.getByRole('heading', { name: 'Pump room' }).waitFor();
+  dashboardId = decodeURIComponent(new URL(page.url()).hash.split('/')[2]);
+  await page.getByRole('button', { name: 'Edit' }).click();
+  await addWidget('chart', { 'Title (optional)': 'Temperature chart', 'Device name': 'pump-1', 'Keys (comma-separated)': 'temperature' });
+  await addWidget('value', { 'Title (optional)': 'Temperature now', 'Device name': 'pump-1', Key: 'temperature', 'Unit (optional)': '°C' });
+  await addWidget('gauge', { 'Title (optional)': 'Pressure', 'Device name': 'pump-1', Key: 'pressure', Minimum: '5', Maximum: '1' });
+  await addWidget('switch', { 'Title (optional)': 'Valve', 'Device name': 'pump-1', 'RPC method': 'setValve' });
+  await addWidget('button', { 'Title (optional)': 'Reboot', 'Device name': 'pump-1', 'RPC method': 'reboot', 'Parameters (JSON, optional)': '{"delay": 1}' });
+  await addWidget('table', { 'Title (optional)': 'Plant', 'Device names (comma-separated)': 'pump-1, boiler-2, ghost-9', 'Keys (comma-separated)': 'temperature, pressure' });
+  await addWidget('alarms', { 'Title (optional)': 'Alarms' });
+  // Arranged with the buttons: the value card moves right and gets wider, the chart narrower.
+  await page.getByRole('button', { name: 'Move Temperature now right' }).click();
+  await page.getByRole('button', { name: 'Make Temperature now wider' }).click();
+  await page.getByRole('button', { name: 'Make Temperature chart narrower' }).click();
+  // The table says which device does not exist, inside the widget.
+  await page.getByRole('region', { name: 'Plant' }).getByTestId('widget-missing').getByText('device “ghost-9” not found').waitFor();
+
+  // The gauge's minimum is above its maximum: the API's refusal is shown on that widget.
+  await page.getByRole('button', { name: 'Save' }).click();
+  const gauge = page.locator('section[data-widget="2"]');
+  await gauge.getByTestId('widget-error').getByText('min must be below max').waitFor();
+  assert.equal(await gauge.getAttribute('aria-label'), 'Pressure');
+  await page.getByRole('button', { name: 'Change Pressure' }).click();
+  await page.getByTestId('widget-form').getByLabel('Minimum', { exact: true }).fill('0');
+  await page.getByTestId('widget-form').getByLabel('Maximum', { exact: true }).fill('5');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.getByTestId('dashboard-note').getByText('Saved.').waitFor();
+  await page.getByRole('button', { name: 'Edit' }).waitFor();
+
+  const saved = await rest(`/api/v1/dashboards/${dashboardId}`);
+  assert.deepEqual(saved.widgets.map((w) => w.type), ['chart', 'value', 'gauge', 'switch', 'button', 'table', 'alarms']);
+  assert.deepEqual(saved.widgets[1], { type: 'value', title: 'Temperature now', x: 1, y: 4, w: 4, h: 2,
+    device: 'pump-1', keys: ['temperature'], unit: '°C' });
+  assert.equal(saved.widgets[0].w, 5);
+  assert.deepEqual(saved.widgets[4].params, { delay: 1 });
+  assert.deepEqual(saved.widgets[5].devices, ['pump-1', 'boiler-2', 'ghost-9']);
+
+  await page.reload();
+  await page.getByRole('heading', { name: 'Pump room' }).waitFor();
+  for (const title of ['Temperature chart', 'Temperature now', 'Pressure', 'Valve', 'Reboot', 'Plant', 'Alarms']) {
+    await page.getByRole('region', { name: title, exact: true }).waitFor();
+  }
+  await page.getByRole('region', { name: 'Pressure' }).getByRole('meter').waitFor();
+  await page.getByRole('region', { name: 'Plant' }).getByText('device “ghost-9” not found').waitFor();
+  await shot(page, 'dashboard');
+});
+
+test('live dashboard widgets: the value card and the chart follow the device\'s telemetry', async () => {
+  const chart = 'section[aria-label="Temperature chart"] figure[data-key="temperature"]';
+  await page.waitForFunction((sel) => Number(document.querySelector(sel)?.dataset.points) >= 10, chart);
+  const before = Number(await page.locator(chart).getAttribute('data-points'));
+  const card = page.getByRole('region', { name: 'Temperature now' }).getByTestId('widget-value');
+  // The subscription may not be confirmed yet: send until the value shows up live.
+  for (let value = 70.5; ; value += 1) {
+    await deviceSends('telemetry', { temperature: value, pressure: 2.5 });
+    const shown = await card.getByText(String(value)).waitFor({ timeout: 1000 }).then(() => true, () => false);
+    if (shown) break;
+    assert.ok(value < 100, 'no live value arrived');
+  }
+  await page.waitForFunction(([sel, n]) => Number(document.querySelector(sel).dataset.points) > n, [chart, before]);
+  await page.getByRole('region', { name: 'Pressure' }).getByRole('meter').and(page.locator('[aria-valuenow="2.5"]')).waitFor();
+  await page.getByRole('region', { name: 'Plant' }).locator('tr[data-device="pump-1"]').getByText('2.5', { exact: true }).waitFor();
+  // The "hot pump" rule (temperature > 22) raises its alarm: the tenant's alarm list shows it live.
+  await page.getByRole('region', { name: 'Alarms' }).getByText('High temperature').first().waitFor();
+});
+
+test('a dashboard switch and button send their RPCs to the device', async () => {
+  const valve = page.getByRole('region', { name: 'Valve' });
+  const sw = valve.getByRole('switch', { name: 'Valve' });
+  assert.equal(await sw.getAttribute('aria-checked'), 'false');
+  let answered = deviceAnswersRpc({ open: true });
+  await sw.click();
+  await valve.getByTestId('rpc-status').getByText('SUCCESSFUL').waitFor({ timeout: 25000 });
+  let rpc = await answered;
+  assert.equal(rpc.method, 'setValve');
+  assert.deepEqual(rpc.params, { on: true });
+  assert.equal(await sw.getAttribute('aria-checked'), 'true');
+  await valve.getByTestId('rpc-result').getByText('"open":true').waitFor();
+
+  const reboot = page.getByRole('region', { name: 'Reboot' });
+  answered = deviceAnswersRpc({ rebooting: true });
+  await reboot.getByRole('button', { name: 'Reboot' }).click();
+  await reboot.getByTestId('rpc-status').getByText('SUCCESSFUL').waitFor({ timeout: 25000 });
+  rpc = await answered;
+  assert.equal(rpc.method, 'reboot');
+  assert.deepEqual(rpc.params, { delay: 1 });
+});
+
+test('a dashboard exported and imported again has the same widgets; an operator sees it read-only', async () => {
+  await page.goto(server.base + '/#/dashboards');
+  const row = page.locator('tr[data-dashboard="Pump room"]');
+  await row.waitFor();
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    row.getByRole('button', { name: 'Export Pump room' }).click(),
+  ]);
+  assert.equal(download.suggestedFilename(), 'Pump-room.json');
+  const file = await download.path();
+  const exported = JSON.parse(readFileSync(file, 'utf8'));
+  assert.deepEqual(exported, await rest(`/api/v1/dashboards/${dashboardId}`));
+  await shot(page, 'dashboards');
+
+  await page.getByLabel('JSON file (an export)').setInputFiles(file);
+  await page.waitForFunction(() => document.getElementById('import-text').value.includes('Pump room'));
+  // The same name is taken in the tenant: the API's 409 is shown; renamed, it is imported.
+  await page.getByRole('button', { name: 'Import' }).click();
+  await page.getByTestId('import-error').getByText(/already exists/).waitFor();
+  await page.getByLabel('Name (optional: instead of the document\'s)').fill('Pump room copy');
+  await page.getByRole('button', { name: 'Import' }).click();
+  const copyRow = page.locator('tr[data-dashboard="Pump room copy"]');
+  await copyRow.getByText('7', { exact: true }).waitFor();
+  const copy = (await rest('/api/v1/dashboards')).data.find((d) => d.name === 'Pump room copy');
+  assert.notEqual(copy.id, dashboardId);
+  assert.deepEqual(copy.widgets, exported.widgets);
+  await copyRow.getByRole('button', { name: 'Delete Pump room copy' }).click();
+  await copyRow.getByRole('button', { name: 'Delete Pump room copy?' }).click();
+  await copyRow.waitFor({ state: 'detached' });
+
+  const operator = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  watch(operator);
+  try {
+    await logIn(operator, server.base, 'Night-shift-7', 'olga');
+    await operator.goto(`${server.base}/#/dashboards/${dashboardId}`);
+    await operator.getByRole('heading', { name: 'Pump room' }).waitFor();
+    await operator.getByRole('region', { name: 'Valve' }).getByRole('switch').waitFor();
+    assert.equal(await operator.getByRole('button', { name: 'Edit' }).count(), 0);
+    assert.ok(await operator.getByRole('switch', { name: 'Valve' }).isEnabled()); // operators may send RPCs
+    await operator.goto(`${server.base}/#/dashboards`);
+    await operator.locator('tr[data-dashboard="Pump room"]').waitFor();
+    assert.equal(await operator.getByRole('button', { name: 'Create dashboard' }).count(), 0);
+    assert.equal(await operator.getByRole('button', { name: 'Delete Pump room' }).count(), 0);
+  } finally {
+    await operator.close();
+  }
+});
+
 /** Opens `hash` on the phone page, waits for `ready` and checks nothing sticks out sideways. */
 async function fitsPhone(phone, hash, ready, name) {
   await phone.goto(server.base + '/' + hash);
@@ -535,6 +704,12 @@ test('the phone viewport shows the device list usably', async () => {
     await fitsPhone(phone, '#/clients', phone.getByTestId('client-table'), 'clients-phone');
     await fitsPhone(phone, '#/map', phone.locator('path.device-marker').first(), 'map-phone');
     await fitsPhone(phone, '#/rules/new', phone.getByRole('button', { name: 'Run backtest' }), 'rule-phone');
+    await fitsPhone(phone, '#/dashboards', phone.locator('tr[data-dashboard="Pump room"]'), 'dashboards-phone');
+    await fitsPhone(phone, `#/dashboards/${dashboardId}`, phone.getByRole('region', { name: 'Valve' }).getByRole('switch'), 'dashboard-phone');
+    // Every widget within the screen's width, one under the other.
+    const boxes = await phone.locator('section[data-widget]').evaluateAll((els) => els.map((e) => e.getBoundingClientRect().toJSON()));
+    assert.equal(boxes.length, 7);
+    for (const b of boxes) assert.ok(b.left >= 0 && b.right <= 390, `widget at ${JSON.stringify(b)}`);
   } finally {
     await phone.close();
   }

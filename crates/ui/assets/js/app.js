@@ -12,6 +12,8 @@ import { Rules } from './rules.js';
 import { RuleEditor } from './rule.js';
 import { Users } from './users.js';
 import { Clients } from './clients.js';
+import { Dashboards } from './dashboards.js';
+import { Dashboard } from './dashboard.js';
 import { useMe, atLeast } from './account.js';
 import { useTenant, TenantChooser } from './tenants.js';
 
@@ -54,6 +56,8 @@ function Page({ route }) {
   if (first === 'alarms') return html`<${Alarms} />`;
   if (first === 'rules' && id) return html`<${RuleEditor} key=${id} id=${id} />`;
   if (first === 'rules') return html`<${Rules} />`;
+  if (first === 'dashboards' && id) return html`<${Dashboard} key=${id} id=${id} />`;
+  if (first === 'dashboards') return html`<${Dashboards} />`;
   if (first === 'users') return html`<${Users} />`;
   if (first === 'clients') return html`<${Clients} />`;
   if (first === 'map') return html`<${Lazy} load=${() => import('./map.js')} name="MapPage" />`;
@@ -74,7 +78,7 @@ function App() {
   return html`
     <header class="top">
       <span class="brand"><img src="/icon.svg" alt="" />Ironbridge</span>
-      <nav aria-label="Main">${link('overview', 'Overview')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('map', 'Map')}${link('rules', 'Rules')}
+      <nav aria-label="Main">${link('overview', 'Overview')}${link('dashboards', 'Dashboards')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('map', 'Map')}${link('rules', 'Rules')}
         ${admin && link('users', 'Users')}${admin && link('clients', 'API clients')}</nav>
       <${TenantChooser} ...${tenant} />
       ${me && html`<span class="who" data-testid="who">${me.name} · ${me.role}</span>`}

@@ -1,14 +1,14 @@
-// One device: latest values, live charts, shared attributes, an RPC switch and its alarms.
+// One device: latest values, live charts, shared attributes, an RPC switch and its alarms; the
+// RPC's sending and result (`sendRpc`, `RpcResult`) are shared with the dashboards' widgets.
 import { html, useState, useEffect } from './html.js';
-import { api, query } from './api.js';
+import { api } from './api.js';
 import { subscribe } from './live.js';
+import { onTelemetry, useSeries } from './telemetry.js';
 import { Chart } from './chart.js';
 import { AlarmList } from './alarms.js';
 import { time, value } from './format.js';
 
 const RANGES = { '1h': 3600e3, '6h': 6 * 3600e3, '24h': 24 * 3600e3, '7d': 7 * 24 * 3600e3 };
-// Raw points for ranges up to a few hours; averages over ~300 intervals beyond.
-const RAW_UP_TO = 3 * 3600e3;
 
 function Latest({ latest }) {
   const keys = Object.keys(latest).sort();
@@ -20,55 +20,8 @@ function Latest({ latest }) {
 
 function Charts({ id, latest }) {
   const [range, setRange] = useState('1h');
-  const [series, setSeries] = useState({}); // key -> {ts: [], values: []}
   const numeric = Object.keys(latest).filter((k) => typeof latest[k].value === 'number').sort();
-  const keyList = numeric.join(',');
-
-  useEffect(() => {
-    if (!keyList) return;
-    const to = Date.now();
-    const from = to - RANGES[range];
-    const agg = RANGES[range] > RAW_UP_TO ? { agg: 'avg', interval: Math.round((to - from) / 300) } : {};
-    let stale = false;
-    api(`/devices/${encodeURIComponent(id)}/telemetry` + query({ keys: keyList, from, to, ...agg }))
-      .then((data) => {
-        if (stale) return;
-        setSeries((old) => {
-          const next = {};
-          for (const k of numeric) {
-            const rows = (data[k] || []).filter((p) => typeof p.value === 'number').sort((a, b) => a.ts - b.ts);
-            // Keep live points that arrived while the range loaded.
-            const last = rows.length ? rows[rows.length - 1].ts : from;
-            const o = old[k] || { ts: [], values: [] };
-            const extra = o.ts.map((t, i) => [t, o.values[i]]).filter(([t]) => t > last);
-            next[k] = {
-              ts: [...rows.map((p) => p.ts), ...extra.map((e) => e[0])],
-              values: [...rows.map((p) => p.value), ...extra.map((e) => e[1])],
-            };
-          }
-          return next;
-        });
-      })
-      .catch(() => {});
-    return () => { stale = true; };
-  }, [id, range, keyList]);
-
-  useEffect(() => subscribe({ subscribe: 'telemetry', device: id }, (ev) => {
-    setSeries((old) => {
-      const next = { ...old };
-      const from = Date.now() - RANGES[range];
-      for (const [k, points] of Object.entries(ev.data)) {
-        const nums = points.filter((p) => typeof p.value === 'number');
-        if (!nums.length) continue;
-        const s = next[k] || { ts: [], values: [] };
-        const ts = [...s.ts, ...nums.map((p) => p.ts)];
-        const values = [...s.values, ...nums.map((p) => p.value)];
-        const keep = ts.findIndex((t) => t >= from);
-        next[k] = keep > 0 ? { ts: ts.slice(keep), values: values.slice(keep) } : { ts, values };
-      }
-      return next;
-    });
-  }), [id, range]);
+  const series = useSeries(id, numeric, RANGES[range]);
 
   return html`<section class="card" aria-labelledby="charts-h">
     <div class="toolbar"><h2 id="charts-h" style="margin-right:auto">Charts</h2>
@@ -114,6 +67,25 @@ function SharedAttributes({ id }) {
     </form></section>`;
 }
 
+/** Sends RPC `method` with `params` to device `id` and waits for its answer (10 s): `{status,
+ *  response}`, or `{status, error}` when it was refused or failed. */
+export async function sendRpc(id, method, params) {
+  try {
+    return await api(`/devices/${encodeURIComponent(id)}/rpc`, { method: 'POST', body: { method, params, timeout_ms: 10000 } });
+  } catch (err) {
+    return { status: err.body?.status || 'FAILED', error: err.message };
+  }
+}
+
+/** What an RPC came to: its status, the device's answer or the error. */
+export function RpcResult({ result }) {
+  if (!result) return null;
+  return html`<div role="status" data-testid="rpc-result">
+    <b data-testid="rpc-status">${result.status}</b>
+    ${result.response !== undefined && result.response !== null && html`<pre>${JSON.stringify(result.response)}</pre>`}
+    ${result.error && html`<p class="error">${result.error}</p>`}</div>`;
+}
+
 function RpcSwitch({ id }) {
   const [method, setMethod] = useState('setState');
   const [params, setParams] = useState('{"enabled": $value}');
@@ -130,14 +102,9 @@ function RpcSwitch({ id }) {
     setBusy(true);
     setOn(want);
     setResult({ status: 'SENT' });
-    try {
-      const r = await api(`/devices/${encodeURIComponent(id)}/rpc`, { method: 'POST', body: { method, params: p, timeout_ms: 10000 } });
-      setResult(r);
-      if (r.status !== 'SUCCESSFUL') setOn(!want);
-    } catch (err) {
-      setResult({ status: err.body?.status || 'FAILED', error: err.message });
-      setOn(!want);
-    }
+    const r = await sendRpc(id, method, p);
+    setResult(r);
+    if (r.status !== 'SUCCESSFUL') setOn(!want);
     setBusy(false);
   }
   return html`<section class="card" aria-labelledby="rpc-h"><h2 id="rpc-h">Control (RPC)</h2>
@@ -151,10 +118,7 @@ function RpcSwitch({ id }) {
         aria-label=${`${method} switch`} disabled=${busy} onClick=${flip}></button>
       <span>${on ? 'On' : 'Off'}</span>
     </p>
-    ${result && html`<div role="status" data-testid="rpc-result">
-      <b data-testid="rpc-status">${result.status}</b>
-      ${result.response !== undefined && result.response !== null && html`<pre>${JSON.stringify(result.response)}</pre>`}
-      ${result.error && html`<p class="error">${result.error}</p>`}</div>`}
+    <${RpcResult} result=${result} />
   </section>`;
 }
 
@@ -166,9 +130,9 @@ export function Device({ id }) {
   useEffect(() => {
     api(path).then(setDevice).catch((e) => setError(e.message));
     api(`${path}/telemetry/latest`).then(setLatest).catch((e) => setError(e.message));
-    const offT = subscribe({ subscribe: 'telemetry', device: id }, (ev) => setLatest((l) => {
+    const offT = onTelemetry(id, (data) => setLatest((l) => {
       const next = { ...l };
-      for (const [k, pts] of Object.entries(ev.data)) {
+      for (const [k, pts] of Object.entries(data)) {
         const p = pts[pts.length - 1];
         if (!next[k] || next[k].ts <= p.ts) next[k] = p;
       }

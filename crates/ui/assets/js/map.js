@@ -58,8 +58,9 @@ function usePositions() {
   return positions;
 }
 
-/** The Leaflet map on `box`, with the world drawn; null until made. */
-function useLeaflet(box) {
+/** The Leaflet map on `box`, with the world drawn; null until made (the dashboards' map widget
+ *  uses it too). */
+export function useLeaflet(box) {
   const [map, setMap] = useState(null);
   useEffect(() => {
     const m = L.map(box.current, { worldCopyJump: true, minZoom: 1, maxZoom: 18, attributionControl: true });
