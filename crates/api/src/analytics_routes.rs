@@ -72,22 +72,13 @@ async fn anomalies(
     q: QueryOf<AnomalyQuery>,
 ) -> ApiResult<Json<AnomaliesResponse>> {
     let Query(q) = q?;
-    let d = s.platform.registry.device(&id)?;
-    let key = need_key(q.key)?;
-    let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(i64::MAX));
-    if from > to {
-        return Err(ApiError::bad_request("from must not be after to"));
-    }
     let threshold = q.threshold.unwrap_or(3.5);
     if !(threshold.is_finite() && threshold > 0.0) {
         return Err(ApiError::bad_request("threshold must be a positive number"));
     }
-    let store = s.platform.telemetry.clone();
+    let raw = RawPoints::new(&s, &id, q.key, q.from, q.to, MAX_ANOMALY_POINTS)?;
     blocking(move || {
-        let keys = [key.clone()];
-        let series = store.range(&d.id, &keys, from, to, MAX_ANOMALY_POINTS, true)?;
-        let mut points = numeric(series.into_iter().flat_map(|(_, smp)| smp));
-        points.reverse(); // newest first from the store
+        let (key, points) = raw.read()?;
         let anomalies = analytics::anomalies(&points, threshold);
         Ok::<_, ApiError>(Json(AnomaliesResponse {
             key,
@@ -320,20 +311,11 @@ async fn change_points(
 ) -> ApiResult<Json<ChangePointsResponse>> {
     use analytics::changepoint as cp;
     let Query(q) = q?;
-    let d = s.platform.registry.device(&id)?;
-    let key = need_key(q.key)?;
-    let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(i64::MAX));
-    if from > to {
-        return Err(ApiError::bad_request("from must not be after to"));
-    }
     let penalty = q.penalty.unwrap_or(cp::DEFAULT_PENALTY);
     let min_size = q.min_size.unwrap_or(cp::DEFAULT_MIN_SIZE);
-    let store = s.platform.telemetry.clone();
+    let raw = RawPoints::new(&s, &id, q.key, q.from, q.to, cp::MAX_POINTS)?;
     blocking(move || {
-        let keys = [key.clone()];
-        let series = store.range(&d.id, &keys, from, to, cp::MAX_POINTS, true)?;
-        let mut points = numeric(series.into_iter().flat_map(|(_, smp)| smp));
-        points.reverse(); // newest first from the store
+        let (key, points) = raw.read()?;
         let change_points =
             cp::change_points(&points, penalty, min_size).map_err(|e| analytics_error(e, None))?;
         Ok::<_, ApiError>(Json(ChangePointsResponse {
@@ -343,6 +325,57 @@ async fn change_points(
         }))
     })
     .await
+}
+
+/// The newest raw numeric points of a key in `[from, to]` (default: all), read on the blocking
+/// pool by [`RawPoints::read`].
+struct RawPoints {
+    store: std::sync::Arc<dyn store::TelemetryStore>,
+    device: String,
+    key: String,
+    from: i64,
+    to: i64,
+    max: usize,
+}
+
+impl RawPoints {
+    /// Checks the device and the parameters.
+    fn new(
+        s: &ApiState,
+        id: &str,
+        key: String,
+        from: Option<i64>,
+        to: Option<i64>,
+        max: usize,
+    ) -> ApiResult<RawPoints> {
+        let device = s.platform.registry.device(id)?.id;
+        let key = need_key(key)?;
+        let (from, to) = (from.unwrap_or(0), to.unwrap_or(i64::MAX));
+        if from > to {
+            return Err(ApiError::bad_request("from must not be after to"));
+        }
+        let store = s.platform.telemetry.clone();
+        Ok(RawPoints {
+            store,
+            device,
+            key,
+            from,
+            to,
+            max,
+        })
+    }
+
+    /// The key and its points, oldest first.
+    fn read(self) -> ApiResult<(String, Vec<(i64, f64)>)> {
+        let keys = [self.key];
+        let series = self
+            .store
+            .range(&self.device, &keys, self.from, self.to, self.max, true)?;
+        let mut points = numeric(series.into_iter().flat_map(|(_, smp)| smp));
+        points.reverse(); // newest first from the store
+        let [key] = keys;
+        Ok((key, points))
+    }
 }
 
 fn need_key(key: String) -> ApiResult<String> {

@@ -99,7 +99,7 @@ fn z_scores(values: &[f64]) -> Option<Vec<f64>> {
 }
 
 /// The plain median (0 for no values).
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
     }

@@ -44,6 +44,11 @@ impl Scope {
     }
 }
 
+/// Writes one attribute.
+const UPSERT: &str =
+    "INSERT INTO attributes (device_id, scope, key, value, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (device_id, scope, key) DO UPDATE SET value = excluded.value, ts = excluded.ts";
+
 /// Attribute storage.
 #[derive(Clone)]
 pub struct Attributes {
@@ -67,10 +72,7 @@ impl Attributes {
         let mut conn = self.db.conn();
         let tx = conn.transaction()?;
         {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO attributes (device_id, scope, key, value, ts) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (device_id, scope, key) DO UPDATE SET value = excluded.value, ts = excluded.ts",
-            )?;
+            let mut st = tx.prepare_cached(UPSERT)?;
             for (k, v) in map {
                 st.execute(params![device, scope as i64, k, v.to_string(), ts])?;
             }
@@ -94,10 +96,7 @@ impl Attributes {
         let mut conn = self.db.conn();
         let tx = conn.transaction()?;
         {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO attributes (device_id, scope, key, value, ts) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (device_id, scope, key) DO UPDATE SET value = excluded.value, ts = excluded.ts",
-            )?;
+            let mut st = tx.prepare_cached(UPSERT)?;
             for (device, map) in items {
                 for (k, v) in map {
                     match st.execute(params![&**device, scope as i64, k, v.to_string(), ts]) {

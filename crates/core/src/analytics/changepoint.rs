@@ -84,23 +84,13 @@ pub fn change_points(
 /// when the series is constant.
 fn noise_variance(y: &[f64]) -> Option<f64> {
     let mut d: Vec<f64> = y.windows(2).map(|w| w[1] - w[0]).collect();
-    let mut abs: Vec<f64> = d.iter().map(|x| x.abs()).collect();
-    let mad = median(&mut abs);
+    let abs: Vec<f64> = d.iter().map(|x| x.abs()).collect();
+    let mad = super::median(&abs);
     if mad > 0.0 {
         return Some((1.4826 * mad).powi(2) / 2.0);
     }
     let ms = d.iter_mut().map(|x| *x * *x).sum::<f64>() / d.len() as f64;
     (ms > 0.0).then_some(ms / 2.0)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }
 
 /// PELT: indices where a new segment starts, ascending.
