@@ -1,7 +1,8 @@
 //! `ironbridge demo`: the platform plus the six simulated fleets of `ironbridge sim` (farm,
-//! factory, fleet, patients, vending, meters) running against this very server, with rules and
-//! a geofence preloaded so that alarms and RPCs happen on their own. Also the first demo's soil
-//! readings on `demo/#` for anyone watching with an MQTT client.
+//! factory, fleet, patients, vending, meters) running against this very server, with rules, a
+//! geofence and one dashboard per fleet (`demo/*.json`) preloaded so that alarms and RPCs happen
+//! on their own. Also the first demo's soil readings on `demo/#` for anyone watching with an
+//! MQTT client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,7 +44,18 @@ fn rules() -> Vec<serde_json::Value> {
     ]
 }
 
-/// Creates the demo's profiles, geofence and rules in the default tenant.
+/// The demo's dashboards, one per simulated fleet: the simulator's device names (`farm-001`...,
+/// `ironbridge sim all --devices 3`), keys and RPC methods.
+pub const DASHBOARDS: [&str; 6] = [
+    include_str!("demo/farm.json"),
+    include_str!("demo/factory.json"),
+    include_str!("demo/fleet.json"),
+    include_str!("demo/patients.json"),
+    include_str!("demo/vending.json"),
+    include_str!("demo/meters.json"),
+];
+
+/// Creates the demo's profiles, geofence, rules and dashboards in the default tenant.
 pub fn preload(p: &Platform) -> anyhow::Result<()> {
     let tenant = p.registry.tenant(ib_core::registry::DEFAULT)?;
     for name in [
@@ -72,6 +84,13 @@ pub fn preload(p: &Platform) -> anyhow::Result<()> {
     for r in rules() {
         let spec = serde_json::from_value(r)?;
         match p.rules.create(&p.registry, &tenant.id, spec) {
+            Ok(_) | Err(ib_core::CoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for d in DASHBOARDS {
+        let spec = serde_json::from_str(d)?;
+        match p.dashboards.create(&tenant.id, &spec) {
             Ok(_) | Err(ib_core::CoreError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -160,4 +179,29 @@ pub async fn run(broker: Broker, mut shutdown: watch::Receiver<bool>) {
 pub fn admin_token(p: &Platform, auth: &Arc<api::auth::Auth>) -> Option<String> {
     let admin = p.accounts.user("admin").ok()?;
     auth.start_user_session(&admin).ok().map(|t| t.token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DASHBOARDS;
+    use ib_core::dashboards::DashboardSpec;
+
+    #[test]
+    fn the_dashboards_are_valid_and_name_the_simulated_devices() {
+        for text in DASHBOARDS {
+            let spec: DashboardSpec = serde_json::from_str(text).unwrap();
+            spec.check()
+                .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            for w in &spec.widgets {
+                for d in w.device.iter().chain(&w.devices) {
+                    let scenario = spec.name.to_lowercase();
+                    assert!(
+                        d.starts_with(&format!("{scenario}-00")),
+                        "{}: {d}",
+                        spec.name
+                    );
+                }
+            }
+        }
+    }
 }
