@@ -8,7 +8,8 @@
 #   scripts/test-ui.sh                   # the tests; exit status non-zero on any failure
 #   scripts/test-ui.sh screenshots       # the same run, saving docs/screenshots/*.png: every page
 #                                        # (login, overview, devices, device, alarms, alarm, rules,
-#                                        # rule, users, clients, tenant-chooser, map) and the phone
+#                                        # rule, users, clients, tenant-chooser, map, dashboards,
+#                                        # dashboard, dashboard-edit) and the phone
 #                                        # layout of each (*-phone.png); the tests take them
 set -euo pipefail
 

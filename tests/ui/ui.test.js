@@ -538,17 +538,20 @@ test('a dashboard is built from widgets in the UI, saved, and still there after 
   await page.getByRole('heading', { name: 'Pump room' }).waitFor();
   dashboardId = decodeURIComponent(new URL(page.url()).hash.split('/')[2]);
   await page.getByRole('button', { name: 'Edit' }).click();
+  const at = (x, y, w) => ({ 'Column (0-11)': String(x), Row: String(y), ...(w ? { 'Width (1-12)': String(w) } : {}) });
   await addWidget('chart', { 'Title (optional)': 'Temperature chart', 'Device name': 'pump-1', 'Keys (comma-separated)': 'temperature' });
-  await addWidget('value', { 'Title (optional)': 'Temperature now', 'Device name': 'pump-1', Key: 'temperature', 'Unit (optional)': '°C' });
-  await addWidget('gauge', { 'Title (optional)': 'Pressure', 'Device name': 'pump-1', Key: 'pressure', Minimum: '5', Maximum: '1' });
-  await addWidget('switch', { 'Title (optional)': 'Valve', 'Device name': 'pump-1', 'RPC method': 'setValve' });
-  await addWidget('button', { 'Title (optional)': 'Reboot', 'Device name': 'pump-1', 'RPC method': 'reboot', 'Parameters (JSON, optional)': '{"delay": 1}' });
-  await addWidget('table', { 'Title (optional)': 'Plant', 'Device names (comma-separated)': 'pump-1, boiler-2, ghost-9', 'Keys (comma-separated)': 'temperature, pressure' });
-  await addWidget('alarms', { 'Title (optional)': 'Alarms' });
-  // Arranged with the buttons: the value card moves right and gets wider, the chart narrower.
+  await addWidget('value', { 'Title (optional)': 'Temperature now', 'Device name': 'pump-1', Key: 'temperature', 'Unit (optional)': '°C', ...at(7, 0) });
+  await addWidget('gauge', { 'Title (optional)': 'Pressure', 'Device name': 'pump-1', Key: 'pressure', Minimum: '5', Maximum: '1', ...at(8, 2, 4) });
+  await addWidget('switch', { 'Title (optional)': 'Valve', 'Device name': 'pump-1', 'RPC method': 'setValve', ...at(0, 4, 4) });
+  await addWidget('button', { 'Title (optional)': 'Reboot', 'Device name': 'pump-1', 'RPC method': 'reboot', 'Parameters (JSON, optional)': '{"delay": 1}', ...at(4, 4, 4) });
+  await addWidget('table', { 'Title (optional)': 'Plant', 'Device names (comma-separated)': 'pump-1, boiler-2, ghost-9', 'Keys (comma-separated)': 'temperature, pressure', ...at(0, 6, 6) });
+  await addWidget('alarms', { 'Title (optional)': 'Alarms', ...at(0, 11) });
+  await addWidget('map', { 'Title (optional)': 'Trucks', 'Device names (comma-separated)': 'truck-1', ...at(6, 6, 6) });
+  // Arranged with the buttons: the value card moves right and gets wider, the chart wider too.
   await page.getByRole('button', { name: 'Move Temperature now right' }).click();
-  await page.getByRole('button', { name: 'Make Temperature now wider' }).click();
-  await page.getByRole('button', { name: 'Make Temperature chart narrower' }).click();
+  await page.getByRole('button', { name: 'Make Temperature now wider' }).press('Enter'); // the keyboard too
+  await page.getByRole('button', { name: 'Make Temperature chart wider' }).click();
+  await page.getByRole('button', { name: 'Make Temperature chart wider' }).click();
   // The table says which device does not exist, inside the widget.
   await page.getByRole('region', { name: 'Plant' }).getByTestId('widget-missing').getByText('device “ghost-9” not found').waitFor();
 
@@ -557,29 +560,33 @@ test('a dashboard is built from widgets in the UI, saved, and still there after 
   const gauge = page.locator('section[data-widget="2"]');
   await gauge.getByTestId('widget-error').getByText('min must be below max').waitFor();
   assert.equal(await gauge.getAttribute('aria-label'), 'Pressure');
+  await shot(page, 'dashboard-edit');
   await page.getByRole('button', { name: 'Change Pressure' }).click();
   await page.getByTestId('widget-form').getByLabel('Minimum', { exact: true }).fill('0');
-  await page.getByTestId('widget-form').getByLabel('Maximum', { exact: true }).fill('5');
+  await page.getByTestId('widget-form').getByLabel('Maximum', { exact: true }).fill('10');
   await page.getByRole('button', { name: 'Apply' }).click();
   await page.getByRole('button', { name: 'Save' }).click();
   await page.getByTestId('dashboard-note').getByText('Saved.').waitFor();
   await page.getByRole('button', { name: 'Edit' }).waitFor();
 
   const saved = await rest(`/api/v1/dashboards/${dashboardId}`);
-  assert.deepEqual(saved.widgets.map((w) => w.type), ['chart', 'value', 'gauge', 'switch', 'button', 'table', 'alarms']);
-  assert.deepEqual(saved.widgets[1], { type: 'value', title: 'Temperature now', x: 1, y: 4, w: 4, h: 2,
+  assert.deepEqual(saved.widgets.map((w) => w.type), ['chart', 'value', 'gauge', 'switch', 'button', 'table', 'alarms', 'map']);
+  assert.deepEqual(saved.widgets[1], { type: 'value', title: 'Temperature now', x: 8, y: 0, w: 4, h: 2,
     device: 'pump-1', keys: ['temperature'], unit: '°C' });
-  assert.equal(saved.widgets[0].w, 5);
+  assert.deepEqual([saved.widgets[0].x, saved.widgets[0].w], [0, 8]);
   assert.deepEqual(saved.widgets[4].params, { delay: 1 });
   assert.deepEqual(saved.widgets[5].devices, ['pump-1', 'boiler-2', 'ghost-9']);
 
   await page.reload();
   await page.getByRole('heading', { name: 'Pump room' }).waitFor();
-  for (const title of ['Temperature chart', 'Temperature now', 'Pressure', 'Valve', 'Reboot', 'Plant', 'Alarms']) {
+  for (const title of ['Temperature chart', 'Temperature now', 'Pressure', 'Valve', 'Reboot', 'Plant', 'Alarms', 'Trucks']) {
     await page.getByRole('region', { name: title, exact: true }).waitFor();
   }
   await page.getByRole('region', { name: 'Pressure' }).getByRole('meter').waitFor();
   await page.getByRole('region', { name: 'Plant' }).getByText('device “ghost-9” not found').waitFor();
+  // The map widget: truck-1 (of the map test) where it last reported.
+  await page.locator('path.device-marker[data-device="truck-1"]').waitFor();
+  await page.getByRole('region', { name: 'Trucks' }).getByTestId('map-count').getByText('1 of 1 device with a position').waitFor();
   await shot(page, 'dashboard');
 });
 
@@ -646,7 +653,7 @@ test('a dashboard exported and imported again has the same widgets; an operator 
   await page.getByLabel('Name (optional: instead of the document\'s)').fill('Pump room copy');
   await page.getByRole('button', { name: 'Import' }).click();
   const copyRow = page.locator('tr[data-dashboard="Pump room copy"]');
-  await copyRow.getByText('7', { exact: true }).waitFor();
+  await copyRow.getByText('8', { exact: true }).waitFor();
   const copy = (await rest('/api/v1/dashboards')).data.find((d) => d.name === 'Pump room copy');
   assert.notEqual(copy.id, dashboardId);
   assert.deepEqual(copy.widgets, exported.widgets);
@@ -708,7 +715,7 @@ test('the phone viewport shows the device list usably', async () => {
     await fitsPhone(phone, `#/dashboards/${dashboardId}`, phone.getByRole('region', { name: 'Valve' }).getByRole('switch'), 'dashboard-phone');
     // Every widget within the screen's width, one under the other.
     const boxes = await phone.locator('section[data-widget]').evaluateAll((els) => els.map((e) => e.getBoundingClientRect().toJSON()));
-    assert.equal(boxes.length, 7);
+    assert.equal(boxes.length, 8);
     for (const b of boxes) assert.ok(b.left >= 0 && b.right <= 390, `widget at ${JSON.stringify(b)}`);
   } finally {
     await phone.close();

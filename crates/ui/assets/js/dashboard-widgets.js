@@ -83,8 +83,8 @@ function ChartWidget({ w, device, height }) {
 
 function Charts({ w, device, height }) {
   const series = useSeries(device.id, w.keys, rangeMs(w.range));
-  // Each key gets its share of the widget's height (its title and legend take about 60 px).
-  const each = Math.max(80, Math.floor(height / w.keys.length) - 60);
+  // Each key gets its share of the widget's height (its legend and the range take about 80 px).
+  const each = Math.max(80, Math.floor(height / w.keys.length) - 80);
   return html`<div data-testid="widget-chart">
     ${w.keys.map((k) => html`<${Chart} key=${k} name=${k} height=${each}
       ts=${series[k]?.ts || []} values=${series[k]?.values || []} />`)}

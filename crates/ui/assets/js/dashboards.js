@@ -89,7 +89,7 @@ export function Dashboards() {
     ${write && html`<form class="toolbar" onSubmit=${add}>
       <label>New dashboard <input value=${name} onInput=${(e) => setName(e.target.value)} placeholder="name" /></label>
       <button type="submit" disabled=${!name.trim()}>Create dashboard</button></form>`}
-    ${list === null ? html`<p class="loading">Loading…</p>` : html`
+    ${list === null ? html`<p class="loading">Loading…</p>` : html`<div class="card">
       <table class="rows" data-testid="dashboard-table">
         <thead><tr><th>Name</th><th>Description</th><th>Widgets</th><th>Updated</th><th></th></tr></thead>
         <tbody>
@@ -105,6 +105,6 @@ export function Dashboards() {
           </tr>`)}
           ${list.length === 0 && html`<tr><td colspan="5" class="muted">No dashboards yet.</td></tr>`}
         </tbody>
-      </table>`}
+      </table></div>`}
     ${write && html`<${Import} onImported=${imported} />`}`;
 }
