@@ -538,6 +538,7 @@ test('a dashboard is built from widgets in the UI, saved, and still there after 
   await page.getByRole('heading', { name: 'Pump room' }).waitFor();
   dashboardId = decodeURIComponent(new URL(page.url()).hash.split('/')[2]);
   await page.getByRole('button', { name: 'Edit' }).click();
+  await page.getByLabel('Description (optional)').fill('The basement pump and its neighbours');
   const at = (x, y, w) => ({ 'Column (0-11)': String(x), Row: String(y), ...(w ? { 'Width (1-12)': String(w) } : {}) });
   await addWidget('chart', { 'Title (optional)': 'Temperature chart', 'Device name': 'pump-1', 'Keys (comma-separated)': 'temperature' });
   await addWidget('value', { 'Title (optional)': 'Temperature now', 'Device name': 'pump-1', Key: 'temperature', 'Unit (optional)': '°C', ...at(7, 0) });
@@ -570,6 +571,7 @@ test('a dashboard is built from widgets in the UI, saved, and still there after 
   await page.getByRole('button', { name: 'Edit' }).waitFor();
 
   const saved = await rest(`/api/v1/dashboards/${dashboardId}`);
+  assert.equal(saved.description, 'The basement pump and its neighbours');
   assert.deepEqual(saved.widgets.map((w) => w.type), ['chart', 'value', 'gauge', 'switch', 'button', 'table', 'alarms', 'map']);
   assert.deepEqual(saved.widgets[1], { type: 'value', title: 'Temperature now', x: 8, y: 0, w: 4, h: 2,
     device: 'pump-1', keys: ['temperature'], unit: '°C' });

@@ -1,8 +1,8 @@
 // One dashboard (#/dashboards/ID): its widgets on the 12-column grid (one column on phones, in
 // reading order), and for those allowed to write (tenant and system administrators) an edit
 // mode: add and change widgets (dashboard-form.js), remove, move and resize them with buttons
-// (keyboard accessible), rename, save (PUT); the API's refusal `widgets[N]: ...` is shown on
-// widget N. What each widget shows is dashboard-widgets.js's.
+// (keyboard accessible), rename and describe it, save (PUT); the API's refusal
+// `widgets[N]: ...` is shown on widget N. What each widget shows is dashboard-widgets.js's.
 import { html, useState, useEffect } from './html.js';
 import { api } from './api.js';
 import { useMe, atLeast } from './account.js';
@@ -17,7 +17,7 @@ let nextKey = 1;
 /** The document PUT takes: name, description, widgets. */
 function docOf(d, widgets) {
   const doc = { name: d.name, widgets };
-  if (d.description) doc.description = d.description;
+  if (d.description?.trim()) doc.description = d.description.trim();
   return doc;
 }
 
@@ -149,6 +149,8 @@ export function Dashboard({ id }) {
         <button type="button" class="secondary" onClick=${() => { setDraft(null); setForm(null); setErrors({}); setNote(''); }}>Cancel</button>`}
     </div>
     ${dash.description && !draft && html`<p class="muted">${dash.description}</p>`}
+    ${draft && html`<label class="field">Description (optional)
+      <input value=${draft.description} onInput=${(e) => setDraft({ ...draft, description: e.target.value })} /></label>`}
     ${note && html`<p role="status" data-testid="dashboard-note" class=${note.startsWith('Not saved') ? 'error' : ''}>${note}</p>`}
     ${form && html`<${WidgetForm} key=${form.k ?? 'new'} widget=${form.widget} adding=${form.k === null}
       onDone=${applyForm} onCancel=${() => setForm(null)} />`}
