@@ -553,6 +553,20 @@ test('a dashboard is built from widgets in the UI, saved, and still there after 
   await page.getByRole('button', { name: 'Make Temperature now wider' }).press('Enter'); // the keyboard too
   await page.getByRole('button', { name: 'Make Temperature chart wider' }).click();
   await page.getByRole('button', { name: 'Make Temperature chart wider' }).click();
+  // Or with the mouse: the alarm list dragged by its title one row down, by its corner one row shorter.
+  const alarms = page.getByRole('region', { name: 'Alarms' });
+  const drag = async (handle, dy) => {
+    await handle.scrollIntoViewIfNeeded();
+    const b = await handle.boundingBox();
+    await page.mouse.move(b.x + b.width / 2, b.y + b.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(b.x + b.width / 2, b.y + b.height / 2 + dy, { steps: 5 });
+    await page.mouse.up();
+  };
+  await drag(alarms.locator('.drag-handle'), 80);
+  await alarms.getByText('x 0, y 12, 12×4').waitFor();
+  await drag(alarms.locator('.resize-handle'), -80);
+  await alarms.getByText('x 0, y 12, 12×3').waitFor();
   // The table says which device does not exist, inside the widget.
   await page.getByRole('region', { name: 'Plant' }).getByTestId('widget-missing').getByText('device “ghost-9” not found').waitFor();
 
@@ -576,6 +590,7 @@ test('a dashboard is built from widgets in the UI, saved, and still there after 
   assert.deepEqual(saved.widgets[1], { type: 'value', title: 'Temperature now', x: 8, y: 0, w: 4, h: 2,
     device: 'pump-1', keys: ['temperature'], unit: '°C' });
   assert.deepEqual([saved.widgets[0].x, saved.widgets[0].w], [0, 8]);
+  assert.deepEqual([saved.widgets[6].y, saved.widgets[6].h], [12, 3]);
   assert.deepEqual(saved.widgets[4].params, { delay: 1 });
   assert.deepEqual(saved.widgets[5].devices, ['pump-1', 'boiler-2', 'ghost-9']);
 

@@ -1,8 +1,9 @@
 // One dashboard (#/dashboards/ID): its widgets on the 12-column grid (one column on phones, in
 // reading order), and for those allowed to write (tenant and system administrators) an edit
-// mode: add and change widgets (dashboard-form.js), remove, move and resize them with buttons
-// (keyboard accessible), rename and describe it, save (PUT); the API's refusal
-// `widgets[N]: ...` is shown on widget N. What each widget shows is dashboard-widgets.js's.
+// mode: add and change widgets (dashboard-form.js), remove, move and resize them (buttons, so
+// the keyboard can, or dragging the title and the corner), rename and describe it, save (PUT);
+// the API's refusal `widgets[N]: ...` is shown on widget N. What each widget shows is
+// dashboard-widgets.js's.
 import { html, useState, useEffect } from './html.js';
 import { api } from './api.js';
 import { useMe, atLeast } from './account.js';
@@ -34,48 +35,74 @@ function widgetError(message) {
 
 const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
 
-/** The moves and resizes of edit mode: `w` changed by `op`, kept on the grid. */
-function moved(w, op) {
-  const n = { ...w };
-  if (op === 'left') n.x = Math.max(0, w.x - 1);
-  if (op === 'right') n.x = Math.min(12 - w.w, w.x + 1);
-  if (op === 'up') n.y = Math.max(0, w.y - 1);
-  if (op === 'down') n.y = w.y + 1;
-  if (op === 'narrower') n.w = Math.max(1, w.w - 1);
-  if (op === 'wider') { n.w = Math.min(12, w.w + 1); n.x = Math.min(n.x, 12 - n.w); }
-  if (op === 'shorter') n.h = Math.max(1, w.h - 1);
-  if (op === 'taller') n.h = Math.min(12, w.h + 1);
+/** `w` moved by `dx` columns and `dy` rows, resized by `dw` and `dh`, kept on the grid. */
+function shifted(w, { dx = 0, dy = 0, dw = 0, dh = 0 }) {
+  const n = { ...w, w: clamp(w.w + dw, 1, 12), h: clamp(w.h + dh, 1, 12) };
+  n.x = clamp(w.x + dx, 0, 12 - n.w);
+  n.y = Math.max(0, w.y + dy);
   return n;
 }
 
 const OPS = [
-  ['left', '←', 'Move {} left'], ['right', '→', 'Move {} right'], ['up', '↑', 'Move {} up'], ['down', '↓', 'Move {} down'],
-  ['narrower', '−W', 'Make {} narrower'], ['wider', '+W', 'Make {} wider'],
-  ['shorter', '−H', 'Make {} shorter'], ['taller', '+H', 'Make {} taller'],
+  ['←', 'Move {} left', { dx: -1 }], ['→', 'Move {} right', { dx: 1 }],
+  ['↑', 'Move {} up', { dy: -1 }], ['↓', 'Move {} down', { dy: 1 }],
+  ['−W', 'Make {} narrower', { dw: -1 }], ['+W', 'Make {} wider', { dw: 1 }],
+  ['−H', 'Make {} shorter', { dh: -1 }], ['+H', 'Make {} taller', { dh: 1 }],
 ];
 
-function EditControls({ w, label, onOp, onEdit, onRemove }) {
+function EditControls({ w, label, onShift, onEdit, onRemove }) {
   return html`<div class="widget-edit" role="group" aria-label=${`Arrange ${label}`}>
-    ${OPS.map(([op, text, aria]) => html`<button type="button" class="secondary" aria-label=${aria.replace('{}', label)}
-      onClick=${() => onOp(op)}>${text}</button>`)}
+    ${OPS.map(([text, aria, by]) => html`<button type="button" class="secondary" aria-label=${aria.replace('{}', label)}
+      onClick=${() => onShift(by)}>${text}</button>`)}
     <button type="button" class="secondary" aria-label=${`Change ${label}`} onClick=${onEdit}>Change</button>
     <button type="button" class="danger" aria-label=${`Remove ${label}`} onClick=${onRemove}>Remove</button>
     <small class="muted">x ${w.x}, y ${w.y}, ${w.w}×${w.h}</small>
   </div>`;
 }
 
-function Widget({ w, index, control, editing, error, onOp, onEdit, onRemove }) {
+/** Dragging a widget by its title (move) or its corner (resize), in whole cells when let go;
+ *  the buttons of EditControls do the same from the keyboard. */
+function useDrag(onShift) {
+  const [drag, setDrag] = useState(null); // {kind, x0, y0, dx, dy, box}
+  const start = (kind) => (e) => {
+    if (e.button !== 0) return;
+    e.preventDefault();
+    e.currentTarget.setPointerCapture(e.pointerId);
+    const box = e.currentTarget.closest('.widget').getBoundingClientRect();
+    setDrag({ kind, x0: e.clientX, y0: e.clientY, dx: 0, dy: 0, box });
+  };
+  const handlers = {
+    onPointerMove: (e) => drag && setDrag({ ...drag, dx: e.clientX - drag.x0, dy: e.clientY - drag.y0 }),
+    onPointerUp: (e) => {
+      if (!drag) return;
+      const column = (e.currentTarget.closest('.dash').clientWidth + GAP_PX) / 12;
+      const cols = Math.round(drag.dx / column);
+      const rows = Math.round(drag.dy / (ROW_PX + GAP_PX));
+      setDrag(null);
+      if (cols || rows) onShift(drag.kind === 'move' ? { dx: cols, dy: rows } : { dw: cols, dh: rows });
+    },
+    onPointerCancel: () => setDrag(null),
+  };
+  let style = '';
+  if (drag?.kind === 'move') style = `;transform:translate(${drag.dx}px,${drag.dy}px);z-index:2`;
+  if (drag?.kind === 'resize') style = `;width:${Math.max(60, drag.box.width + drag.dx)}px;height:${Math.max(60, drag.box.height + drag.dy)}px;z-index:2`;
+  return { style, move: { onPointerDown: start('move'), ...handlers }, resize: { onPointerDown: start('resize'), ...handlers } };
+}
+
+function Widget({ w, index, control, editing, error, onShift, onEdit, onRemove }) {
   const label = labelOf(w, index);
+  const drag = useDrag(onShift);
   const x = clamp(w.x, 0, 11);
   const style = `grid-column:${x + 1} / span ${clamp(w.w, 1, 12 - x)};grid-row:${w.y + 1} / span ${clamp(w.h, 1, 12)};--h:${w.h}`;
   // What the widget's body has: its rows and gaps, less its title (and edit bar).
   const height = w.h * ROW_PX + (w.h - 1) * GAP_PX - 48;
-  return html`<section class=${`card widget widget-${w.type}${error ? ' invalid' : ''}`} style=${style}
+  return html`<section class=${`card widget widget-${w.type}${error ? ' invalid' : ''}`} style=${style + (editing ? drag.style : '')}
       data-widget=${index} aria-label=${label}>
-    <h2>${label}</h2>
-    ${editing && html`<${EditControls} w=${w} label=${label} onOp=${onOp} onEdit=${onEdit} onRemove=${onRemove} />`}
+    ${editing ? html`<h2 class="drag-handle" title="Drag to move" ...${drag.move}>${label}</h2>` : html`<h2>${label}</h2>`}
+    ${editing && html`<${EditControls} w=${w} label=${label} onShift=${onShift} onEdit=${onEdit} onRemove=${onRemove} />`}
     ${error && html`<p class="error" role="alert" data-testid="widget-error">${error}</p>`}
     <div class="widget-body"><${WidgetBody} w=${w} height=${height} control=${control} /></div>
+    ${editing && html`<span class="resize-handle" title="Drag to resize" aria-hidden="true" ...${drag.resize}></span>`}
   </section>`;
 }
 
@@ -102,7 +129,7 @@ export function Dashboard({ id }) {
     setNote('');
   }
   const change = (fn) => { setDraft((d) => ({ ...d, items: fn(d.items) })); setNote(''); };
-  const op = (k) => (o) => change((items) => items.map((it) => (it.k === k ? { ...it, w: moved(it.w, o) } : it)));
+  const shift = (k) => (by) => change((items) => items.map((it) => (it.k === k ? { ...it, w: shifted(it.w, by) } : it)));
   const remove = (k) => () => { change((items) => items.filter((it) => it.k !== k)); setErrors({}); };
 
   function applyForm(widget) {
@@ -157,7 +184,7 @@ export function Dashboard({ id }) {
     ${items.length === 0 && html`<p class="muted">No widgets yet.${write && !draft ? ' Edit to add some.' : ''}</p>`}
     <div class=${`dash${draft ? ' editing' : ''}`} data-testid="dashboard-grid">
       ${order.map(({ k, w, i }) => html`<${Widget} key=${k} w=${w} index=${i} control=${control}
-        editing=${!!draft} error=${errors[i]} onOp=${draft && op(k)} onEdit=${() => setForm({ k, widget: w })}
+        editing=${!!draft} error=${errors[i]} onShift=${draft && shift(k)} onEdit=${() => setForm({ k, widget: w })}
         onRemove=${draft && remove(k)} />`)}
     </div>`;
 }
