@@ -147,7 +147,7 @@ function isOn(v) {
 }
 
 function SwitchWidget({ w, device, control }) {
-  const latest = useLatest(device.id, w.keys.slice(0, 1));
+  const latest = useLatest(w.keys.length ? device.id : null, w.keys.slice(0, 1)); // the state, if told
   const reported = w.keys[0] && latest?.[w.keys[0]];
   const [on, setOn] = useState(false);
   const [busy, setBusy] = useState(false);
