@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md contract): `serve`, `demo`, `bench`, `sim`, `admin`,
+//! The command line (DESIGN.md contract): `serve`, `demo`, `edge`, `bench`, `sim`, `admin`,
 //! `completions` and their flags. Every flag also reads `IRONBRIDGE_<FLAG>`; the config file
 //! fills what neither gave.
 
@@ -22,6 +22,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the platform plus simulated devices publishing live data.
     Demo(ServeArgs),
+    /// The edge gateway: field devices (Modbus TCP/RTU) polled and forwarded to a platform over
+    /// MQTT (gateway API), with an on-disk store and forward queue.
+    Edge(EdgeArgs),
     /// Load generators: `ironbridge bench mqtt <scenario>` (loopback brokers only).
     Bench(bench::BenchArgs),
     /// Simulated devices with realistic signals against a running Ironbridge:
@@ -34,6 +37,14 @@ pub enum Command {
     ///
     /// For example: `ironbridge completions bash > ~/.local/share/bash-completion/completions/ironbridge`.
     Completions(CompletionsArgs),
+}
+
+/// Flags of `edge`.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// The edge configuration file (`[uplink]`, `[[modbus]]`; see docs/ARCHITECTURE.md).
+    #[arg(long, env = "IRONBRIDGE_EDGE_CONFIG")]
+    pub config: PathBuf,
 }
 
 /// Flags of `completions`.

@@ -55,6 +55,7 @@ fn main() -> anyhow::Result<()> {
             args.allow_anonymous = true;
             runtime.block_on(serve(args, true))
         }
+        Command::Edge(args) => runtime.block_on(run_edge(args)),
         // The load generator builds its own runtime (`--threads`).
         Command::Bench(args) => Ok(bench::run(args)?),
         // The simulator also builds its own runtime.
@@ -288,6 +289,21 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
     broker.close();
     platform.telemetry.close();
     Ok(())
+}
+
+/// `ironbridge edge`: the gateway until SIGINT/SIGTERM (crates/edge).
+async fn run_edge(args: cli::EdgeArgs) -> anyhow::Result<()> {
+    let config = edge::EdgeConfig::load(&args.config)?;
+    let signal = shutdown_signal()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut run = std::pin::pin!(edge::run(config, stop_rx));
+    tokio::select! {
+        r = &mut run => return Ok(r?),
+        _ = signal => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    Ok(run.await?)
 }
 
 /// What devices are told by `getSessionLimits`, from the broker's limits.

@@ -1,0 +1,409 @@
+//! The edge configuration file (DESIGN.md contract: `[uplink]`, `[[modbus]]`, `[modem]`,
+//! `[[rule]]`): its types, parsed strictly (`deny_unknown_fields`) and then checked as a whole,
+//! every error naming the table and field at fault.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::EdgeError;
+use crate::modbus::registers::{DataType, Order, Table};
+
+/// The whole `edge.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// The platform, through the gateway API.
+    pub uplink: UplinkConfig,
+    /// One Modbus device per table: one sub-device on the platform.
+    #[serde(default)]
+    pub modbus: Vec<ModbusConfig>,
+    /// An optional GSM modem for SMS (not supported by this build yet).
+    pub modem: Option<ModemConfig>,
+    /// Local rules (not run by this build yet).
+    #[serde(default)]
+    pub rule: Vec<toml::Value>,
+}
+
+/// `[uplink]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// `mqtt://host:port` (`mqtts://` is refused for now).
+    pub url: String,
+    /// The gateway device's access token (the MQTT user name).
+    pub token: String,
+    /// Where the store-and-forward queue lives.
+    #[serde(default = "default_buffer_dir")]
+    pub buffer_dir: PathBuf,
+    /// Most bytes of readings kept while the uplink is down; the oldest are dropped beyond.
+    #[serde(default = "default_buffer_max_bytes")]
+    pub buffer_max_bytes: u64,
+    /// Most readings per second sent to the platform (replay after an outage included).
+    #[serde(default = "default_replay_rate")]
+    pub replay_rate: u32,
+    /// How often connector and buffer health is sent as the gateway's telemetry.
+    #[serde(default = "default_health_interval", deserialize_with = "duration")]
+    pub health_interval: Duration,
+    /// MQTT keep-alive.
+    #[serde(default = "default_keep_alive", deserialize_with = "duration")]
+    pub keep_alive: Duration,
+}
+
+/// How a Modbus device is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Rtu,
+}
+
+/// Serial parity (RTU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+/// When a polled value becomes a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Report {
+    /// Every poll.
+    #[default]
+    Always,
+    /// Only when it changed (by at least `deadband` for numbers).
+    Change,
+}
+
+/// `[[modbus]]`: one device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusConfig {
+    /// The sub-device's name on the platform.
+    pub name: String,
+    /// Its device profile on the platform.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    #[serde(default)]
+    pub transport: Transport,
+    /// `host:port` (TCP).
+    pub address: Option<String>,
+    /// Serial port (RTU).
+    pub port: Option<PathBuf>,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Unit (slave) id.
+    #[serde(default = "default_unit")]
+    pub unit: u8,
+    #[serde(default = "default_poll", deserialize_with = "duration")]
+    pub poll: Duration,
+    /// Per request.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Further tries of a request that timed out or failed on the wire, before reconnecting.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// The longest wait between reconnection attempts (they back off exponentially up to it).
+    #[serde(default = "default_backoff_max", deserialize_with = "duration")]
+    pub backoff_max: Duration,
+    #[serde(default)]
+    pub registers: Vec<RegisterConfig>,
+    #[serde(default)]
+    pub writes: Vec<WriteConfig>,
+}
+
+/// One polled value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterConfig {
+    /// Its telemetry key.
+    pub key: String,
+    pub table: Table,
+    pub address: u16,
+    #[serde(rename = "type")]
+    pub data_type: DataType,
+    /// `string`: length in registers.
+    pub length: Option<u16>,
+    /// A single bit (0 = least significant) of a 16-bit register, reported as a boolean.
+    pub bit: Option<u8>,
+    #[serde(default)]
+    pub byte_order: Order,
+    #[serde(default)]
+    pub word_order: Order,
+    /// value = raw × scale + offset.
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    /// Defaults to `always` (every poll), or `change` when a deadband is set.
+    pub report: Option<Report>,
+    /// With `report = "change"`: the smallest change reported.
+    pub deadband: Option<f64>,
+}
+
+/// One RPC method writing a coil or holding register(s).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteConfig {
+    pub method: String,
+    pub table: Table,
+    pub address: u16,
+    /// Defaults to `bool` for coils and `u16` for holding registers.
+    #[serde(rename = "type")]
+    pub data_type: Option<DataType>,
+    /// The field of the RPC's params holding the value; the params themselves when absent.
+    pub param: Option<String>,
+    #[serde(default)]
+    pub byte_order: Order,
+    #[serde(default)]
+    pub word_order: Order,
+    /// raw = (value − offset) / scale.
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    /// Range of accepted values (engineering units), besides what the type can hold.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// `[modem]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModemConfig {
+    pub port: PathBuf,
+    #[serde(default = "default_modem_baud")]
+    pub baud: u32,
+}
+
+impl EdgeConfig {
+    /// Reads, parses and checks `path`.
+    pub fn load(path: &Path) -> Result<EdgeConfig, EdgeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EdgeError::Config(format!("reading {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| match e {
+            EdgeError::Config(m) => EdgeError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses and checks a configuration text.
+    pub fn parse(text: &str) -> Result<EdgeConfig, EdgeError> {
+        let config: EdgeConfig =
+            toml::from_str(text).map_err(|e| EdgeError::Config(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The checks serde cannot make: each error names the table and the field.
+    fn check(&self) -> Result<(), EdgeError> {
+        let bad = |m: String| Err(EdgeError::Config(m));
+        let u = &self.uplink;
+        if !u.url.starts_with("mqtt://") && !u.url.starts_with("mqtts://") {
+            return bad(format!(
+                "[uplink] url: {:?} must start with mqtt:// or mqtts://",
+                u.url
+            ));
+        }
+        if u.token.is_empty() {
+            return bad("[uplink] token: must not be empty".into());
+        }
+        if u.replay_rate == 0 {
+            return bad("[uplink] replay_rate: must be at least 1".into());
+        }
+        if u.health_interval.is_zero() {
+            return bad("[uplink] health_interval: must be more than 0".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in self.modbus.iter().enumerate() {
+            let at = format!("[[modbus]] #{} ({:?})", i + 1, m.name);
+            if m.name.is_empty() {
+                return bad(format!("{at} name: must not be empty"));
+            }
+            if !names.insert(&m.name) {
+                return bad(format!("{at} name: used by another [[modbus]] device"));
+            }
+            match m.transport {
+                Transport::Tcp if m.address.is_none() => {
+                    return bad(format!("{at} address: required for transport = \"tcp\""))
+                }
+                Transport::Rtu if m.port.is_none() => {
+                    return bad(format!("{at} port: required for transport = \"rtu\""))
+                }
+                _ => {}
+            }
+            if !(5..=8).contains(&m.data_bits) {
+                return bad(format!("{at} data_bits: {} is not 5..=8", m.data_bits));
+            }
+            if !(1..=2).contains(&m.stop_bits) {
+                return bad(format!("{at} stop_bits: {} is not 1 or 2", m.stop_bits));
+            }
+            if m.poll.is_zero() {
+                return bad(format!("{at} poll: must be more than 0"));
+            }
+            if m.timeout.is_zero() {
+                return bad(format!("{at} timeout: must be more than 0"));
+            }
+            let mut keys = std::collections::HashSet::new();
+            for r in &m.registers {
+                if r.key.is_empty() || r.key.len() > 255 {
+                    return bad(format!(
+                        "{at} registers: key {:?} must have 1 to 255 bytes",
+                        r.key
+                    ));
+                }
+                if !keys.insert(&r.key) {
+                    return bad(format!("{at} registers: key {:?} appears twice", r.key));
+                }
+                crate::modbus::registers::RegisterSpec::from_config(r)
+                    .map_err(|e| EdgeError::Config(format!("{at} registers {:?}: {e}", r.key)))?;
+            }
+            let mut methods = std::collections::HashSet::new();
+            for w in &m.writes {
+                if !methods.insert(&w.method) {
+                    return bad(format!("{at} writes: method {:?} appears twice", w.method));
+                }
+                crate::modbus::write::WriteSpec::from_config(w)
+                    .map_err(|e| EdgeError::Config(format!("{at} writes {:?}: {e}", w.method)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(s.trim())
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration ({e})")))
+}
+
+fn default_buffer_dir() -> PathBuf {
+    PathBuf::from("./edge-buffer")
+}
+fn default_buffer_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_replay_rate() -> u32 {
+    10_000
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_profile() -> String {
+    "default".into()
+}
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_unit() -> u8 {
+    1
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_modem_baud() -> u32 {
+    115_200
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DESIGN.md's example, verbatim.
+    const CONTRACT: &str = r#"
+[uplink]                                     # the platform, through the gateway API
+url = "mqtt://127.0.0.1:1883"                # mqtts:// for TLS
+token = "<the gateway device's access token>"
+buffer_dir = "./edge-buffer"                 # store and forward
+buffer_max_bytes = 1073741824
+
+[[modbus]]                                   # one Modbus device = one sub-device on the platform
+name = "pump-station-1"
+profile = "plc"
+transport = "tcp"                            # tcp | rtu (then port, baud, parity, data_bits, stop_bits)
+address = "127.0.0.1:5020"
+unit = 1
+poll = "1s"
+registers = [
+  { key = "pressure", table = "holding", address = 0, type = "u16", scale = 0.1 },
+  { key = "running",  table = "coil",    address = 0, type = "bool" },
+]
+writes = [ { method = "setPump", table = "coil", address = 0, param = "on" } ]
+
+[modem]                                      # optional GSM modem for SMS
+port = "/dev/ttyUSB0"
+baud = 115200
+"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let c = EdgeConfig::parse(CONTRACT).unwrap();
+        assert_eq!(c.uplink.buffer_max_bytes, 1 << 30);
+        assert_eq!(c.modbus.len(), 1);
+        assert_eq!(c.modbus[0].poll, Duration::from_secs(1));
+        assert_eq!(c.modbus[0].registers[0].scale, Some(0.1));
+        assert_eq!(c.modem.as_ref().unwrap().baud, 115_200);
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = EdgeConfig::parse(include_str!("../../../docs/edge.toml")).unwrap();
+        assert_eq!(c.modbus[0].registers.len(), 7);
+        assert_eq!(c.modbus[0].writes.len(), 2);
+    }
+
+    fn err(text: &str) -> String {
+        EdgeConfig::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let e = err("[uplink]\nurl = \"mqtt://a:1\"\ntoken = \"t\"\nbufer_dir = \"x\"\n");
+        assert!(e.contains("bufer_dir"), "{e}");
+        let e = err(&CONTRACT.replace("unit = 1", "unit = 1\nunits = 2"));
+        assert!(e.contains("units"), "{e}");
+    }
+
+    #[test]
+    fn checks_name_the_field() {
+        let e = err(&CONTRACT.replace("poll = \"1s\"", "poll = \"soon\""));
+        assert!(e.contains("soon"), "{e}");
+        let e = err(&CONTRACT.replace("address = \"127.0.0.1:5020\"\n", ""));
+        assert!(e.contains("address") && e.contains("pump-station-1"), "{e}");
+        let e = err(&CONTRACT.replace("type = \"u16\", scale", "type = \"u16\", bit = 16, scale"));
+        assert!(e.contains("pressure") && e.contains("bit"), "{e}");
+        let e = err(&CONTRACT.replace("mqtt://127", "http://127"));
+        assert!(e.contains("url"), "{e}");
+        let e = err(&CONTRACT.replace(
+            "table = \"coil\",    address = 0",
+            "table = \"input\", address = 0",
+        ));
+        assert!(e.contains("running"), "{e}");
+    }
+}

@@ -1,0 +1,166 @@
+//! The connector contract: what every field connector (Modbus, later the SMS modem, OPC UA)
+//! implements, the readings and commands it exchanges with the gateway, its health counters,
+//! and [`build`], which makes the connectors a configuration names.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::EdgeConfig;
+use crate::error::EdgeError;
+
+/// Values read from one sub-device at one time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The sub-device's name; empty for the gateway itself (its health).
+    pub device: String,
+    /// Milliseconds since the Unix epoch, when it was read.
+    pub ts: i64,
+    pub values: Map<String, Value>,
+}
+
+/// An RPC from the platform for one of a connector's devices.
+#[derive(Debug)]
+pub struct Command {
+    pub device: String,
+    pub method: String,
+    pub params: Value,
+    /// The RPC's result, or why it failed.
+    pub reply: oneshot::Sender<Result<Value, String>>,
+}
+
+/// A sub-device as the platform sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubDevice {
+    pub name: String,
+    pub profile: String,
+}
+
+/// What a running connector is given.
+pub struct ConnectorIo {
+    pub readings: mpsc::Sender<Reading>,
+    pub commands: mpsc::Receiver<Command>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A running connector's future.
+pub type ConnectorTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One field connector: reads its devices into readings, carries out commands.
+pub trait Connector: Send {
+    /// The kind it was built by (`modbus`).
+    fn kind(&self) -> &'static str;
+    /// Its name, unique in the configuration.
+    fn name(&self) -> &str;
+    /// The sub-devices it reports for.
+    fn devices(&self) -> Vec<SubDevice>;
+    /// Its health counters, shared with the gateway's health report.
+    fn health(&self) -> Arc<Health>;
+    /// Runs until `io.shutdown` turns true. Must never end on a device error.
+    fn run(self: Box<Self>, io: ConnectorIo) -> ConnectorTask;
+}
+
+/// A connector's health: reported as the gateway's telemetry (`<name>.connected`, ...).
+#[derive(Debug, Default)]
+pub struct Health {
+    pub connected: AtomicBool,
+    /// Last successful exchange with the device (ms since the epoch; 0 = never).
+    pub last_success: AtomicI64,
+    /// Every failure: connection, timeout, Modbus exception, bad data.
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub exceptions: AtomicU64,
+    /// Connections (re)established.
+    pub connects: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// Counts an error; true when its message differs from the last one (worth logging).
+    pub fn error(&self, message: String) -> bool {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        let new = last.as_deref() != Some(message.as_str());
+        *last = Some(message);
+        new
+    }
+
+    /// Records a successful exchange at `ts`.
+    pub fn success(&self, ts: i64) {
+        self.last_success.store(ts, Ordering::Relaxed);
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// The counters as telemetry keys `<prefix>.<counter>`.
+    pub fn report(&self, prefix: &str, out: &mut Map<String, Value>) {
+        let r = Ordering::Relaxed;
+        let mut put = |k: &str, v: Value| {
+            out.insert(format!("{prefix}.{k}"), v);
+        };
+        put("connected", self.connected.load(r).into());
+        put("last_success", self.last_success.load(r).into());
+        put("errors", self.errors.load(r).into());
+        put("timeouts", self.timeouts.load(r).into());
+        put("exceptions", self.exceptions.load(r).into());
+        put("connects", self.connects.load(r).into());
+        // The platform refuses nulls (and with them the whole message): absent when none.
+        if let Some(e) = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            put("last_error", Value::String(e));
+        }
+    }
+}
+
+/// Builds one connector by its kind's name from its configuration table.
+pub fn build(
+    kind: &str,
+    config: &EdgeConfig,
+    index: usize,
+) -> Result<Box<dyn Connector>, EdgeError> {
+    match kind {
+        "modbus" => Ok(Box::new(crate::modbus::ModbusConnector::new(
+            config.modbus[index].clone(),
+        )?)),
+        "sms-modem" => Err(EdgeError::Unsupported(
+            "[modem]: the SMS modem connector is not in this build yet (issue 9)".into(),
+        )),
+        other => Err(EdgeError::Config(format!(
+            "unknown connector kind {other:?}"
+        ))),
+    }
+}
+
+/// Every connector `config` names.
+pub fn build_all(config: &EdgeConfig) -> Result<Vec<Box<dyn Connector>>, EdgeError> {
+    let mut out = Vec::new();
+    for i in 0..config.modbus.len() {
+        out.push(build("modbus", config, i)?);
+    }
+    if config.modem.is_some() {
+        out.push(build("sms-modem", config, 0)?);
+    }
+    Ok(out)
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Now in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,156 @@
+//! The gateway: builds the connectors from the configuration, queues their readings on disk
+//! (one transaction for everything waiting), reports health as the gateway's own telemetry
+//! every `health_interval`, and runs the uplink until shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::buffer::Buffer;
+use crate::config::EdgeConfig;
+use crate::connector::{self, now_ms, ConnectorIo, Health, Reading};
+use crate::error::EdgeError;
+use crate::uplink::Uplink;
+
+/// Most readings written to the queue in one transaction.
+const INGEST_BATCH: usize = 1024;
+
+/// Runs the edge gateway until `shutdown` turns true.
+pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<(), EdgeError> {
+    if config.uplink.url.starts_with("mqtts://") {
+        return Err(EdgeError::Unsupported(
+            "[uplink] url: mqtts:// (TLS) is not in this build yet; use mqtt://".into(),
+        ));
+    }
+    if !config.rule.is_empty() {
+        return Err(EdgeError::Unsupported(
+            "[[rule]]: local rules are not run by this build yet (issue 9)".into(),
+        ));
+    }
+    let connectors = connector::build_all(&config)?;
+    let buffer = Arc::new(Buffer::open(
+        &config.uplink.buffer_dir,
+        config.uplink.buffer_max_bytes,
+    )?);
+    let (readings_tx, readings_rx) = mpsc::channel::<Reading>(4096);
+    let mut routes = HashMap::new();
+    let mut devices = Vec::new();
+    let mut healths: Vec<(String, Arc<Health>)> = Vec::new();
+    let mut tasks = JoinSet::new();
+    for c in connectors {
+        let (tx, rx) = mpsc::channel(16);
+        for d in c.devices() {
+            routes.insert(d.name.clone(), tx.clone());
+            devices.push(d);
+        }
+        healths.push((c.name().to_string(), c.health()));
+        tracing::info!(kind = c.kind(), name = c.name(), "connector started");
+        let io = ConnectorIo {
+            readings: readings_tx.clone(),
+            commands: rx,
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(c.run(io));
+    }
+    let wake = Arc::new(Notify::new());
+    let connected = Arc::new(AtomicBool::new(false));
+    {
+        let health = HealthReport {
+            healths,
+            buffer: buffer.clone(),
+            uplink: connected.clone(),
+        };
+        let (tx, rx, every) = (
+            readings_tx.clone(),
+            shutdown.clone(),
+            config.uplink.health_interval,
+        );
+        tasks.spawn(health.run(tx, every, rx));
+    }
+    drop(readings_tx);
+    let ingest = tokio::spawn(ingest(readings_rx, buffer.clone(), wake.clone()));
+    let uplink = Uplink {
+        config: config.uplink.clone(),
+        buffer: buffer.clone(),
+        devices,
+        routes,
+        wake,
+        connected,
+    };
+    println!("edge running: {} connector(s)", tasks.len() - 1);
+    uplink.run(shutdown).await;
+    while tasks.join_next().await.is_some() {}
+    // Every sender is gone: the ingest task queues what is left and ends.
+    let result = ingest.await.unwrap_or(Ok(()));
+    let s = buffer.stats();
+    tracing::info!(queued = s.rows, dropped = s.evicted, "edge stopped");
+    result
+}
+
+/// Writes readings to the queue as they come, everything waiting in one transaction.
+async fn ingest(
+    mut rx: mpsc::Receiver<Reading>,
+    buffer: Arc<Buffer>,
+    wake: Arc<Notify>,
+) -> Result<(), EdgeError> {
+    let mut batch = Vec::with_capacity(INGEST_BATCH);
+    while rx.recv_many(&mut batch, INGEST_BATCH).await > 0 {
+        let b = buffer.clone();
+        let readings = std::mem::take(&mut batch);
+        // SQLite commits block: keep them off the async workers.
+        tokio::task::spawn_blocking(move || b.push(&readings))
+            .await
+            .map_err(|e| EdgeError::Buffer(e.to_string()))??;
+        wake.notify_one();
+    }
+    Ok(())
+}
+
+/// The gateway's own telemetry: each connector's health, the buffer, the uplink.
+struct HealthReport {
+    healths: Vec<(String, Arc<Health>)>,
+    buffer: Arc<Buffer>,
+    uplink: Arc<AtomicBool>,
+}
+
+impl HealthReport {
+    fn values(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        for (name, h) in &self.healths {
+            h.report(name, &mut out);
+        }
+        let s = self.buffer.stats();
+        out.insert("buffer.queued".into(), s.rows.into());
+        out.insert("buffer.bytes".into(), s.bytes.into());
+        out.insert("buffer.dropped".into(), s.evicted.into());
+        out.insert(
+            "uplink.connected".into(),
+            self.uplink.load(Ordering::Relaxed).into(),
+        );
+        out
+    }
+
+    async fn run(
+        self,
+        tx: mpsc::Sender<Reading>,
+        every: std::time::Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = connector::stopped(&mut shutdown) => return,
+                _ = tick.tick() => {
+                    let reading = Reading { device: String::new(), ts: now_ms(), values: self.values() };
+                    if tx.send(reading).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Ironbridge's edge gateway (`ironbridge edge --config edge.toml`): field devices polled by
+//! connectors, every reading queued on disk, and forwarded to the platform through the
+//! ThingsBoard-compatible gateway API over MQTT, RPCs coming back down to the connectors.
+//!
+//! # Layout
+//! - [`config`]: `edge.toml` (DESIGN.md's contract), strict parsing and checks.
+//! - [`connector`]: the `Connector` trait, readings, commands, health; built by name.
+//! - [`modbus`]: the Modbus TCP connector (register maps, batching, writes, reconnection).
+//! - [`buffer`]: store and forward, the bounded on-disk queue (SQLite).
+//! - [`uplink`]: the MQTT session to the platform: sends the queue in order at a bounded rate,
+//!   deletes what was acknowledged, answers RPCs.
+//! - [`gateway`]: wires them together and reports health as the gateway's telemetry.
+
+pub mod buffer;
+pub mod config;
+pub mod connector;
+pub mod error;
+pub mod gateway;
+pub mod modbus;
+pub mod uplink;
+
+pub use config::EdgeConfig;
+pub use error::EdgeError;
+pub use gateway::run;

@@ -1,0 +1,195 @@
+//! The uplink against a scripted MQTT server on loopback (the workspace's codec on the other
+//! side): queued readings go out in order, only acknowledged ones leave the queue, and what a
+//! dropped session left unacknowledged is sent again by the next one.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqtt_codec::{encode_packet, ConnAck, Decoder, Packet, Protocol, PubResponse};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use super::Uplink;
+use crate::buffer::Buffer;
+use crate::config::UplinkConfig;
+use crate::connector::{Reading, SubDevice};
+
+/// The server side of one connection.
+struct Peer {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl Peer {
+    async fn accept(l: &TcpListener) -> Peer {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(10), l.accept())
+            .await
+            .expect("the uplink connects")
+            .unwrap();
+        let mut p = Peer {
+            stream,
+            buf: BytesMut::new(),
+            decoder: Decoder::new(Protocol::V311, 1 << 24),
+        };
+        match p.next().await {
+            Packet::Connect(c) => assert_eq!(c.username.as_deref(), Some("token")),
+            other => panic!("expected CONNECT, got {other:?}"),
+        }
+        p.send(Packet::ConnAck(ConnAck::default())).await;
+        p
+    }
+
+    async fn next(&mut self) -> Packet {
+        loop {
+            if let Some(p) = self.decoder.decode(&mut self.buf).unwrap() {
+                return p;
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("a packet in time")
+                    .unwrap();
+            assert!(n > 0, "the uplink closed the connection");
+        }
+    }
+
+    async fn send(&mut self, p: Packet) {
+        let mut out = BytesMut::new();
+        encode_packet(&p, Protocol::V311, &mut out);
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// The next telemetry PUBLISH: its packet id and the `seq` values it carries.
+    async fn telemetry(&mut self) -> (u16, Vec<i64>) {
+        loop {
+            match self.next().await {
+                Packet::Publish(p) if &*p.topic == "v1/gateway/telemetry" => {
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap();
+                    let seqs = v["dev"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| {
+                            assert_eq!(
+                                r["ts"].as_i64().unwrap(),
+                                1_000 + r["values"]["seq"].as_i64().unwrap()
+                            );
+                            r["values"]["seq"].as_i64().unwrap()
+                        })
+                        .collect();
+                    return (p.packet_id, seqs);
+                }
+                Packet::Publish(p) => {
+                    assert_eq!(&*p.topic, "v1/gateway/connect");
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap();
+                    assert_eq!(v, json!({"device": "dev", "type": "plc"}));
+                    self.puback(p.packet_id).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn puback(&mut self, id: u16) {
+        self.send(Packet::PubAck(PubResponse {
+            packet_id: id,
+            ..Default::default()
+        }))
+        .await;
+    }
+}
+
+fn readings(n: i64) -> Vec<Reading> {
+    (0..n)
+        .map(|i| {
+            let Value::Object(values) = json!({"seq": i}) else {
+                unreachable!()
+            };
+            Reading {
+                device: "dev".into(),
+                ts: 1_000 + i,
+                values,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn unacknowledged_readings_are_sent_again_by_the_next_session() {
+    let dir = std::env::temp_dir().join(format!("ib-edge-uplink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let buffer = Arc::new(Buffer::open(&dir, u64::MAX).unwrap());
+    buffer.push(&readings(1_200)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = UplinkConfig {
+        url: format!("mqtt://{}", listener.local_addr().unwrap()),
+        token: "token".into(),
+        buffer_dir: dir.clone(),
+        buffer_max_bytes: u64::MAX,
+        replay_rate: 1_000_000,
+        health_interval: Duration::from_secs(10),
+        keep_alive: Duration::from_secs(30),
+    };
+    let uplink = Uplink {
+        config,
+        buffer: buffer.clone(),
+        devices: vec![SubDevice {
+            name: "dev".into(),
+            profile: "plc".into(),
+        }],
+        routes: Default::default(),
+        wake: Arc::new(Notify::new()),
+        connected: Arc::new(AtomicBool::new(false)),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(uplink.run(stop_rx));
+
+    // First session: three batches arrive (500 + 500 + 200), only the first is acknowledged.
+    let mut p = Peer::accept(&listener).await;
+    let (id1, first) = p.telemetry().await;
+    let (_, second) = p.telemetry().await;
+    let (_, third) = p.telemetry().await;
+    assert_eq!(first, (0..500).collect::<Vec<_>>());
+    assert_eq!(second, (500..1000).collect::<Vec<_>>());
+    assert_eq!(third, (1000..1200).collect::<Vec<_>>());
+    p.puback(id1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while buffer.stats().rows != 700 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            buffer.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(p); // the connection drops with two batches unacknowledged
+
+    // Second session: it starts again from the oldest unacknowledged reading.
+    let mut p = Peer::accept(&listener).await;
+    let mut got = Vec::new();
+    while got.len() < 700 {
+        let (id, seqs) = p.telemetry().await;
+        got.extend(seqs);
+        p.puback(id).await;
+    }
+    assert_eq!(got, (500..1200).collect::<Vec<_>>());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while buffer.stats().rows != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            buffer.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop_tx.send(true).unwrap();
+    // a clean goodbye
+    assert!(matches!(p.next().await, Packet::Disconnect(_)));
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
