@@ -4,6 +4,7 @@
 #     differential MQTT suite), openssl (test certificates, TLS version checks),
 #     libcoap3-bin (libcoap's coap-client for the CoAP device API tests),
 #     postgresql (the telemetry store's PostgreSQL backend; tests start a throwaway cluster),
+#     socat (pseudo-terminal pairs: Modbus RTU between the edge and a pymodbus simulator),
 #     python3-venv if `python3 -m venv` is unusable
 #   - Python virtualenv .venv with tests/python/requirements.txt
 # `apt-get update` runs only when a package is actually missing.
@@ -20,7 +21,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 
 missing=()
-for pkg in mosquitto mosquitto-clients openssl libcoap3-bin postgresql; do
+for pkg in mosquitto mosquitto-clients openssl libcoap3-bin postgresql socat; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$pkg")
   fi

@@ -86,6 +86,9 @@ class Platform:
         self._drain: threading.Thread | None = None
         self.api = Api(self)
         self.exit_codes: list[int] = []  # exit status of every stopped process
+        # The MQTT listener's address; a test may pin it ("127.0.0.1:PORT") so that clients
+        # which reconnect on their own (the edge gateway) find the server again after a restart.
+        self.mqtt_listen = f"{HOST}:0"
 
     # -- addresses
     @property
@@ -111,7 +114,7 @@ class Platform:
         exe = ironbridge_bin()
         if not os.access(exe, os.X_OK):
             raise RuntimeError(f"ironbridge binary not found or not executable: {exe} (set IRONBRIDGE_BIN)")
-        cmd = [exe, "serve", "--data-dir", str(self.data_dir), "--mqtt", f"{HOST}:0",
+        cmd = [exe, "serve", "--data-dir", str(self.data_dir), "--mqtt", self.mqtt_listen,
                "--http", f"{HOST}:0", "--coap", f"{HOST}:0"]
         if self.config is not None:
             config_path = self.workdir / "ironbridge.toml"
