@@ -151,6 +151,8 @@ fn owner(s: &ApiState, collection: &str, id: &str) -> Option<Owner> {
             .map(|a| owned(a.tenant, a.customer)),
         "rules" => p.rules.store.get(id).ok().map(|r| owned(r.tenant, None)),
         "dashboards" => p.dashboards.get(id).ok().map(|d| owned(d.tenant, None)),
+        "firmware" => p.firmware.get(id).ok().map(|f| owned(f.tenant, None)),
+        "firmware-keys" => p.firmware.key(id).ok().map(|k| owned(k.tenant, None)),
         "sources" => p
             .rules
             .lookups

@@ -34,6 +34,49 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/{token}/attributes/updates", get(attribute_updates))
         .route("/api/v1/{token}/rpc", get(rpc_poll).post(client_rpc))
         .route("/api/v1/{token}/rpc/{id}", post(rpc_reply))
+        .route("/api/v1/{token}/firmware", get(firmware))
+}
+
+/// ThingsBoard's firmware download: `?title=&version=` of the package assigned to the device,
+/// with `size` and `chunk` one chunk of it, else the whole image (`Range` requests answered).
+#[derive(Deserialize)]
+struct FirmwareQuery {
+    title: String,
+    version: String,
+    size: Option<usize>,
+    chunk: Option<u64>,
+}
+
+async fn firmware(
+    State(s): State<ApiState>,
+    Path(token): Path<String>,
+    q: Result<Query<FirmwareQuery>, axum::extract::rejection::QueryRejection>,
+    req: axum::extract::Request,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let ctx = device(&s.platform, &token)?;
+    let Query(q) = q?;
+    let kind = ib_core::firmware::Kind::Firmware;
+    let assigned = s.platform.firmware.of_device(&ctx.id, kind)?;
+    let Some(fw) =
+        assigned.filter(|f| f.package.title == q.title && f.package.version == q.version)
+    else {
+        return Err(ApiError::not_found(format!(
+            "firmware {:?} {:?} is not assigned to this device",
+            q.title, q.version
+        )));
+    };
+    match (q.size, q.chunk) {
+        (Some(size), chunk) if size > 0 => {
+            let bytes = s
+                .platform
+                .firmware_chunk(&ctx.id, size, chunk.unwrap_or(0))
+                .map_err(|e| refused(&ctx, e))?;
+            let ctype = [(axum::http::header::CONTENT_TYPE, "application/octet-stream")];
+            Ok((ctype, bytes).into_response())
+        }
+        _ => crate::firmware_routes::serve_image(&s, &fw.package, req).await,
+    }
 }
 
 fn device(p: &Platform, token: &str) -> ApiResult<Arc<DeviceCtx>> {

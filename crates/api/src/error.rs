@@ -65,7 +65,7 @@ impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> ApiError {
         let status = match &e {
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            CoreError::AlreadyExists(_) => StatusCode::CONFLICT,
+            CoreError::AlreadyExists(_) | CoreError::Conflict(_) => StatusCode::CONFLICT,
             CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             CoreError::Unauthorized => StatusCode::UNAUTHORIZED,
             CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -24,6 +24,7 @@ mod dashboard_routes;
 mod device_http;
 mod device_routes;
 pub mod error;
+mod firmware_routes;
 pub mod live;
 pub mod login;
 mod lookup_routes;
@@ -87,6 +88,7 @@ pub fn management() -> OpenApiRouter<ApiState> {
         .merge(alarm_routes::routes())
         .merge(rule_routes::routes())
         .merge(dashboard_routes::routes())
+        .merge(firmware_routes::routes())
         .merge(lookup_routes::routes())
         .merge(analytics_routes::routes())
 }

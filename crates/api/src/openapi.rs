@@ -31,7 +31,8 @@ administrator). Errors are `{\"error\":{\"code\",\"message\"}}`."
         (name = "auth", description = "Tokens"),
         (name = "tenants"), (name = "customers"), (name = "users"), (name = "api-clients"),
         (name = "profiles"), (name = "devices"), (name = "telemetry"), (name = "rpc"),
-        (name = "alarms"), (name = "rules"), (name = "dashboards"), (name = "analytics"),
+        (name = "alarms"), (name = "rules"), (name = "dashboards"), (name = "firmware"),
+        (name = "analytics"),
         (name = "audit")
     )
 )]

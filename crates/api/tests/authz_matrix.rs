@@ -101,6 +101,8 @@ struct Ids {
     source: String,
     geofence: String,
     dashboard: String,
+    firmware: String,
+    firmware_key: String,
     user: String,
     client: String,
 }
@@ -246,6 +248,22 @@ async fn fixture() -> Fixture {
                 &serde_json::from_value(json!({"name": format!("db{n}"), "widgets": []})).unwrap(),
             )
             .unwrap();
+        let firmware = p
+            .firmware
+            .create(
+                &tenant.id,
+                ib_core::firmware::NewPackage {
+                    title: format!("fw{n}"),
+                    version: "1".into(),
+                    ..Default::default()
+                },
+                b"image",
+            )
+            .unwrap();
+        let firmware_key = p
+            .firmware
+            .add_key(&tenant.id, &format!("k{n}"), &[n as u8; 32])
+            .unwrap();
         let customer_res = match &cust {
             Some(c) => c.clone(),
             None => reg.create_customer(&tenant.id, "a0").unwrap().id,
@@ -264,6 +282,8 @@ async fn fixture() -> Fixture {
                 source: source.id,
                 geofence: geofence.id,
                 dashboard: dashboard.id,
+                firmware: firmware.id,
+                firmware_key: firmware_key.id,
                 user: user.id,
                 client: client.id,
             },
@@ -322,6 +342,8 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         "sources" => ids.source.clone(),
         "geofences" => ids.geofence.clone(),
         "dashboards" => ids.dashboard.clone(),
+        "firmware" => ids.firmware.clone(),
+        "firmware-keys" => ids.firmware_key.clone(),
         other => panic!("add the resource of /api/v1/{other}/{{id}} to the matrix"),
     };
     let mut uri = path
@@ -373,6 +395,11 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         ("POST", "/api/v1/dashboards") => Some(json!({"name": "new-dashboard", "widgets": [
             {"type": "alarms", "x": 0, "y": 0, "w": 12, "h": 4}]})),
         ("PUT", "/api/v1/dashboards/{id}") => Some(json!({"name": "renamed-dashboard"})),
+        // JSON, not a form: a 400 once access is granted.
+        ("POST", "/api/v1/firmware") => Some(json!({})),
+        ("POST", "/api/v1/firmware-keys") => Some(json!({"tenant": tenant, "name": "new-key",
+            "public_key": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="})),
+        ("POST", "/api/v1/devices/{id}/firmware") => Some(json!({"firmware_id": ids.firmware})),
         ("POST", "/api/v1/alarms") => {
             Some(json!({"device": ids.device, "type": "matrix", "severity": "CRITICAL"}))
         }

@@ -196,3 +196,136 @@ async fn dashboards_export_and_import_as_the_same_document() {
     let (status, v) = call(&app, "GET", &format!("/api/v1/dashboards/{id}"), t, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
 }
+
+/// A `multipart/form-data` body of text fields and one file.
+fn form(fields: &[(&str, &str)], file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "----ib-test-boundary";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"fw.bin\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend(file);
+    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload(
+    app: &axum::Router,
+    token: &str,
+    fields: &[(&str, &str)],
+    file: &[u8],
+) -> (StatusCode, Value) {
+    let (ctype, body) = form(fields, file);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/firmware")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", ctype)
+        .body(Body::from(body))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn firmware_uploads_are_checked_and_signatures_verified() {
+    use base64::Engine;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (app, _t) = app();
+    let token = login(&app).await;
+    // Larger than the API's general body limit (1 KiB here): uploads have their own.
+    let image: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+    let (status, v) = upload(
+        &app,
+        &token,
+        &[("title", "pump"), ("version", "1.0")],
+        &image,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["size"], 20_000);
+    // Signed: refused until the tenant has the key, then verified.
+    let rng = ring::rand::SystemRandom::new();
+    let pair =
+        Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+    let sig = b64.encode(pair.sign(&image).as_ref());
+    let signed = [
+        ("title", "pump"),
+        ("version", "1.1"),
+        ("signature", sig.as_str()),
+    ];
+    let (status, v) = upload(&app, &token, &signed, &image).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let key = json!({"name": "release", "public_key": b64.encode(pair.public_key().as_ref())});
+    let (status, k) = call(
+        &app,
+        "POST",
+        "/api/v1/firmware-keys",
+        Some(&token),
+        Some(key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{k}");
+    let (status, v) = upload(&app, &token, &signed, &image).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["signed_by"], k["id"]);
+    let mut tampered = image.clone();
+    tampered[0] ^= 0xff;
+    let (status, v) = upload(
+        &app,
+        &token,
+        &[
+            ("title", "pump"),
+            ("version", "1.2"),
+            ("signature", sig.as_str()),
+        ],
+        &tampered,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad signature"),
+        "{v}"
+    );
+    // Bad forms.
+    let (status, v) = upload(&app, &token, &[("version", "2")], &image).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = upload(
+        &app,
+        &token,
+        &[("title", "t"), ("version", "2"), ("colour", "red")],
+        &image,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = call(
+        &app,
+        "POST",
+        "/api/v1/firmware",
+        Some(&token),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (_, list) = call(&app, "GET", "/api/v1/firmware", Some(&token), None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+}

@@ -465,6 +465,19 @@ impl Shared {
     /// matches the topic: how the platform answers one device on a topic every device of a
     /// tenant subscribes to (`v1/devices/me/...`). Returns whether it was queued.
     pub fn deliver_to(&self, client_id: &str, msg: Arc<Message>) -> bool {
+        let topic = msg.topic.clone();
+        self.deliver_to_with(client_id, msg, |filter| topic::matches(filter, &topic))
+    }
+
+    /// [`Shared::deliver_to`] where `wants(filter)` decides which of the session's filters
+    /// take the message (ThingsBoard's device SDKs subscribe to `v2/fw/response/+` and expect
+    /// `v2/fw/response/{id}/chunk/{n}`).
+    pub fn deliver_to_with(
+        &self,
+        client_id: &str,
+        msg: Arc<Message>,
+        wants: impl Fn(&str) -> bool,
+    ) -> bool {
         let key: SessionKey = (msg.namespace.clone(), Arc::from(client_id));
         let Some(session) = self.sessions.lock().get(&key).cloned() else {
             return false;
@@ -476,7 +489,7 @@ impl Shared {
             }
             let mut best: Option<(QoS, Vec<u32>)> = None;
             for (filter, rec) in &st.subscriptions {
-                if split_shared(filter).0.is_none() && topic::matches(filter, &msg.topic) {
+                if split_shared(filter).0.is_none() && wants(filter) {
                     let (qos, ids) = best.get_or_insert((QoS::AtMostOnce, Vec::new()));
                     *qos = (*qos).max(rec.options.qos);
                     ids.extend(rec.sub_id);

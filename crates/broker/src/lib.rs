@@ -156,6 +156,16 @@ impl Broker {
         self.shared.deliver_to(client_id, Arc::new(msg))
     }
 
+    /// Like [`Broker::deliver_to`], also through any of the session's filters that start with
+    /// `prefix` (for clients that subscribe more narrowly than the topics they expect).
+    pub fn deliver_to_prefix(&self, client_id: &str, msg: Message, prefix: &str) -> bool {
+        let topic = msg.topic.clone();
+        self.shared
+            .deliver_to_with(client_id, Arc::new(msg), |filter| {
+                filter.starts_with(prefix) || mqtt_codec::topic::matches(filter, &topic)
+            })
+    }
+
     /// Number of sessions (connected or not).
     pub fn session_count(&self) -> usize {
         self.shared.sessions.lock().len()

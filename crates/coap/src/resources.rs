@@ -46,7 +46,7 @@ pub fn status_of(e: &CoreError) -> Status {
         CoreError::Invalid(_) => Status::BadRequest,
         CoreError::Unauthorized => Status::Unauthorized,
         CoreError::NotFound(_) => Status::NotFound,
-        CoreError::AlreadyExists(_) => Status::Conflict,
+        CoreError::AlreadyExists(_) | CoreError::Conflict(_) => Status::Conflict,
         CoreError::Unavailable(_) => Status::ServiceUnavailable,
         CoreError::Timeout => Status::GatewayTimeout,
         CoreError::Storage(_) | CoreError::Store(_) => Status::InternalServerError,

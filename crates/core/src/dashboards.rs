@@ -119,13 +119,16 @@ pub struct DashboardSpec {
     pub updated: Option<serde::de::IgnoredAny>,
 }
 
-/// A stored dashboard.
+/// A stored dashboard: its document with `id`, `tenant`, `created` and `updated` (written out
+/// rather than flattened, so that the document's `deny_unknown_fields` does not describe it).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Dashboard {
     pub id: String,
     pub tenant: String,
-    #[serde(flatten)]
-    pub spec: DashboardSpec,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub widgets: Vec<Widget>,
     pub created: i64,
     pub updated: i64,
 }
@@ -268,10 +271,13 @@ fn row(r: &Row) -> rusqlite::Result<Dashboard> {
     let spec = serde_json::from_str(&spec).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
     })?;
+    let spec: DashboardSpec = spec;
     Ok(Dashboard {
         id: r.get(0)?,
         tenant: r.get(1)?,
-        spec,
+        name: spec.name,
+        description: spec.description,
+        widgets: spec.widgets,
         created: r.get(3)?,
         updated: r.get(4)?,
     })
@@ -431,7 +437,7 @@ mod tests {
         ));
         again.name = "Ward 2".into();
         let copy = ds.create(&tenant, &again).unwrap();
-        assert_eq!(copy.spec.widgets, saved.spec.widgets);
+        assert_eq!(copy.widgets, saved.widgets);
         assert_eq!(ds.list(Some(&tenant)).unwrap().len(), 2);
         ds.delete(&copy.id).unwrap();
         assert!(matches!(ds.get(&copy.id), Err(CoreError::NotFound(_))));

@@ -226,6 +226,7 @@ impl Platform {
             .write(&ctx.id, &ctx.retention_group(), stored);
         let n = points.len();
         metrics::counter!("telemetry_points_total").increment(n as u64);
+        self.note_update_reports(ctx, &points);
         self.bus.publish(Event {
             tenant: ctx.tenant.clone(),
             device: ctx.id.clone(),
@@ -233,6 +234,32 @@ impl Platform {
             kind: EventKind::Telemetry(points),
         });
         Ok(commit)
+    }
+
+    /// Update states a device reports as telemetry (`fw_state`, `current_fw_version`, ...) go
+    /// to its firmware record too.
+    fn note_update_reports(&self, ctx: &DeviceCtx, points: &[payload::Point]) {
+        let is_report = |k: &str| {
+            k.starts_with("fw_")
+                || k.starts_with("sw_")
+                || k.starts_with("current_fw_")
+                || k.starts_with("current_sw_")
+        };
+        if !points.iter().any(|p| is_report(&p.key)) {
+            return;
+        }
+        let mut by_ts: std::collections::BTreeMap<i64, Map<String, Value>> = Default::default();
+        for p in points.iter().filter(|p| is_report(&p.key)) {
+            by_ts
+                .entry(p.ts)
+                .or_default()
+                .insert(p.key.clone(), p.value.clone());
+        }
+        for (ts, values) in by_ts {
+            if let Err(e) = self.firmware.report(&ctx.id, ts, &values) {
+                tracing::warn!(device = %ctx.id, error = %e, "recording a firmware report");
+            }
+        }
     }
 
     /// Client attributes from a device.

@@ -10,6 +10,9 @@ pub enum CoreError {
     /// A name that must be unique is taken.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The request contradicts the current state (deleting something still in use).
+    #[error("{0}")]
+    Conflict(String),
     /// Input of the wrong shape: bad JSON, a missing field, a value out of range.
     #[error("{0}")]
     Invalid(String),
@@ -39,6 +42,7 @@ impl CoreError {
         match self {
             CoreError::NotFound(_) => "not_found",
             CoreError::AlreadyExists(_) => "already_exists",
+            CoreError::Conflict(_) => "conflict",
             CoreError::Invalid(_) => "invalid",
             CoreError::Unauthorized => "unauthorized",
             CoreError::Unavailable(_) => "unavailable",

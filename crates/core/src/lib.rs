@@ -34,6 +34,7 @@ pub mod db;
 mod device_api;
 pub mod disk;
 pub mod error;
+pub mod firmware;
 pub mod gateway;
 pub mod model;
 pub mod mqtt;
@@ -69,6 +70,7 @@ pub struct Platform {
     pub accounts: accounts::Accounts,
     pub alarms: alarms::Alarms,
     pub dashboards: dashboards::Dashboards,
+    pub firmware: firmware::Firmware,
     pub rules: rules::Rules,
     pub audit: audit::Audit,
     pub registry: Registry,
@@ -163,6 +165,10 @@ impl Platform {
             accounts: accounts::Accounts::new(db.clone()),
             alarms: alarms::Alarms::new(db.clone(), bus.clone()),
             dashboards: dashboards::Dashboards::new(db.clone())?,
+            firmware: firmware::Firmware::open(
+                db.clone(),
+                &config.policy.data_dir.join("firmware"),
+            )?,
             rules: rules::Rules::open(db.clone(), &registry)?,
             audit: audit::Audit::new(db.clone()),
             registry,

@@ -24,7 +24,8 @@ impl TestPlatform {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let db = Arc::new(Db::memory().expect("in-memory database"));
-        let config = PlatformConfig::default();
+        let mut config = PlatformConfig::default();
+        config.policy.data_dir = dir.clone();
         let store =
             store::sqlite::SqliteStore::open(&dir, config.store.clone()).expect("telemetry store");
         let platform = Platform::with_db(db, Arc::new(store), config).expect("platform");

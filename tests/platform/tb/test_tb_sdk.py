@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 
 import pytest
+import requests
 from tb_device_mqtt import TBDeviceMqttClient
 from tb_gateway_mqtt import TBGatewayMqttClient
 
@@ -188,3 +190,80 @@ def test_sdk_gateway(sdk, api):
         t.join(20)
     assert result["r"].status_code == 200, result["r"].text
     assert result["r"].json()["response"] == {"closed": True}
+
+
+def upload_firmware(api, title: str, version: str, image: bytes, **fields) -> dict:
+    data = {"title": title, "version": version, **fields}
+    r = api.post("/api/v1/firmware", files={"file": ("image.bin", image)}, data=data)
+    return api.ok(r, 201)
+
+
+@pytest.mark.parametrize("chunk_size", [0, 4096])
+def test_sdk_firmware_update(sdk, api, chunk_size):
+    """ThingsBoard's OTA flow, as its SDK runs it: assignment (fw_* shared attributes), chunked
+    download over v2/fw/request|response, SHA-256 verification, state reports."""
+    dev = api.create_device(uid("ota"))
+    image = bytes((i * 7 + i // 256) % 256 for i in range(50_000))
+    pkg = upload_firmware(api, uid("pump-fw"), "2.0", image)
+    assert pkg["size"] == len(image) and pkg["checksum_algorithm"] == "SHA256"
+    assert pkg["checksum"] == hashlib.sha256(image).hexdigest()
+    api.ok(api.post(f"/api/v1/devices/{dev['id']}/firmware", {"firmware_id": pkg["id"]}))
+
+    c = TBDeviceMqttClient(HOST, port=api.platform.mqtt_port, username=dev["access_token"],
+                           chunk_size=chunk_size)
+    received = queue.Queue()
+
+    def on_firmware(client, data, version):
+        received.put((bytes(data), version))
+        client.update_firmware_info(title=client.firmware_info.get("fw_title"), version=version,
+                                    state=client_state("UPDATED"))
+    c.set_on_firmware_received_callback(on_firmware)
+    try:
+        Started(c, DEVICE_SUBSCRIPTIONS).start()
+        c.get_firmware_update()
+        data, version = received.get(timeout=WAIT)
+        assert data == image and version == "2.0"
+
+        def state():
+            r = api.ok(api.get(f"/api/v1/devices/{dev['id']}/firmware"))
+            return r["firmware"]
+        wait_for(lambda: state()["state"] == "UPDATED", WAIT, what="UPDATED reported")
+        fw = state()
+        assert fw["current_version"] == "2.0" and fw["error"] is None
+        assert fw["package"]["id"] == pkg["id"]
+    finally:
+        c.stop()
+        c.disconnect()
+
+
+def client_state(name: str):
+    from tb_device_mqtt import TBFirmwareState
+    return TBFirmwareState[name]
+
+
+def test_firmware_over_http_with_ranges_and_refusals(api):
+    dev = api.create_device(uid("otahttp"))
+    image = bytes(range(256)) * 40
+    title = uid("meter-fw")
+    pkg = upload_firmware(api, title, "3.1", image)
+    base = f"{api.platform.http_url}/api/v1/{dev['access_token']}/firmware"
+    q = {"title": title, "version": "3.1"}
+    # Not assigned yet.
+    assert requests.get(base, params=q, timeout=10).status_code == 404
+    api.ok(api.post(f"/api/v1/devices/{dev['id']}/firmware", {"firmware_id": pkg["id"]}))
+    assert requests.get(base, params=q, timeout=10).content == image
+    # A download resumed after a dropped connection: the rest by Range.
+    r = requests.get(base, params=q, headers={"Range": "bytes=6000-"}, timeout=10)
+    assert r.status_code == 206 and r.content == image[6000:]
+    # ThingsBoard's chunks.
+    r = requests.get(base, params={**q, "size": 1000, "chunk": 3}, timeout=10)
+    assert r.content == image[3000:4000]
+    # Wrong version, bad token.
+    assert requests.get(base, params={**q, "version": "9"}, timeout=10).status_code == 404
+    bad = f"{api.platform.http_url}/api/v1/no-such-token/firmware"
+    assert requests.get(bad, params=q, timeout=10).status_code == 401
+    # A package in use cannot be deleted; the same title and version cannot be uploaded again.
+    assert api.delete(f"/api/v1/firmware/{pkg['id']}").status_code == 409
+    r = api.post("/api/v1/firmware", files={"file": ("x", b"x")}, data={"title": title, "version": "3.1"})
+    assert r.status_code == 409, r.text
+

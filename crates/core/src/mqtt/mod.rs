@@ -83,6 +83,44 @@ impl DeviceHooks {
         }
     }
 
+    /// `v2/fw/request/{id}/chunk/{n}` with the chunk size as text (empty: the whole image):
+    /// the chunk on `v2/fw/response/{id}/chunk/{n}` (empty past the end, as ThingsBoard does).
+    fn on_firmware_request(
+        &self,
+        ns: &Arc<str>,
+        client_id: &str,
+        ctx: &DeviceCtx,
+        rest: &str,
+        body: &[u8],
+    ) -> Result<(), CoreError> {
+        let bad = || CoreError::Invalid(format!("expected v2/fw/request/ID/chunk/N, not {rest:?}"));
+        let (req, index) = rest.split_once("/chunk/").ok_or_else(bad)?;
+        let index: u64 = index.parse().map_err(|_| bad())?;
+        if req.is_empty() || req.contains('/') {
+            return Err(bad());
+        }
+        let size = std::str::from_utf8(body)
+            .ok()
+            .map(str::trim)
+            .and_then(|s| {
+                if s.is_empty() {
+                    Some(0)
+                } else {
+                    s.parse::<usize>().ok()
+                }
+            })
+            .ok_or_else(|| CoreError::Invalid("the payload is the chunk size in bytes".into()))?;
+        let chunk = self.platform.firmware_chunk(&ctx.id, size, index)?;
+        let topic = format!("v2/fw/response/{req}/chunk/{index}");
+        if !self.sink(ns, client_id, None).send_firmware(&topic, chunk) {
+            tracing::debug!(
+                client_id,
+                "firmware chunk dropped: no v2/fw/response/ subscription"
+            );
+        }
+        Ok(())
+    }
+
     fn device_identity(&self, ctx: Arc<DeviceCtx>) -> Identity {
         let mut id = Identity::new(Some(&ctx.name));
         id.namespace = ctx.tenant.clone();
@@ -188,7 +226,7 @@ impl DeviceHooks {
                     .map(|c| commits = c),
                 None => Err(CoreError::Unauthorized),
             },
-            DeviceTopic::Firmware(_) => Err(CoreError::NotFound("firmware".into())),
+            DeviceTopic::Firmware(rest) => self.on_firmware_request(ns, client_id, ctx, rest, body),
         };
         match result {
             Ok(()) if commits.is_empty() => Intercept::Consume,

@@ -35,6 +35,23 @@ impl MqttSink {
         );
         broker.deliver_to(&self.client_id, msg)
     }
+
+    /// A firmware chunk on `topic` (`v2/fw/response/...`), delivered through any of the
+    /// session's `v2/fw/response/` filters: ThingsBoard's SDK subscribes to `v2/fw/response/+`
+    /// and expects `v2/fw/response/{id}/chunk/{n}`, which ThingsBoard sends regardless.
+    pub fn send_firmware(&self, topic: &str, payload: Vec<u8>) -> bool {
+        let Some(broker) = self.broker.get() else {
+            return false;
+        };
+        let msg = Message::new(
+            self.namespace.clone(),
+            Arc::from(topic),
+            Bytes::from(payload),
+            QoS::AtLeastOnce,
+            false,
+        );
+        broker.deliver_to_prefix(&self.client_id, msg, "v2/fw/response/")
+    }
 }
 
 impl DownlinkSink for MqttSink {
