@@ -146,8 +146,8 @@ impl Model for Truck {
         }
         let (lat, lon) = self.position();
         let mut v = Values::new();
-        v.insert("lat".into(), num(lat, 6));
-        v.insert("lon".into(), num(lon, 6));
+        v.insert("latitude".into(), num(lat, 6));
+        v.insert("longitude".into(), num(lon, 6));
         v.insert("speed".into(), num(self.speed.max(0.0), 1));
         v.insert("fuel".into(), num(100.0 * self.fuel_l / TANK_L, 1));
         v
@@ -177,7 +177,7 @@ mod tests {
             let (mut unplanned, mut laps_km, mut last) = (0, 0.0, t.position());
             for i in 0..4 * 3600 {
                 let v = t.step(MONDAY_MS + i * 1000, 1.0);
-                let p = (v["lat"].as_f64().unwrap(), v["lon"].as_f64().unwrap());
+                let p = (v["latitude"].as_f64().unwrap(), v["longitude"].as_f64().unwrap());
                 // Six decimals of a degree: within 0.1 m of the polyline.
                 assert!(
                     distance_to_route(p, &t.route) < 0.001,
