@@ -106,7 +106,7 @@ fn the_demo_has_a_dashboard_per_fleet_showing_the_simulated_devices() {
                 |_| vec![&w["device"]],
             );
             let keys: Vec<String> = match w["type"].as_str().unwrap() {
-                "map" => vec!["lat".into(), "lon".into()],
+                "map" => vec!["latitude".into(), "longitude".into()],
                 _ => w["keys"]
                     .as_array()
                     .into_iter()
