@@ -162,9 +162,11 @@ def test_rpc_writes_reach_the_simulator(platform, tmp_path, setups):
     # the edge polls the coil it wrote
     wait_for(lambda: s.api.latest(dev["id"], ["pump"])["pump"]["value"] is True, what="pump on")
     assert rpc("setPoint", {"value": 21.5}) == {"ok": True}
-    assert "write hr 20 [215]" in s.sim.writes()
+    # the simulator prints its writes: read its output until it shows (no race with the pipe)
+    wait_for(lambda: "write hr 20 [215]" in s.sim.writes(), what="the register write")
     assert rpc("setBig", -2) == {"ok": True}
-    assert f"write hr 30 {words('i', -2, 'big', 'little')}" in s.sim.writes()
+    big = f"write hr 30 {words('i', -2, 'big', 'little')}"
+    wait_for(lambda: big in s.sim.writes(), what="the i32 write")
     # refused before reaching the device
     assert "maximum" in rpc("setPoint", {"value": 100.5})["error"]
     assert "params.value" in rpc("setPoint", {})["error"]

@@ -99,12 +99,24 @@ async fn ingest(
 ) -> Result<(), EdgeError> {
     let mut batch = Vec::with_capacity(INGEST_BATCH);
     while rx.recv_many(&mut batch, INGEST_BATCH).await > 0 {
-        let b = buffer.clone();
-        let readings = std::mem::take(&mut batch);
-        // SQLite commits block: keep them off the async workers.
-        tokio::task::spawn_blocking(move || b.push(&readings))
-            .await
-            .map_err(|e| EdgeError::Buffer(e.to_string()))??;
+        let readings = Arc::new(std::mem::take(&mut batch));
+        // A queue that cannot be written (disk full, I/O error) is retried, never skipped:
+        // meanwhile the channel fills and the connectors wait to send.
+        loop {
+            let (b, r) = (buffer.clone(), readings.clone());
+            // SQLite commits block: keep them off the async workers.
+            let pushed = tokio::task::spawn_blocking(move || b.push(&r))
+                .await
+                .map_err(|e| EdgeError::Buffer(e.to_string()))?;
+            match pushed {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, readings = readings.len(),
+                        "store and forward: cannot queue readings; retrying in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
         wake.notify_one();
     }
     Ok(())
@@ -140,7 +152,8 @@ impl HealthReport {
         every: std::time::Duration,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut tick = tokio::time::interval(every);
+        // The first report after one interval, when the connectors have had a chance to connect.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 _ = connector::stopped(&mut shutdown) => return,
