@@ -5,7 +5,7 @@ simulator (modbus_sim.py) on one side, `ironbridge serve` on the other, everythi
 - every register type, byte and word order, bit fields, scale/offset decoded as the device
   holds them, read back through the platform's REST API;
 - RPCs from the platform write coils and registers on the simulator (range-checked, Modbus
-  exceptions answered as errors);
+  exceptions answered as errors), and so do shared attributes mapped to a write;
 - a simulator stopped and restarted is polled again without intervention;
 - the platform stopped while the edge polls at 10 Hz: afterwards every reading is there once,
   in order, with its original timestamp; the same with an edge `kill -9` in the middle.
@@ -145,6 +145,7 @@ def test_rpc_writes_reach_the_simulator(platform, tmp_path, setups):
         'param = "value", min = 0, max = 100 },',
         '{ method = "setBig", table = "holding", address = 30, type = "i32", word_order = "little" },',
         '{ method = "setOutside", table = "holding", address = 999, type = "u32" },',
+        '{ method = "setLimit", attribute = "limit", table = "holding", address = 40, max = 1000 },',
     ])
     regs = '{ key = "pump", table = "coil", address = 0, type = "bool" },'
     s = Setup(platform, tmp_path, {}, regs, writes)
@@ -174,6 +175,13 @@ def test_rpc_writes_reach_the_simulator(platform, tmp_path, setups):
     # a Modbus exception from the device is an error, and the edge goes on
     assert "exception" in rpc("setOutside", 1)["error"].lower()
     assert rpc("setPump", {"on": False}) == {"ok": True}
+    # a shared attribute mapped to a write reaches the device; others are left alone
+    s.api.set_shared(dev["id"], {"limit": 77, "colour": "blue"})
+    wait_for(lambda: "write hr 40 [77]" in s.sim.writes(), what="the attribute's write")
+    s.api.set_shared(dev["id"], {"limit": 5000})  # refused by max: logged, nothing written
+    s.api.set_shared(dev["id"], {"limit": 78})
+    wait_for(lambda: "write hr 40 [78]" in s.sim.writes(), what="the next attribute write")
+    assert not [w for w in s.sim.writes() if w.startswith("write hr 40 [5000")]
     assert s.edge.running
 
 

@@ -163,6 +163,9 @@ pub struct WriteConfig {
     pub data_type: Option<DataType>,
     /// The field of the RPC's params holding the value; the params themselves when absent.
     pub param: Option<String>,
+    /// A shared attribute of the sub-device whose updates from the platform are written the
+    /// same way (the attribute's value is the value written).
+    pub attribute: Option<String>,
     #[serde(default)]
     pub byte_order: Order,
     #[serde(default)]
@@ -267,9 +270,13 @@ impl EdgeConfig {
                     .map_err(|e| EdgeError::Config(format!("{at} registers {:?}: {e}", r.key)))?;
             }
             let mut methods = std::collections::HashSet::new();
+            let mut attributes = std::collections::HashSet::new();
             for w in &m.writes {
                 if !methods.insert(&w.method) {
                     return bad(format!("{at} writes: method {:?} appears twice", w.method));
+                }
+                if let Some(a) = w.attribute.as_ref().filter(|a| !attributes.insert(*a)) {
+                    return bad(format!("{at} writes: attribute {a:?} appears twice"));
                 }
                 crate::modbus::write::WriteSpec::from_config(w)
                     .map_err(|e| EdgeError::Config(format!("{at} writes {:?}: {e}", w.method)))?;
@@ -375,7 +382,8 @@ baud = 115200
     fn the_documented_example_parses() {
         let c = EdgeConfig::parse(include_str!("../../../docs/edge.toml")).unwrap();
         assert_eq!(c.modbus[0].registers.len(), 7);
-        assert_eq!(c.modbus[0].writes.len(), 2);
+        assert_eq!(c.modbus[0].writes.len(), 3);
+        assert_eq!(c.modbus[0].writes[2].attribute.as_deref(), Some("limit"));
     }
 
     fn err(text: &str) -> String {

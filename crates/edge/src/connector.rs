@@ -23,12 +23,16 @@ pub struct Reading {
     pub values: Map<String, Value>,
 }
 
-/// An RPC from the platform for one of a connector's devices.
+/// An RPC (or a shared attribute update) from the platform for one of a connector's devices.
 #[derive(Debug)]
 pub struct Command {
     pub device: String,
+    /// The RPC's method, or the attribute's key.
     pub method: String,
+    /// The RPC's params, or the attribute's new value.
     pub params: Value,
+    /// True for a shared attribute update (answered `null` when no write maps it).
+    pub attribute: bool,
     /// The RPC's result, or why it failed.
     pub reply: oneshot::Sender<Result<Value, String>>,
 }

@@ -274,11 +274,23 @@ impl ModbusConnector {
     }
 
     async fn write(&self, ctx: &mut Option<Context>, cmd: &Command) -> Result<Value, String> {
-        let spec = self
-            .writes
-            .get(&cmd.method)
-            .ok_or_else(|| format!("unknown method {:?}", cmd.method))?;
-        let op = spec.op(&cmd.params)?;
+        let op = if cmd.attribute {
+            let mapped = self
+                .writes
+                .values()
+                .find(|w| w.attribute.as_ref() == Some(&cmd.method));
+            match mapped {
+                // Shared attributes are not all meant for the device.
+                None => return Ok(Value::Null),
+                Some(spec) => spec.op_value(&cmd.params)?,
+            }
+        } else {
+            let spec = self
+                .writes
+                .get(&cmd.method)
+                .ok_or_else(|| format!("unknown method {:?}", cmd.method))?;
+            spec.op(&cmd.params)?
+        };
         if ctx.is_none() {
             let c = self.connect().await?;
             self.health.connects.fetch_add(1, Ordering::Relaxed);

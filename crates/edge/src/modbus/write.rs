@@ -14,6 +14,7 @@ pub struct WriteSpec {
     pub address: u16,
     pub data_type: DataType,
     pub param: Option<String>,
+    pub attribute: Option<String>,
     pub byte_order: Order,
     pub word_order: Order,
     pub scale: f64,
@@ -58,6 +59,7 @@ impl WriteSpec {
             address: c.address,
             data_type,
             param: c.param.clone(),
+            attribute: c.attribute.clone(),
             byte_order: c.byte_order,
             word_order: c.word_order,
             scale,
@@ -75,6 +77,11 @@ impl WriteSpec {
                 .ok_or_else(|| format!("params.{name} is required"))?,
             None => params,
         };
+        self.op_value(value)
+    }
+
+    /// The write of `value` itself (a shared attribute's new value).
+    pub fn op_value(&self, value: &Value) -> Result<WriteOp, String> {
         if self.table == Table::Coil {
             let on = match value {
                 Value::Bool(b) => *b,

@@ -37,6 +37,8 @@ pub const BATCH_ROWS: usize = 500;
 /// Most PUBLISHes of readings awaiting their PUBACK.
 pub const WINDOW: usize = 16;
 const RPC_TOPIC: &str = "v1/gateway/rpc";
+/// Shared attribute updates `{"device","data":{"k":v}}` (and the gateway's own client attributes up).
+const ATTRIBUTES_TOPIC: &str = "v1/gateway/attributes";
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -159,6 +161,7 @@ impl Uplink {
         let mut inflight: HashMap<u16, InFlight> = HashMap::new();
         let mut rows_inflight = 0usize;
         s.subscribe(RPC_TOPIC, ids.next(&inflight)).await?;
+        s.subscribe(ATTRIBUTES_TOPIC, ids.next(&inflight)).await?;
         for d in &self.devices {
             let id = ids.next(&inflight);
             inflight.insert(id, InFlight::Other);
@@ -220,6 +223,8 @@ impl Uplink {
                             }
                             if &*p.topic == RPC_TOPIC {
                                 self.rpc(&p.payload, reply_tx.clone());
+                            } else if &*p.topic == ATTRIBUTES_TOPIC {
+                                self.attributes(&p.payload);
                             }
                         }
                         _ => {}
@@ -270,6 +275,7 @@ impl Uplink {
                         device: device.clone(),
                         method: method.clone(),
                         params,
+                        attribute: false,
                         reply,
                     };
                     if tx.send(cmd).await.is_err() {
@@ -289,6 +295,40 @@ impl Uplink {
             let data = result.unwrap_or_else(|e| json!({"error": e}));
             let _ = replies.send((device, id, data)).await;
         });
+    }
+}
+
+impl Uplink {
+    /// Hands each updated shared attribute to the connector owning the device; failures are
+    /// logged (there is no one to answer).
+    fn attributes(&self, payload: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<Value>(payload) else {
+            tracing::warn!("uplink: an attribute update that is not JSON was ignored");
+            return;
+        };
+        let device = v["device"].as_str().unwrap_or_default().to_string();
+        let (Some(tx), Some(data)) = (self.routes.get(&device).cloned(), v["data"].as_object())
+        else {
+            return;
+        };
+        for (key, value) in data.clone() {
+            let (tx, device) = (tx.clone(), device.clone());
+            tokio::spawn(async move {
+                let (reply, rx) = oneshot::channel();
+                let cmd = Command {
+                    device: device.clone(),
+                    method: key.clone(),
+                    params: value,
+                    attribute: true,
+                    reply,
+                };
+                if tx.send(cmd).await.is_ok() {
+                    if let Ok(Ok(Err(e))) = tokio::time::timeout(RPC_TIMEOUT, rx).await {
+                        tracing::warn!(device, attribute = key, error = %e, "attribute write failed");
+                    }
+                }
+            });
+        }
     }
 }
 
