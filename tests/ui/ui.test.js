@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { startServer, adminClient, PASSWORD } from './server.js';
 import { launch, logIn } from './browser.js';
 
-let server, rest, browser, page, device;
+let server, rest, browser, page, device, boiler;
 const pageErrors = [];
 
 async function shot(p, name) {
@@ -41,7 +41,8 @@ before(async () => {
   server = await startServer({ config: '[api]\naccess_token_ttl_s = 63\n' });
   rest = await adminClient(server.base);
   device = await rest('/api/v1/devices', { method: 'POST', body: { name: 'pump-1', label: 'Basement pump' } });
-  for (const name of ['boiler-2', 'valve-3']) await rest('/api/v1/devices', { method: 'POST', body: { name } });
+  boiler = await rest('/api/v1/devices', { method: 'POST', body: { name: 'boiler-2' } });
+  await rest('/api/v1/devices', { method: 'POST', body: { name: 'valve-3' } });
   const now = Date.now();
   // An hour of history, so the chart starts with something to draw.
   const history = Array.from({ length: 12 }, (_, i) => ({
@@ -380,6 +381,57 @@ test('API clients: the secret is shown once and works, deleting the client stops
   await row.getByRole('button', { name: 'Delete etl?' }).click();
   await row.waitFor({ state: 'detached' });
   assert.equal(await token(clientId, secret), 401);
+});
+
+/** The HTTP status of telemetry posted with a device access token. */
+async function postWith(token, body) {
+  const res = await fetch(`${server.base}/api/v1/${token}/telemetry`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+  return res.status;
+}
+
+test('device credentials: an administrator issues a new access token, the old one stops working', async () => {
+  const old = boiler.access_token;
+  assert.equal(await postWith(old, { flow: 1 }), 200);
+  await page.goto(`${server.base}/#/devices/${boiler.id}`);
+  const section = page.getByTestId('credentials');
+  await section.getByTestId('credential-table').getByText('access_token').waitFor();
+  assert.equal(await section.getByText(old).count(), 0, 'a stored secret is never shown');
+  await section.getByRole('button', { name: 'Issue new access token' }).click();
+  const issued = (await section.getByTestId('new-access-token').textContent()).trim();
+  assert.ok(issued.length >= 8 && issued !== old, issued);
+  assert.equal(await postWith(issued, { flow: 42 }), 200);
+  // Issued without a grace period: the API replaces the old token at once.
+  assert.equal(await postWith(old, { flow: 2 }), 401);
+  await until(async () => (await rest(`/api/v1/devices/${boiler.id}/telemetry/latest`)).flow?.value === 42,
+    'the new token\'s telemetry');
+  // Only the new token is listed (the replaced one has expired), and the secret goes when dismissed.
+  await section.getByTestId('credential-table').locator('tbody tr').filter({ hasText: 'access_token' }).first().waitFor();
+  assert.equal(await section.getByTestId('credential-table').locator('tbody tr').count(), 1);
+  await section.getByRole('button', { name: 'I have copied it' }).click();
+  await section.getByTestId('new-access-token').waitFor({ state: 'detached' });
+  boiler.access_token = issued;
+});
+
+test('device credentials: viewers and operators do not see them', async () => {
+  await rest('/api/v1/users', { method: 'POST', body: { username: 'vic', password: 'Look-only-55', role: 'viewer' } });
+  for (const [name, password, role] of [['vic', 'Look-only-55', 'viewer'], ['olga', 'Night-shift-7', 'operator']]) {
+    const other = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    watch(other);
+    try {
+      await logIn(other, server.base, password, name);
+      await other.getByTestId('who').getByText(`${name} · ${role}`).waitFor();
+      await other.goto(`${server.base}/#/devices/${boiler.id}`);
+      await other.getByRole('heading', { name: /boiler-2/ }).waitFor();
+      await other.getByRole('heading', { name: 'Alarms' }).waitFor();
+      assert.equal(await other.getByTestId('credentials').count(), 0, `${role} sees credentials`);
+      assert.equal(await other.getByRole('button', { name: 'Issue new access token' }).count(), 0);
+    } finally {
+      await other.close();
+    }
+  }
+  await rest('/api/v1/users/vic', { method: 'DELETE' });
 });
 
 test('a system administrator chooses the tenant the pages show and create in', async () => {

@@ -1,11 +1,13 @@
-// One device: latest values, live charts, shared attributes, an RPC switch and its alarms; the
-// RPC's sending and result (`sendRpc`, `RpcResult`) are shared with the dashboards' widgets.
+// One device: latest values, live charts, shared attributes, an RPC switch, its alarms and, for
+// administrators, its credentials (device-credentials.js); the RPC's sending and result
+// (`sendRpc`, `RpcResult`) are shared with the dashboards' widgets.
 import { html, useState, useEffect } from './html.js';
 import { api } from './api.js';
 import { subscribe } from './live.js';
 import { onTelemetry, useSeries } from './telemetry.js';
 import { Chart } from './chart.js';
 import { AlarmList } from './alarms.js';
+import { DeviceCredentials } from './device-credentials.js';
 import { time, value } from './format.js';
 
 const RANGES = { '1h': 3600e3, '6h': 6 * 3600e3, '24h': 24 * 3600e3, '7d': 7 * 24 * 3600e3 };
@@ -153,5 +155,6 @@ export function Device({ id }) {
     <${Charts} id=${device.id} latest=${latest} />
     <${SharedAttributes} id=${device.id} />
     <section class="card" aria-labelledby="dev-alarms-h"><h2 id="dev-alarms-h">Alarms</h2>
-      <${AlarmList} device=${device.id} /></section>`;
+      <${AlarmList} device=${device.id} /></section>
+    <${DeviceCredentials} id=${device.id} />`;
 }
