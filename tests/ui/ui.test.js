@@ -434,6 +434,25 @@ test('device credentials: viewers and operators do not see them', async () => {
   await rest('/api/v1/users/vic', { method: 'DELETE' });
 });
 
+test('the overview shows the message rate from GET /stats', async () => {
+  await page.goto(server.base + '/#/');
+  await page.getByTestId('device-stats').waitFor();
+  const rate = page.getByTestId('messages-rate');
+  // The rate is the difference between two polls a few seconds apart: keep sending until it shows.
+  const end = Date.now() + 30000;
+  let n = 0;
+  for (;;) {
+    await deviceSends('telemetry', { temperature: 20 + (n++ % 5), pressure: 1.3 });
+    const shown = await rate.textContent({ timeout: 500 }).then(Number, () => 0);
+    if (shown > 0) break;
+    assert.ok(Date.now() < end, 'the message rate stayed at zero');
+    await new Promise((ok) => setTimeout(ok, 250));
+  }
+  assert.ok(Number(await page.getByTestId('points-rate').textContent()) > 0);
+  const stats = await rest('/api/v1/stats');
+  assert.ok(stats.messages >= n && stats.points >= 2 * n, JSON.stringify(stats));
+});
+
 test('a system administrator chooses the tenant the pages show and create in', async () => {
   const acme = await rest('/api/v1/tenants', { method: 'POST', body: { name: 'acme' } });
   const sensor = await rest('/api/v1/devices', { method: 'POST', body: { name: 'acme-sensor', tenant: 'acme' } });

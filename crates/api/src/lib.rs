@@ -10,7 +10,8 @@
 //!   API page; `error`: the one error boundary (`{"error":{"code","message"}}`).
 //! - `registry_routes`: tenants, customers, profiles, devices; `device_routes`: a device's
 //!   credentials, attributes, telemetry and RPC; `account_routes`: users, API clients, audit log;
-//!   `alarm_routes`: alarms (list, raise, acknowledge, clear, assign, comments, delete).
+//!   `alarm_routes`: alarms (list, raise, acknowledge, clear, assign, comments, delete);
+//!   `stats_routes`: messages and points per tenant since start.
 //! - `device_http`: the device API over HTTP (token in the path, long polls; not management).
 //! - `live`: the live WebSocket `/api/v1/ws` (device events and alarm changes to subscribers;
 //!   authenticates itself, outside the authorisation layer).
@@ -31,6 +32,7 @@ mod lookup_routes;
 pub mod openapi;
 mod registry_routes;
 mod rule_routes;
+mod stats_routes;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -90,6 +92,7 @@ pub fn management() -> OpenApiRouter<ApiState> {
         .merge(dashboard_routes::routes())
         .merge(firmware_routes::routes())
         .merge(lookup_routes::routes())
+        .merge(stats_routes::routes())
         .merge(analytics_routes::routes())
 }
 

@@ -226,6 +226,7 @@ impl Platform {
             .write(&ctx.id, &ctx.retention_group(), stored);
         let n = points.len();
         metrics::counter!("telemetry_points_total").increment(n as u64);
+        self.traffic.record(&ctx.tenant, n);
         self.note_update_reports(ctx, &points);
         self.bus.publish(Event {
             tenant: ctx.tenant.clone(),

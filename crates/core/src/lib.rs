@@ -13,7 +13,7 @@
 //! - `payload`: the JSON payload forms; `attributes`: client/shared/server attributes;
 //!   `rpc`: server-side RPC and its states. Telemetry goes to a `store::TelemetryStore`.
 //! - `sessions`: live ways down to each device (sinks); `state`: online/offline and activity;
-//!   `bus`: accepted device messages as one event type.
+//!   `bus`: accepted device messages as one event type; `traffic`: their counts per tenant.
 //! - `gateway`: the gateway API (sub-devices); `provision`: self-provisioning.
 //! - `mqtt`: the broker hooks that make MQTT clients devices (auth, tenant namespaces,
 //!   topic rights, the `v1/devices/me/...` and `v1/gateway/...` topics).
@@ -48,6 +48,7 @@ pub mod sessions;
 pub mod state;
 #[doc(hidden)]
 pub mod testing;
+pub mod traffic;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -84,6 +85,8 @@ pub struct Platform {
     pub limits: SessionLimits,
     pub ingest: IngestLimits,
     pub disk: disk::DiskGuard,
+    /// Accepted messages and points per tenant since start.
+    pub traffic: traffic::TenantTraffic,
     retention_every: Duration,
 }
 
@@ -186,6 +189,7 @@ impl Platform {
                 config.policy.min_free_bytes,
                 config.policy.free_bytes_file.clone(),
             ),
+            traffic: traffic::TenantTraffic::default(),
             retention_every: config.policy.retention_every,
             db,
         }))

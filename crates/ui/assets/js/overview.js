@@ -1,5 +1,6 @@
 // Overview: devices online/offline and active alarms by severity, from the REST API, then kept
-// up to date from the WebSocket (status and alarm events).
+// up to date from the WebSocket (status and alarm events); the message rate from polling
+// `GET /stats` (counts since the server started; the rate is the difference between polls).
 import { html, useState, useEffect } from './html.js';
 import { api, query, tenantScope, chosenTenant } from './api.js';
 import { subscribe } from './live.js';
@@ -18,10 +19,43 @@ export async function all(path, params, max = 10_000) {
   return out;
 }
 
+const STATS_EVERY_MS = 3000;
+
+/** Messages and points per second in the chosen tenant (all tenants for a system administrator
+ *  without one), from two consecutive `GET /stats`: null until the second answer. */
+function useRate() {
+  const [rate, setRate] = useState(null); // {messages, points} per second
+  const [error, setError] = useState('');
+  useEffect(() => {
+    let last = null; // {at, since, messages, points}
+    let stopped = false;
+    async function poll() {
+      try {
+        const s = await api('/stats' + query(tenantScope()));
+        const now = { at: performance.now(), since: s.since, messages: s.messages, points: s.points };
+        // A restarted server counts from zero again: start over from its first answer.
+        if (last && last.since === now.since && now.at > last.at) {
+          const dt = (now.at - last.at) / 1000;
+          if (!stopped) setRate({ messages: (now.messages - last.messages) / dt, points: (now.points - last.points) / dt });
+        }
+        last = now;
+        if (!stopped) setError('');
+      } catch (e) { if (!stopped) setError(e.message); }
+    }
+    poll();
+    const timer = setInterval(poll, STATS_EVERY_MS);
+    return () => { stopped = true; clearInterval(timer); };
+  }, []);
+  return [rate, error];
+}
+
+const perSecond = (x) => (x >= 10 ? x.toFixed(0) : x.toFixed(1));
+
 export function Overview() {
   const [devices, setDevices] = useState(null); // id -> active (true|false|undefined)
   const [alarms, setAlarms] = useState(null); // id -> alarm
   const [error, setError] = useState('');
+  const [rate, rateError] = useRate();
 
   useEffect(() => {
     all('/devices', tenantScope())
@@ -69,6 +103,15 @@ export function Overview() {
           <div class="stats" data-testid="alarm-stats">
             ${SEVERITIES.map((s) => html`
               <div class="stat"><b>${bySeverity[s] || 0}</b><span class="sev sev-${s}">${s}</span></div>`)}
+          </div>`}
+      </section>
+      <section class="card" aria-labelledby="rate-h">
+        <h2 id="rate-h">Message rate</h2>
+        ${rateError && html`<p class="error">${rateError}</p>`}
+        ${rate === null ? html`<p class="loading">${rateError ? '' : 'Measuring…'}</p>` : html`
+          <div class="stats" data-testid="rate-stats">
+            <div class="stat"><b data-testid="messages-rate">${perSecond(rate.messages)}</b>messages/s</div>
+            <div class="stat"><b data-testid="points-rate">${perSecond(rate.points)}</b>points/s</div>
           </div>`}
       </section>
     </div>`;
