@@ -177,7 +177,10 @@ mod tests {
             let (mut unplanned, mut laps_km, mut last) = (0, 0.0, t.position());
             for i in 0..4 * 3600 {
                 let v = t.step(MONDAY_MS + i * 1000, 1.0);
-                let p = (v["latitude"].as_f64().unwrap(), v["longitude"].as_f64().unwrap());
+                let p = (
+                    v["latitude"].as_f64().unwrap(),
+                    v["longitude"].as_f64().unwrap(),
+                );
                 // Six decimals of a degree: within 0.1 m of the polyline.
                 assert!(
                     distance_to_route(p, &t.route) < 0.001,
