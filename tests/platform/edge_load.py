@@ -9,7 +9,7 @@
    (every reading acknowledged by the platform after its telemetry commit).
 
     IRONBRIDGE_BIN=target/release/ironbridge .venv/bin/python tests/platform/edge_load.py \\
-        [--devices 100] [--seconds 60] [--replay 200000]
+        [--devices 100] [--seconds 60] [--replay 200000 [--replay-rate N]]
 """
 
 from __future__ import annotations
@@ -65,12 +65,14 @@ def queued(queue_dir: Path) -> int:
         db.close()
 
 
-def replay(platform: Platform, token: str, tmp: Path, devices: int, readings: int) -> None:
+def replay(platform: Platform, token: str, tmp: Path, devices: int, readings: int,
+           rate: int | None) -> None:
     buffer = tmp / "replay" / "buffer"
     prefill(buffer, devices, readings)
     # no Modbus device: the queue alone
+    limits = {"replay_rate": rate} if rate else {}  # else the edge's default
     edge = Edge(tmp / "replay", edge_config(token, platform.mqtt_port, buffer, "",
-                                            replay_rate=10_000_000, health_interval="60s"))
+                                            health_interval="60s", **limits))
     try:
         edge.start()
         edge.wait_line(re.compile(r"uplink connected"), 0, timeout=30)
@@ -99,6 +101,8 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--replay", type=int, default=0, help="readings to replay (0: skip)")
+    ap.add_argument("--replay-rate", type=int, default=None,
+                    help="the edge's replay_rate (readings/s); its default when absent")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -129,7 +133,7 @@ def main() -> None:
                   f"CPU {cpu * 100:.2f}% of one core, RSS {rss_mb(pid):.1f} MB (peak {peak:.1f} MB)")
             edge.signal_stop()
             if args.replay:
-                replay(platform, gw["access_token"], tmp, args.devices, args.replay)
+                replay(platform, gw["access_token"], tmp, args.devices, args.replay, args.replay_rate)
         finally:
             for p in (edge, sim):
                 if p is not None and p.proc is not None and p.proc.poll() is None:

@@ -299,7 +299,7 @@ fn default_buffer_max_bytes() -> u64 {
     1 << 30
 }
 fn default_replay_rate() -> u32 {
-    10_000
+    50_000
 }
 fn default_health_interval() -> Duration {
     Duration::from_secs(10)
