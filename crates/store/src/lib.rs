@@ -152,6 +152,13 @@ pub trait TelemetryStore: Send + Sync {
     /// partitions hold one group's points, so that retention drops whole partitions.
     fn write(&self, device: &str, group: &str, points: Vec<Point>) -> Commit;
 
+    /// Resolves once every write of `device` made before this call is durable and readable: a
+    /// barrier (the rule engine's window functions must see the points before an event). An
+    /// empty write, which every backend orders after the device's earlier writes.
+    fn barrier(&self, device: &str) -> Commit {
+        self.write(device, "", Vec::new())
+    }
+
     /// The latest value of each key (`None`: all keys of the device).
     fn latest(&self, device: &str, keys: Option<&[String]>) -> Result<Vec<(String, Sample)>>;
 

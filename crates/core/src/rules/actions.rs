@@ -60,7 +60,10 @@ impl ActionRunner {
         ActionRunner { platform, handlers }
     }
 
-    /// Takes jobs until the channel closes; each action runs in its own task.
+    /// Takes jobs until the channel closes. Alarm actions run here, one after the other, so
+    /// that a rule's raise and clear reach the alarm in the order the engine decided them (as
+    /// tasks, a clear could overtake the raise before it and leave the alarm wrong); every other
+    /// action (webhook, email, RPC, ...) runs in its own task.
     pub async fn run(self: Arc<Self>, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
             metrics::histogram!("rule_job_wait_seconds").record(job.made.elapsed().as_secs_f64());
@@ -71,22 +74,29 @@ impl ActionRunner {
                 if job.phase == Phase::Clear && !is_alarm {
                     continue;
                 }
-                let (me, job) = (self.clone(), job.clone());
-                tokio::spawn(async move {
-                    let action = &job.rule.rule.spec.actions[i];
-                    let name = type_name(action);
-                    let Some(handler) = me.handlers.get(name) else {
-                        return;
-                    };
-                    let started = std::time::Instant::now();
-                    let result = handler.run(&job, action).await;
-                    metrics::histogram!("rule_action_seconds", "action" => name)
-                        .record(started.elapsed().as_secs_f64());
-                    if let Err(e) = result {
-                        me.failed(&job, name, &e);
-                    }
-                });
+                if is_alarm {
+                    self.run_one(&job, i).await;
+                } else {
+                    let (me, job) = (self.clone(), job.clone());
+                    tokio::spawn(async move { me.run_one(&job, i).await });
+                }
             }
+        }
+    }
+
+    /// Runs action `i` of a job, timing it and recording a failure.
+    async fn run_one(&self, job: &Job, i: usize) {
+        let action = &job.rule.rule.spec.actions[i];
+        let name = type_name(action);
+        let Some(handler) = self.handlers.get(name) else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let result = handler.run(job, action).await;
+        metrics::histogram!("rule_action_seconds", "action" => name)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            self.failed(job, name, &e);
         }
     }
 

@@ -469,6 +469,28 @@ pub fn transition(
     Some((st, phase))
 }
 
+/// Events are published when their points are handed to the store, before they are committed:
+/// when a rule reads the history (window functions), wait until the batch's devices' points are
+/// readable, so that a window includes every point before the event. One barrier per device per
+/// batch (a group commit's wait), none when no rule reads the history.
+fn wait_for_history(platform: &Platform, batch: &[Arc<Event>]) {
+    if !platform.rules.index().reads_history {
+        return;
+    }
+    let mut seen = HashSet::new();
+    let barriers: Vec<_> = batch
+        .iter()
+        .filter(|ev| matches!(ev.kind, EventKind::Telemetry(_)))
+        .filter(|ev| seen.insert(ev.device.clone()))
+        .map(|ev| platform.telemetry.barrier(&ev.device))
+        .collect();
+    for b in barriers {
+        if let Err(e) = b.wait() {
+            tracing::debug!(error = %e, "telemetry barrier");
+        }
+    }
+}
+
 /// Runs the engine on its own thread until the bus closes or `stop` changes; jobs go to `jobs`.
 /// State writes go to a second thread that commits whatever has queued in one transaction, so
 /// the engine never waits for the database (or a WAL checkpoint) on its hot path.
@@ -531,23 +553,23 @@ pub fn spawn(
                 match events.recv_timeout(std::time::Duration::from_millis(250)) {
                     Ok(ev) => {
                         // Everything already queued, up to a bound, before writes go out.
-                        let mut n = 0;
-                        let mut next = Some(ev);
-                        while let Some(ev) = next {
-                            if platform.rules.any() {
-                                let delay = (crate::db::now_ms() - ev.ts).max(0) as f64 / 1e3;
-                                metrics::histogram!("rule_event_delay_seconds").record(delay);
-                                let started = std::time::Instant::now();
-                                out.extend(engine.on_event(&ev));
-                                metrics::histogram!("rule_event_seconds")
-                                    .record(started.elapsed().as_secs_f64());
+                        let mut batch = vec![ev];
+                        while batch.len() < 1024 {
+                            match events.try_recv() {
+                                Ok(ev) => batch.push(ev),
+                                Err(_) => break,
                             }
-                            n += 1;
-                            next = if n < 1024 {
-                                events.try_recv().ok()
-                            } else {
-                                None
-                            };
+                        }
+                        if platform.rules.any() {
+                            wait_for_history(&platform, &batch);
+                        }
+                        for ev in batch.iter().filter(|_| platform.rules.any()) {
+                            let delay = (crate::db::now_ms() - ev.ts).max(0) as f64 / 1e3;
+                            metrics::histogram!("rule_event_delay_seconds").record(delay);
+                            let started = std::time::Instant::now();
+                            out.extend(engine.on_event(ev));
+                            metrics::histogram!("rule_event_seconds")
+                                .record(started.elapsed().as_secs_f64());
                         }
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}

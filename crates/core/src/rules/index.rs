@@ -33,6 +33,8 @@ pub struct RuleIndex {
     keys: std::collections::HashSet<u64>,
     /// Changes with every rebuild.
     pub generation: u64,
+    /// Whether an enabled rule calls a function that reads the history (window functions).
+    pub reads_history: bool,
 }
 
 impl RuleIndex {
@@ -47,6 +49,7 @@ impl RuleIndex {
         };
         for r in rules.into_iter().filter(|r| r.rule.spec.enabled) {
             ix.keys.insert(r.key);
+            ix.reads_history |= r.uses_functions;
             if r.schedule.is_some() {
                 ix.scheduled.push(r.clone());
             }

@@ -382,6 +382,13 @@ fn commit_writes(shared: &Shared, conn: &mut Connection, writes: Vec<Write>) -> 
             }
         }
     }
+    if records.is_empty() && fresh.is_empty() {
+        // Only barriers (empty writes): every earlier batch is committed already.
+        for (_, _, _, done) in writes {
+            let _ = done.send(Ok(()));
+        }
+        return None;
+    }
     let mut blob = Vec::with_capacity(records.len() * 12);
     encode_records(&records, &mut blob);
     let result = (|| -> Result<i64> {
