@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use api::auth::Auth;
 use api::{router, ApiState};
-use axum::body::{to_bytes, Body};
-use axum::http::{Request, StatusCode};
+
+use axum::http::StatusCode;
 use ib_core::testing::TestPlatform;
 use serde_json::{json, Value};
-use tower::ServiceExt;
+
+mod common;
+use common::call;
 
 const PW: &str = "analytics-pass-1";
 const MIN: i64 = 60_000;
@@ -59,32 +61,6 @@ async fn fixture() -> Fx {
         device_token: d["access_token"].as_str().unwrap().to_string(),
         t0: now - now % HOUR - 10 * 24 * HOUR,
     }
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    bearer: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(t) = bearer {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let body = body
-        .map(|b| Body::from(b.to_string()))
-        .unwrap_or_else(Body::empty);
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = res.status();
-    let bytes = to_bytes(res.into_body(), 1 << 22).await.unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 impl Fx {

@@ -11,6 +11,9 @@ use ib_core::testing::TestPlatform;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+mod common;
+use common::call;
+
 fn app() -> (axum::Router, TestPlatform) {
     let t = TestPlatform::new();
     let (auth, generated) =
@@ -18,32 +21,6 @@ fn app() -> (axum::Router, TestPlatform) {
     assert!(generated.is_none(), "a given password is not generated");
     let state = ApiState::new(t.platform.clone(), Arc::new(auth), &Default::default());
     (router(state, 1024), t)
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    bearer: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(t) = bearer {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let body = body
-        .map(|b| Body::from(b.to_string()))
-        .unwrap_or_else(Body::empty);
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = res.status();
-    let bytes = to_bytes(res.into_body(), 1 << 20).await.unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 async fn login(app: &axum::Router) -> String {

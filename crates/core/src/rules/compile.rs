@@ -511,10 +511,6 @@ impl DeviceValues {
         true
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.json.is_empty()
-    }
-
     pub fn clear(&mut self) {
         self.json.clear();
         self.vals.clear();
