@@ -560,10 +560,11 @@ pub fn spawn(
                                 Err(_) => break,
                             }
                         }
-                        if platform.rules.any() {
-                            wait_for_history(&platform, &batch);
+                        if !platform.rules.any() {
+                            batch.clear();
                         }
-                        for ev in batch.iter().filter(|_| platform.rules.any()) {
+                        wait_for_history(&platform, &batch);
+                        for ev in &batch {
                             let delay = (crate::db::now_ms() - ev.ts).max(0) as f64 / 1e3;
                             metrics::histogram!("rule_event_delay_seconds").record(delay);
                             let started = std::time::Instant::now();

@@ -164,11 +164,6 @@ impl Rules {
         self.index.read().clone()
     }
 
-    /// The enabled scheduled rules of every tenant.
-    pub fn scheduled(&self) -> Vec<Arc<CompiledRule>> {
-        self.index().scheduled().to_vec()
-    }
-
     /// Whether any rule is enabled (the engine skips work otherwise).
     pub fn any(&self) -> bool {
         self.index.read().any()
