@@ -19,7 +19,7 @@ pub struct EdgeConfig {
     /// One Modbus device per table: one sub-device on the platform.
     #[serde(default)]
     pub modbus: Vec<ModbusConfig>,
-    /// An optional GSM modem for SMS (not supported by this build yet).
+    /// An optional GSM modem for SMS: command messages, replies, outbound SMS.
     pub modem: Option<ModemConfig>,
     /// Local rules (not run by this build yet).
     #[serde(default)]
@@ -178,13 +178,67 @@ pub struct WriteConfig {
     pub max: Option<f64>,
 }
 
-/// `[modem]`.
+/// `[modem]`: a GSM modem on a serial port (AT commands, 27.005).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModemConfig {
     pub port: PathBuf,
     #[serde(default = "default_modem_baud")]
     pub baud: u32,
+    /// The SIM's PIN, entered when the SIM asks (once: a wrong PIN is never retried).
+    pub pin: Option<String>,
+    /// `pdu` (default) or `text`.
+    #[serde(default)]
+    pub mode: ModemMode,
+    /// Ask the network for delivery reports.
+    #[serde(default = "default_true")]
+    pub status_reports: bool,
+    /// Longest wait for a command's answer; a modem silent for longer is reopened.
+    #[serde(default = "default_modem_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Longest wait for network registration after opening.
+    #[serde(
+        default = "default_registration_timeout",
+        deserialize_with = "duration"
+    )]
+    pub registration_timeout: Duration,
+    /// How often signal quality and registration are read.
+    #[serde(default = "default_check_interval", deserialize_with = "duration")]
+    pub check_interval: Duration,
+    /// When set, the modem is a sub-device of this name on the platform, taking the RPC
+    /// `sendSms {"to","text"}`; its health keys start with it (else with `modem`).
+    pub name: Option<String>,
+    /// Numbers whose command messages are carried out (as the network shows them: `+49...`).
+    #[serde(default)]
+    pub allowed_numbers: Vec<String>,
+    /// The PIN every command message ends with (`PUMP ON 1234`).
+    pub command_pin: Option<String>,
+    /// Command messages and the RPC each becomes.
+    #[serde(default)]
+    pub commands: Vec<SmsCommandConfig>,
+}
+
+/// `[modem] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModemMode {
+    #[default]
+    Pdu,
+    Text,
+}
+
+/// `[[modem.commands]]`: one command message mapped to an RPC of a sub-device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsCommandConfig {
+    /// The words of the message before the PIN (`PUMP ON`; case and spacing do not matter).
+    pub text: String,
+    /// The sub-device it goes to (a `[[modbus]]` name).
+    pub device: String,
+    pub method: String,
+    /// The RPC's params.
+    #[serde(default)]
+    pub params: serde_json::Value,
 }
 
 impl EdgeConfig {
@@ -282,6 +336,62 @@ impl EdgeConfig {
                     .map_err(|e| EdgeError::Config(format!("{at} writes {:?}: {e}", w.method)))?;
             }
         }
+        if let Some(m) = &self.modem {
+            self.check_modem(m, &names)?;
+        }
+        Ok(())
+    }
+
+    fn check_modem(
+        &self,
+        m: &ModemConfig,
+        devices: &std::collections::HashSet<&String>,
+    ) -> Result<(), EdgeError> {
+        let bad = |m: String| Err(EdgeError::Config(format!("[modem] {m}")));
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if m.pin.as_deref().is_some_and(|p| !digits(p)) {
+            return bad("pin: must be digits".into());
+        }
+        if m.timeout.is_zero() || m.check_interval.is_zero() {
+            return bad("timeout, check_interval: must be more than 0".into());
+        }
+        if let Some(n) = &m.name {
+            if n.is_empty() || devices.contains(n) {
+                return bad(format!("name: {n:?} is empty or a [[modbus]] device's"));
+            }
+        }
+        for n in &m.allowed_numbers {
+            if modem::pdu::encode_address(n).is_err() {
+                return bad(format!("allowed_numbers: {n:?} is not a phone number"));
+            }
+        }
+        if m.commands.is_empty() {
+            return Ok(());
+        }
+        match &m.command_pin {
+            Some(p) if digits(p) => {}
+            Some(_) => return bad("command_pin: must be digits".into()),
+            None => return bad("command_pin: required with [[modem.commands]]".into()),
+        }
+        if m.allowed_numbers.is_empty() {
+            return bad("allowed_numbers: required with [[modem.commands]]".into());
+        }
+        let mut texts = std::collections::HashSet::new();
+        for c in &m.commands {
+            let text = crate::sms::normalize(&c.text);
+            if text.is_empty() || !texts.insert(text) {
+                return bad(format!(
+                    "commands: text {:?} is empty or appears twice",
+                    c.text
+                ));
+            }
+            if !devices.contains(&c.device) {
+                return bad(format!(
+                    "commands {:?}: device {:?} is not a [[modbus]] device",
+                    c.text, c.device
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -336,6 +446,18 @@ fn default_backoff_max() -> Duration {
 }
 fn default_modem_baud() -> u32 {
     115_200
+}
+fn default_true() -> bool {
+    true
+}
+fn default_modem_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_registration_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_check_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[cfg(test)]

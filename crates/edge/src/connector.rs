@@ -1,7 +1,8 @@
-//! The connector contract: what every field connector (Modbus, later the SMS modem, OPC UA)
+//! The connector contract: what every field connector (Modbus, the SMS modem, later OPC UA)
 //! implements, the readings and commands it exchanges with the gateway, its health counters,
 //! and [`build`], which makes the connectors a configuration names.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -44,11 +45,16 @@ pub struct SubDevice {
     pub profile: String,
 }
 
+/// Where commands for each sub-device go (every connector's devices).
+pub type Peers = Arc<HashMap<String, mpsc::Sender<Command>>>;
+
 /// What a running connector is given.
 pub struct ConnectorIo {
     pub readings: mpsc::Sender<Reading>,
     pub commands: mpsc::Receiver<Command>,
     pub shutdown: watch::Receiver<bool>,
+    /// The other connectors' devices, for connectors that relay commands (SMS).
+    pub peers: Peers,
 }
 
 /// A running connector's future.
@@ -81,9 +87,19 @@ pub struct Health {
     /// Connections (re)established.
     pub connects: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Further counters a connector reports (`sms_sent`, `signal`...).
+    pub gauges: Mutex<BTreeMap<&'static str, i64>>,
 }
 
 impl Health {
+    /// Sets a further counter.
+    pub fn gauge(&self, key: &'static str, value: i64) {
+        self.gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, value);
+    }
+
     /// Counts an error; true when its message differs from the last one (worth logging).
     pub fn error(&self, message: String) -> bool {
         self.errors.fetch_add(1, Ordering::Relaxed);
@@ -114,6 +130,9 @@ impl Health {
         put("timeouts", self.timeouts.load(r).into());
         put("exceptions", self.exceptions.load(r).into());
         put("connects", self.connects.load(r).into());
+        for (k, v) in self.gauges.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            put(k, (*v).into());
+        }
         // The platform refuses nulls (and with them the whole message): absent when none.
         if let Some(e) = self
             .last_error
@@ -136,9 +155,10 @@ pub fn build(
         "modbus" => Ok(Box::new(crate::modbus::ModbusConnector::new(
             config.modbus[index].clone(),
         )?)),
-        "sms-modem" => Err(EdgeError::Unsupported(
-            "[modem]: the SMS modem connector is not in this build yet (issue 9)".into(),
-        )),
+        "sms-modem" => match &config.modem {
+            Some(m) => Ok(Box::new(crate::sms::SmsConnector::new(m.clone())?)),
+            None => Err(EdgeError::Config("no [modem] configured".into())),
+        },
         other => Err(EdgeError::Config(format!(
             "unknown connector kind {other:?}"
         ))),

@@ -41,18 +41,24 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
     let mut devices = Vec::new();
     let mut healths: Vec<(String, Arc<Health>)> = Vec::new();
     let mut tasks = JoinSet::new();
-    for c in connectors {
+    let mut inboxes = Vec::new();
+    for c in &connectors {
         let (tx, rx) = mpsc::channel(16);
         for d in c.devices() {
             routes.insert(d.name.clone(), tx.clone());
             devices.push(d);
         }
+        inboxes.push(rx);
+    }
+    let peers: connector::Peers = Arc::new(routes.clone());
+    for (c, rx) in connectors.into_iter().zip(inboxes) {
         healths.push((c.name().to_string(), c.health()));
         tracing::info!(kind = c.kind(), name = c.name(), "connector started");
         let io = ConnectorIo {
             readings: readings_tx.clone(),
             commands: rx,
             shutdown: shutdown.clone(),
+            peers: peers.clone(),
         };
         tasks.spawn(c.run(io));
     }

@@ -6,6 +6,7 @@
 //! - [`config`]: `edge.toml` (DESIGN.md's contract), strict parsing and checks.
 //! - [`connector`]: the `Connector` trait, readings, commands, health; built by name.
 //! - [`modbus`]: the Modbus TCP connector (register maps, batching, writes, reconnection).
+//! - [`sms`]: the SMS modem connector (command messages → RPCs, replies, `sendSms`).
 //! - [`buffer`]: store and forward, the bounded on-disk queue (SQLite).
 //! - [`uplink`]: the MQTT session to the platform: sends the queue in order at a bounded rate,
 //!   deletes what was acknowledged, answers RPCs.
@@ -17,6 +18,7 @@ pub mod connector;
 pub mod error;
 pub mod gateway;
 pub mod modbus;
+pub mod sms;
 pub mod uplink;
 
 pub use config::EdgeConfig;

@@ -162,6 +162,19 @@ pub fn spawn(
     settings: Settings,
     check_interval: Duration,
 ) -> (ModemHandle, mpsc::Receiver<ModemEvent>) {
+    let (handle, task, events) = prepare(name, opener, settings, check_interval);
+    tokio::spawn(task.run());
+    (handle, events)
+}
+
+/// The modem task not started yet (for callers without a runtime at hand): its handle, the
+/// task to run, and its events.
+pub fn prepare(
+    name: String,
+    opener: Opener,
+    settings: Settings,
+    check_interval: Duration,
+) -> (ModemHandle, ModemTask, mpsc::Receiver<ModemEvent>) {
     let (tx, rx) = mpsc::channel(16);
     let (events_tx, events_rx) = mpsc::channel(256);
     let stats = Arc::new(ModemStats {
@@ -178,8 +191,24 @@ pub fn spawn(
         events: events_tx,
         reassembly: Reassembly::default(),
     };
-    tokio::spawn(task.run(rx));
-    (ModemHandle { tx, stats }, events_rx)
+    (
+        ModemHandle { tx, stats },
+        ModemTask { task, requests: rx },
+        events_rx,
+    )
+}
+
+/// A prepared modem task.
+pub struct ModemTask {
+    task: Task,
+    requests: mpsc::Receiver<Request>,
+}
+
+impl ModemTask {
+    /// Runs until every [`ModemHandle`] is dropped.
+    pub async fn run(self) {
+        self.task.run(self.requests).await
+    }
 }
 
 struct Task {
