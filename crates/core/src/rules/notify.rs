@@ -1,5 +1,5 @@
 //! Notification actions: `email` (SMTP through lettre, async on tokio) and `sms` (behind the
-//! [`SmsSender`] trait; for now an email-to-SMS gateway). Owns the `[notify]` config section
+//! [`SmsSender`] trait: an email-to-SMS gateway, or a GSM modem on the server, `modem_sms.rs`). Owns the `[notify]` config section
 //! (`[notify.smtp]`, `[notify.sms]`), building the senders from it, the default texts, and the
 //! checks the rule model uses at save time (addresses, E.164 numbers).
 //!
@@ -116,6 +116,43 @@ pub enum SmsConfig {
         #[serde(default)]
         subject: String,
     },
+    /// A GSM modem on one of the server's serial ports (AT commands, the `modem` crate).
+    Modem {
+        port: std::path::PathBuf,
+        #[serde(default = "modem_baud")]
+        baud: u32,
+        /// The SIM's PIN, entered once when the SIM asks for it.
+        #[serde(default)]
+        pin: Option<String>,
+        /// `pdu` (default) or `text`.
+        #[serde(default = "modem_mode")]
+        mode: String,
+        /// Ask for delivery reports (logged).
+        #[serde(default = "yes")]
+        status_reports: bool,
+        /// A command's answer; a modem silent for longer is reopened.
+        #[serde(default = "modem_timeout_s")]
+        timeout_s: u64,
+        /// Most concatenated parts per message; longer texts are cut.
+        #[serde(default = "modem_max_parts")]
+        max_parts: u8,
+    },
+}
+
+fn modem_baud() -> u32 {
+    115_200
+}
+fn modem_mode() -> String {
+    "pdu".into()
+}
+fn yes() -> bool {
+    true
+}
+fn modem_timeout_s() -> u64 {
+    5
+}
+fn modem_max_parts() -> u8 {
+    4
 }
 
 /// The senders built from [`NotifyConfig`]; `None` where nothing is configured.
@@ -142,6 +179,23 @@ impl NotifyConfig {
                 })?;
                 Some(Arc::new(EmailToSms::new(mailer, domain, subject)?))
             }
+            Some(SmsConfig::Modem {
+                port,
+                baud,
+                pin,
+                mode,
+                status_reports,
+                timeout_s,
+                max_parts,
+            }) => Some(Arc::new(ModemSms::start(&ModemSmsConfig {
+                port: port.clone(),
+                baud: *baud,
+                pin: pin.clone(),
+                mode: mode.clone(),
+                status_reports: *status_reports,
+                timeout_s: *timeout_s,
+                max_parts: *max_parts,
+            })?)),
         };
         Ok(Notifications { mailer, sms })
     }
@@ -229,7 +283,7 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
-/// Sends a text message; the GSM modem (edge) and SMPP accounts implement it later.
+/// Sends a text message: an email-to-SMS gateway, a GSM modem (SMPP accounts later).
 pub trait SmsSender: Send + Sync {
     /// Sends `text` to `to`, an E.164 number (`+` and digits, checked when the rule was saved).
     fn send<'a>(
@@ -438,6 +492,9 @@ impl ActionHandler for SmsAction {
         })
     }
 }
+
+pub mod modem_sms;
+pub use modem_sms::{ModemSms, ModemSmsConfig};
 
 #[cfg(test)]
 mod tests;

@@ -227,3 +227,87 @@ async fn an_unreachable_server_is_an_error_not_a_panic() {
     let e = EmailAction(n.mailer).run(&j, &email).await.unwrap_err();
     assert!(e.starts_with("smtp:"), "{e}");
 }
+
+#[test]
+fn modem_config_defaults_and_checks() {
+    let c = notify("[notify.sms]\nvia = \"modem\"\nport = \"/dev/ttyUSB0\"\n").unwrap();
+    let Some(SmsConfig::Modem {
+        baud,
+        mode,
+        max_parts,
+        status_reports,
+        pin,
+        ..
+    }) = c.sms.clone()
+    else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        (baud, mode.as_str(), max_parts, status_reports, pin),
+        (115_200, "pdu", 4, true, None)
+    );
+    // outside a runtime it says so instead of panicking
+    assert!(c.build().err().unwrap().to_string().contains("runtime"));
+    let err = |t: &str| notify(t).unwrap().build().err().unwrap().to_string();
+    let base = "[notify.sms]\nvia = \"modem\"\nport = \"/dev/x\"\n";
+    assert!(err(&format!("{base}mode = \"fax\"\n")).contains("mode"));
+    assert!(err(&format!("{base}pin = \"12a4\"\n")).contains("pin"));
+    assert!(err(&format!("{base}max_parts = 0\n")).contains("max_parts"));
+    assert!(notify(&format!("{base}domain = \"x\"\n")).is_err());
+}
+
+#[tokio::test]
+async fn sms_actions_go_through_the_modem() {
+    use modem::service::{Opener, Port};
+    use modem::sim::{self, SimConfig, SimEvent};
+    use std::sync::Mutex;
+    use tokio::sync::mpsc;
+
+    let sims: Arc<Mutex<Vec<mpsc::UnboundedReceiver<SimEvent>>>> = Arc::default();
+    let s2 = sims.clone();
+    let opener: Opener = Arc::new(move || {
+        let sims = s2.clone();
+        Box::pin(async move {
+            let (a, b) = tokio::io::duplex(4096);
+            let (_control, rx) = mpsc::unbounded_channel();
+            let (tx, events) = mpsc::unbounded_channel();
+            // the control sender is dropped: the simulator runs until the stream closes
+            tokio::spawn(async move {
+                let _keep = _control;
+                sim::run(b, SimConfig::default(), rx, tx).await
+            });
+            sims.lock().unwrap().push(events);
+            Ok(Box::new(a) as Box<dyn Port>)
+        })
+    });
+    let settings = modem::Settings {
+        command_timeout: Duration::from_millis(500),
+        ..modem::Settings::default()
+    };
+    let (handle, _events) =
+        modem::service::spawn("t".into(), opener, settings, Duration::from_secs(60));
+    let sender: Arc<dyn SmsSender> = Arc::new(ModemSms::new(handle, 2));
+    let action = SmsAction(Some(sender));
+    let a = Action::Sms {
+        to: "+4917012345678".into(),
+        text: Some("{{device.name}}: stock {{stock_pct}}% ".to_string() + &"x".repeat(400)),
+    };
+    action
+        .run(&job(json!({"stock_pct": 8.0})), &a)
+        .await
+        .unwrap();
+    let mut events = sims.lock().unwrap().remove(0);
+    let (to, text, parts) = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(SimEvent::Message { to, text, parts })) => break (to, text, parts),
+            Ok(Some(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!((to.as_str(), parts), ("+4917012345678", 2));
+    assert!(text.starts_with("vending-7: stock 8.0% xxx"), "{text}");
+    assert_eq!(text.chars().count(), 2 * 153, "cut to two parts");
+    let fit = super::modem_sms::fit_parts;
+    assert_eq!(fit("short", 1), ("short".to_string(), false));
+    assert_eq!(fit(&"ж".repeat(100), 1).0.chars().count(), 67);
+}
