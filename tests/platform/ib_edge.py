@@ -199,3 +199,71 @@ class RtuSim(ModbusSim):
                      "--spec", str(self.spec_path)])
         self.wait_line(re.compile(r"listening modbus-rtu"), since)
         return self
+
+
+class ModemSim(_Process):
+    """`ironbridge modem-sim` (crates/modem's simulator) on a serial port: JSON lines in on stdin
+    (`deliver(from, text)`, `silence(on)`), JSON lines out (`sms()`: whole messages it was asked
+    to send; `events(kind)`)."""
+
+    def __init__(self, workdir: Path, port: Path, pin: str | None = None):
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir / "modem-sim.log")
+        self.port, self.pin = port, pin
+
+    def start(self) -> "ModemSim":
+        import json
+        since = len(self.lines)
+        cmd = [ironbridge_bin(), "modem-sim", "--port", str(self.port)]
+        if self.pin:
+            cmd += ["--pin", self.pin]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IRONBRIDGE_")}
+        self.proc = subprocess.Popen(_pdeathsig(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.PIPE, env=env)
+        proc = self.proc
+
+        def drain():
+            with open(self.log_path, "ab") as logf:
+                for raw in iter(proc.stdout.readline, b""):
+                    logf.write(raw)
+                    logf.flush()
+                    with self._cond:
+                        self.lines.append(raw.decode("utf-8", "replace"))
+                        self._cond.notify_all()
+            with self._cond:
+                self._cond.notify_all()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+        self.wait_line(re.compile(r'"event":"ready"'), since)
+        self._json = json
+        return self
+
+    def _send(self, obj: dict) -> None:
+        self.proc.stdin.write((self._json.dumps(obj) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def deliver(self, sender: str, text: str) -> None:
+        """A message from `sender` arrives at the modem."""
+        self._send({"deliver": {"from": sender, "text": text}})
+
+    def silence(self, on: bool) -> None:
+        self._send({"silence": on})
+
+    def events(self, kind: str) -> list[dict]:
+        out = []
+        with self._cond:
+            lines = list(self.lines)
+        for ln in lines:
+            if ln.startswith("{"):
+                try:
+                    e = self._json.loads(ln)
+                except ValueError:
+                    continue
+                if e.get("event") == kind:
+                    out.append(e)
+        return out
+
+    def sms(self, to: str | None = None) -> list[dict]:
+        """Whole messages the modem was asked to send (to `to`)."""
+        return [e for e in self.events("sms") if to is None or e["to"] == to]

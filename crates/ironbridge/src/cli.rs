@@ -37,6 +37,9 @@ pub enum Command {
     ///
     /// For example: `ironbridge completions bash > ~/.local/share/bash-completion/completions/ironbridge`.
     Completions(CompletionsArgs),
+    /// The GSM modem simulator on a serial port (tests; JSON lines on stdin and stdout).
+    #[command(hide = true)]
+    ModemSim(crate::modem_sim::ModemSimArgs),
 }
 
 /// Flags of `edge`.

@@ -225,8 +225,8 @@ impl Config {
             anyhow::bail!("ws_path {ws_path:?}: must start with / and not be /healthz or /metrics");
         }
         config.tls.validate()?;
-        // Built once here to refuse a bad [notify] before anything starts.
-        config.notify.build()?;
+        // Checked here to refuse a bad [notify] before anything starts (built by serve).
+        config.notify.check()?;
         if config.tls.is_configured() {
             if config.listeners.mqtts.is_none() {
                 config.listeners.mqtts = Some(DEFAULT_MQTTS.parse().expect("valid"));

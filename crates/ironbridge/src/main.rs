@@ -8,6 +8,7 @@
 //!   `cert_identity`: client-certificate identity for the hooks.
 //! - `ws`: the MQTT-over-WebSocket endpoint; `ws_stream`: a WebSocket as a byte stream;
 //! - `demo`: simulated devices for `ironbridge demo`.
+//! - `modem_sim`: the hidden `modem-sim` command (the GSM modem simulator, for tests).
 
 mod admin;
 mod cert_identity;
@@ -16,6 +17,7 @@ mod config;
 mod demo;
 mod http;
 mod https;
+mod modem_sim;
 mod tls;
 mod ws;
 mod ws_stream;
@@ -62,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(args) => Ok(bench::sim::run(args)?),
         Command::Admin(args) => admin::run(args),
         Command::Completions(args) => cli::completions(args),
+        Command::ModemSim(args) => runtime.block_on(modem_sim::run(args)),
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Settings {
     pub registration_timeout: Duration,
     /// TP-VP, relative (167 = 24 hours).
     pub validity: u8,
+    /// How long a message asked for while the modem is down waits for it to come back
+    /// (zero: it fails at once).
+    pub hold: Duration,
 }
 
 impl Default for Settings {
@@ -53,6 +56,7 @@ impl Default for Settings {
             send_timeout: Duration::from_secs(60),
             registration_timeout: Duration::from_secs(60),
             validity: 167,
+            hold: Duration::from_secs(30),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! the port fails) it is reopened and re-initialised with exponential backoff; it never ends on
 //! a modem error. [`ModemHandle`] is the cheap, cloneable way in; [`ModemEvent`]s come out.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::driver::{Event, Modem, ModemError, Settings};
 use crate::pdu::{Incoming, StatusReport, Timestamp};
@@ -231,11 +233,13 @@ enum End {
 impl Task {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         let mut backoff = BACKOFF_START;
+        // requests that arrived while the modem was down, with when they arrived
+        let mut waiting: VecDeque<(Instant, Request)> = VecDeque::new();
         loop {
             let end = match self.open().await {
                 Ok(mut modem) => {
                     backoff = BACKOFF_START;
-                    self.session(&mut modem, &mut requests).await
+                    self.session(&mut modem, &mut requests, &mut waiting).await
                 }
                 Err(e) => End::Failed(e),
             };
@@ -247,14 +251,21 @@ impl Task {
             if self.stats.error(&e) {
                 tracing::warn!(modem = %self.name, error = %e, retry_in = ?backoff, "modem unavailable");
             }
-            // requests meanwhile fail at once rather than wait for a modem that may not return
-            let wake = tokio::time::Instant::now() + backoff;
+            // meanwhile requests wait up to `hold` for the modem to return, then fail
+            let hold = self.settings.hold;
+            let wake = Instant::now() + backoff;
             loop {
+                while waiting.front().is_some_and(|(t, _)| t.elapsed() >= hold) {
+                    if let Some((_, r)) = waiting.pop_front() {
+                        let _ = r.reply.send(Err(ModemError::NotReady(e.to_string())));
+                    }
+                }
+                let expiry = waiting.front().map_or(wake, |(t, _)| (*t + hold).min(wake));
                 tokio::select! {
-                    _ = tokio::time::sleep_until(wake) => break,
+                    _ = tokio::time::sleep_until(expiry) => if Instant::now() >= wake { break },
                     r = requests.recv() => match r {
                         None => return,
-                        Some(r) => { let _ = r.reply.send(Err(ModemError::NotReady(e.to_string()))); }
+                        Some(r) => waiting.push_back((Instant::now(), r)),
                     }
                 }
             }
@@ -290,6 +301,7 @@ impl Task {
         &mut self,
         modem: &mut Modem<Box<dyn Port>>,
         requests: &mut mpsc::Receiver<Request>,
+        waiting: &mut VecDeque<(Instant, Request)>,
     ) -> End {
         // what arrived while nobody was listening
         match modem.list().await {
@@ -308,6 +320,11 @@ impl Task {
                 tracing::warn!(modem = %self.name, error = %e, "modem: listing stored messages")
             }
         }
+        while let Some((_, r)) = waiting.pop_front() {
+            if let Some(e) = self.send(modem, r).await {
+                return End::Failed(e);
+            }
+        }
         let mut check = tokio::time::interval_at(
             tokio::time::Instant::now() + self.check_interval,
             self.check_interval,
@@ -321,13 +338,7 @@ impl Task {
             tokio::select! {
                 r = requests.recv() => {
                     let Some(r) = r else { return End::Stop };
-                    let result = modem.send(&r.to, &r.text).await;
-                    let link = result.as_ref().err().filter(|e| e.is_link()).cloned();
-                    if let Err(e) = &result {
-                        tracing::warn!(modem = %self.name, to = %r.to, error = %e, "sms not sent");
-                    }
-                    let _ = r.reply.send(result.map(|references| Sent { references }));
-                    if let Some(e) = link {
+                    if let Some(e) = self.send(modem, r).await {
                         return End::Failed(e);
                     }
                 }
@@ -353,6 +364,17 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Sends one request and answers it; the error when the link failed.
+    async fn send(&self, modem: &mut Modem<Box<dyn Port>>, r: Request) -> Option<ModemError> {
+        let result = modem.send(&r.to, &r.text).await;
+        let link = result.as_ref().err().filter(|e| e.is_link()).cloned();
+        if let Err(e) = &result {
+            tracing::warn!(modem = %self.name, to = %r.to, error = %e, "sms not sent");
+        }
+        let _ = r.reply.send(result.map(|references| Sent { references }));
+        link
     }
 
     /// Handles one unsolicited event; `Err` only when the link failed.

@@ -164,7 +164,17 @@ pub struct Notifications {
 
 impl NotifyConfig {
     /// Builds the senders; a bad address, host or combination is an error here, at start-up.
+    /// A modem (`via = "modem"`) starts being driven here (inside the runtime).
     pub fn build(&self) -> Result<Notifications> {
+        self.make(true)
+    }
+
+    /// The checks of [`NotifyConfig::build`] without starting anything (config loading).
+    pub fn check(&self) -> Result<()> {
+        self.make(false).map(drop)
+    }
+
+    fn make(&self, start: bool) -> Result<Notifications> {
         let mailer = self
             .smtp
             .as_ref()
@@ -187,15 +197,22 @@ impl NotifyConfig {
                 status_reports,
                 timeout_s,
                 max_parts,
-            }) => Some(Arc::new(ModemSms::start(&ModemSmsConfig {
-                port: port.clone(),
-                baud: *baud,
-                pin: pin.clone(),
-                mode: mode.clone(),
-                status_reports: *status_reports,
-                timeout_s: *timeout_s,
-                max_parts: *max_parts,
-            })?)),
+            }) => {
+                let c = ModemSmsConfig {
+                    port: port.clone(),
+                    baud: *baud,
+                    pin: pin.clone(),
+                    mode: mode.clone(),
+                    status_reports: *status_reports,
+                    timeout_s: *timeout_s,
+                    max_parts: *max_parts,
+                };
+                if !start {
+                    modem_sms::settings(&c)?;
+                    return Ok(Notifications { mailer, sms: None });
+                }
+                Some(Arc::new(ModemSms::start(&c)?))
+            }
         };
         Ok(Notifications { mailer, sms })
     }

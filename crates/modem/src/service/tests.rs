@@ -137,10 +137,38 @@ async fn a_modem_that_stops_answering_is_reopened() {
 }
 
 #[tokio::test]
+async fn a_message_waits_for_a_modem_that_comes_back() {
+    let sims = Arc::new(Sims {
+        controls: Mutex::new(Vec::new()),
+        events: Mutex::new(Vec::new()),
+        opened: AtomicUsize::new(0),
+    });
+    let tries = Arc::new(AtomicUsize::new(0));
+    let inner = opener(sims.clone());
+    let (t2, inner2) = (tries.clone(), inner.clone());
+    // the first two opens fail (the port is not there yet)
+    let flaky: Opener = Arc::new(move || {
+        if t2.fetch_add(1, Ordering::SeqCst) < 2 {
+            Box::pin(async { Err(std::io::Error::other("not yet")) })
+        } else {
+            inner2()
+        }
+    });
+    let (h, _events) = spawn("x".into(), flaky, settings(), Duration::from_secs(60));
+    until("a failure", || h.stats.last_error().is_some()).await;
+    h.send("+4917012345678", "held").await.unwrap();
+    assert!(tries.load(Ordering::SeqCst) >= 3);
+}
+
+#[tokio::test]
 async fn a_port_that_cannot_open_fails_sends_at_once() {
     let failing: Opener =
         Arc::new(|| Box::pin(async { Err(std::io::Error::other("no such port")) }));
-    let (h, _events) = spawn("x".into(), failing, settings(), Duration::from_secs(60));
+    let hold = Settings {
+        hold: Duration::ZERO,
+        ..settings()
+    };
+    let (h, _events) = spawn("x".into(), failing, hold, Duration::from_secs(60));
     until("an error", || h.stats.last_error().is_some()).await;
     let e = h.send("+4917012345678", "hi").await.unwrap_err();
     assert!(

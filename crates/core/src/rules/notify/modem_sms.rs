@@ -35,32 +35,12 @@ pub struct ModemSms {
 impl ModemSms {
     /// Starts the modem task (inside the tokio runtime) and a task logging what it receives.
     pub fn start(c: &ModemSmsConfig) -> Result<ModemSms> {
-        let bad = |m: String| CoreError::Invalid(format!("[notify.sms] {m}"));
-        let mode = match c.mode.as_str() {
-            "pdu" => Mode::Pdu,
-            "text" => Mode::Text,
-            other => return Err(bad(format!("mode {other:?}: pdu or text"))),
-        };
-        if c.pin
-            .as_deref()
-            .is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(bad("pin: must be digits".into()));
-        }
-        if c.max_parts == 0 {
-            return Err(bad("max_parts: at least 1".into()));
-        }
-        tokio::runtime::Handle::try_current()
-            .map_err(|_| bad("via = \"modem\" is started inside the server's runtime".into()))?;
-        let timeout = Duration::from_secs(c.timeout_s.clamp(1, 600));
-        let settings = Settings {
-            pin: c.pin.clone(),
-            mode,
-            status_reports: c.status_reports,
-            command_timeout: timeout,
-            send_timeout: timeout.max(Duration::from_secs(60)),
-            ..Settings::default()
-        };
+        let settings = settings(c)?;
+        tokio::runtime::Handle::try_current().map_err(|_| {
+            CoreError::Invalid(
+                "[notify.sms] via = \"modem\" starts inside the server's runtime".into(),
+            )
+        })?;
         let (handle, mut events) = service::spawn(
             "notify".into(),
             service::serial(c.port.clone(), c.baud),
@@ -101,6 +81,34 @@ pub fn fit_parts(text: &str, max_parts: u8) -> (String, bool) {
         // beyond 255 parts: cut by characters first, then fit
         Err(_) => fit_parts(&text.chars().take(255 * 67).collect::<String>(), max_parts),
     }
+}
+
+/// The driver's settings for `c`, checked.
+pub fn settings(c: &ModemSmsConfig) -> Result<Settings> {
+    let bad = |m: String| CoreError::Invalid(format!("[notify.sms] {m}"));
+    let mode = match c.mode.as_str() {
+        "pdu" => Mode::Pdu,
+        "text" => Mode::Text,
+        other => return Err(bad(format!("mode {other:?}: pdu or text"))),
+    };
+    if c.pin
+        .as_deref()
+        .is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad("pin: must be digits".into()));
+    }
+    if c.max_parts == 0 {
+        return Err(bad("max_parts: at least 1".into()));
+    }
+    let timeout = Duration::from_secs(c.timeout_s.clamp(1, 600));
+    Ok(Settings {
+        pin: c.pin.clone(),
+        mode,
+        status_reports: c.status_reports,
+        command_timeout: timeout,
+        send_timeout: timeout.max(Duration::from_secs(60)),
+        ..Settings::default()
+    })
 }
 
 impl SmsSender for ModemSms {
