@@ -153,6 +153,12 @@ fn owner(s: &ApiState, collection: &str, id: &str) -> Option<Owner> {
         "dashboards" => p.dashboards.get(id).ok().map(|d| owned(d.tenant, None)),
         "firmware" => p.firmware.get(id).ok().map(|f| owned(f.tenant, None)),
         "firmware-keys" => p.firmware.key(id).ok().map(|k| owned(k.tenant, None)),
+        "firmware-campaigns" => p
+            .firmware
+            .campaigns
+            .tenant_of(id)
+            .ok()
+            .map(|t| owned(t, None)),
         "sources" => p
             .rules
             .lookups
@@ -220,10 +226,12 @@ pub async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> R
         ))
         .into_response();
     }
-    let collection = pattern
-        .strip_prefix("/api/v1/")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("");
+    let collection = match pattern.strip_prefix("/api/v1/") {
+        // Campaigns live under the firmware collection but are resources of their own.
+        Some(rest) if rest.starts_with("firmware/campaigns/") => "firmware-campaigns",
+        Some(rest) => rest.split('/').next().unwrap_or(""),
+        None => "",
+    };
     if caller.reach.customer.is_some() && !CUSTOMER_VISIBLE.contains(&collection) {
         return ApiError::forbidden("customer users reach only their customer's devices")
             .into_response();

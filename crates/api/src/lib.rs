@@ -11,7 +11,8 @@
 //! - `registry_routes`: tenants, customers, profiles, devices; `device_routes`: a device's
 //!   credentials, attributes, telemetry and RPC; `account_routes`: users, API clients, audit log;
 //!   `alarm_routes`: alarms (list, raise, acknowledge, clear, assign, comments, delete);
-//!   `stats_routes`: messages and points per tenant since start.
+//!   `stats_routes`: messages and points per tenant since start; `firmware_routes`: OTA
+//!   packages, signing keys, a device's assignment; `campaign_routes`: staged rollouts.
 //! - `device_http`: the device API over HTTP (token in the path, long polls; not management).
 //! - `live`: the live WebSocket `/api/v1/ws` (device events and alarm changes to subscribers;
 //!   authenticates itself, outside the authorisation layer).
@@ -21,6 +22,7 @@ mod alarm_routes;
 mod analytics_routes;
 pub mod auth;
 pub mod authz;
+mod campaign_routes;
 mod dashboard_routes;
 mod device_http;
 mod device_routes;
@@ -91,6 +93,7 @@ pub fn management() -> OpenApiRouter<ApiState> {
         .merge(rule_routes::routes())
         .merge(dashboard_routes::routes())
         .merge(firmware_routes::routes())
+        .merge(campaign_routes::routes())
         .merge(lookup_routes::routes())
         .merge(stats_routes::routes())
         .merge(analytics_routes::routes())

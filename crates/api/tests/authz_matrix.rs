@@ -103,6 +103,7 @@ struct Ids {
     dashboard: String,
     firmware: String,
     firmware_key: String,
+    campaign: String,
     user: String,
     client: String,
 }
@@ -264,6 +265,20 @@ async fn fixture() -> Fixture {
             .firmware
             .add_key(&tenant.id, &format!("k{n}"), &[n as u8; 32])
             .unwrap();
+        let campaign = p
+            .create_campaign(
+                &tenant.id,
+                &ib_core::firmware::campaign::NewCampaign::new(
+                    &format!("campaign{n}"),
+                    &firmware.id,
+                    ib_core::firmware::campaign::Target {
+                        devices: Some(vec![device.id.clone()]),
+                        ..Default::default()
+                    },
+                    Default::default(),
+                ),
+            )
+            .unwrap();
         let customer_res = match &cust {
             Some(c) => c.clone(),
             None => reg.create_customer(&tenant.id, "a0").unwrap().id,
@@ -284,6 +299,7 @@ async fn fixture() -> Fixture {
                 dashboard: dashboard.id,
                 firmware: firmware.id,
                 firmware_key: firmware_key.id,
+                campaign: campaign.id,
                 user: user.id,
                 client: client.id,
             },
@@ -331,6 +347,7 @@ fn takes_tenant_query(doc: &Value, method: &Method, path: &str) -> bool {
 fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (String, Option<Value>) {
     let id = match collection(path) {
         _ if !path.contains("{id}") => String::new(),
+        _ if path.starts_with("/api/v1/firmware/campaigns/") => ids.campaign.clone(),
         "tenants" => ids.tenant.clone(),
         "customers" => ids.customer_res.clone(),
         "profiles" => ids.profile.clone(),
@@ -400,6 +417,16 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         ("POST", "/api/v1/firmware-keys") => Some(json!({"tenant": tenant, "name": "new-key",
             "public_key": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="})),
         ("POST", "/api/v1/devices/{id}/firmware") => Some(json!({"firmware_id": ids.firmware})),
+        ("POST", "/api/v1/firmware/campaigns") => Some(json!({"tenant": tenant,
+            "name": "new-campaign", "firmware_id": ids.firmware,
+            "target": {"devices": [ids.device]}})),
+        // A transition the state does not allow is a 409, which still shows access.
+        (
+            "POST",
+            "/api/v1/firmware/campaigns/{id}/pause"
+            | "/api/v1/firmware/campaigns/{id}/resume"
+            | "/api/v1/firmware/campaigns/{id}/cancel",
+        ) => None,
         ("POST", "/api/v1/alarms") => {
             Some(json!({"device": ids.device, "type": "matrix", "severity": "CRITICAL"}))
         }

@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 use crate::db::{now_ms, Db};
 use crate::error::{CoreError, Result};
 use crate::Platform;
+use campaign::{Campaigns, HistoryEntry};
 
 /// The largest image accepted.
 pub const MAX_IMAGE_BYTES: usize = 256 << 20;
@@ -134,10 +135,14 @@ pub struct DeviceFirmware {
     pub current_version: Option<String>,
 }
 
+pub mod campaign;
+
 /// Package storage.
 pub struct Firmware {
     db: Arc<Db>,
     dir: PathBuf,
+    /// Staged rollouts and the per-device history.
+    pub campaigns: Campaigns,
 }
 
 fn package_row(r: &Row) -> rusqlite::Result<Package> {
@@ -181,7 +186,9 @@ impl Firmware {
     /// Packages in `db`, images under `dir`.
     pub fn open(db: Arc<Db>, dir: &Path) -> Result<Firmware> {
         db.conn().execute_batch(SCHEMA)?;
+        db.conn().execute_batch(campaign::SCHEMA)?;
         Ok(Firmware {
+            campaigns: Campaigns::new(db.clone()),
             db,
             dir: dir.to_path_buf(),
         })
@@ -294,6 +301,11 @@ impl Firmware {
     /// Deletes a package no device has assigned.
     pub fn delete(&self, id: &str) -> Result<Package> {
         let p = self.get(id)?;
+        if self.campaigns.uses(id)? {
+            return Err(CoreError::Conflict(format!(
+                "firmware {id:?} is rolled out by a campaign"
+            )));
+        }
         let conn = self.db.conn();
         let used: i64 = conn.query_row(
             "SELECT count(*) FROM device_firmware WHERE firmware_id = ?1",
@@ -435,6 +447,20 @@ impl Firmware {
                  WHERE device_id = ?1 AND kind = ?2",
                 params![device, kind.as_str(), state, ts, error, title, version],
             )?;
+            let Some(state) = state else { continue };
+            let assigned: Option<String> = self
+                .db
+                .conn()
+                .query_row(
+                    "SELECT firmware_id FROM device_firmware WHERE device_id = ?1 AND kind = ?2",
+                    params![device, kind.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(fw) = assigned {
+                self.campaigns
+                    .note_report(device, kind, &fw, ts, &state, error.as_deref())?;
+            }
         }
         Ok(())
     }
@@ -455,6 +481,18 @@ impl Platform {
     /// ThingsBoard's shared attributes (`fw_title`, `fw_version`, `fw_checksum`,
     /// `fw_checksum_algorithm`, `fw_size`; `sw_*` for software).
     pub fn assign_firmware(&self, device: &str, package: &str) -> Result<DeviceFirmware> {
+        self.assign_package(device, package, None, now_ms())
+    }
+
+    /// [`Platform::assign_firmware`] on behalf of a campaign (or of a person: `None`),
+    /// recorded in the device's history as ASSIGNED at `now`.
+    pub(crate) fn assign_package(
+        &self,
+        device: &str,
+        package: &str,
+        campaign: Option<&str>,
+        now: i64,
+    ) -> Result<DeviceFirmware> {
         let d = self.registry.device(device)?;
         let pkg = self.firmware.get(package)?;
         if pkg.tenant != d.tenant {
@@ -479,6 +517,15 @@ impl Platform {
             unreachable!("a JSON object")
         };
         self.set_shared(&d.id, attrs)?;
+        self.firmware.campaigns.record(&HistoryEntry {
+            device: d.id.clone(),
+            kind: pkg.kind,
+            firmware_id: pkg.id.clone(),
+            campaign: campaign.map(str::to_string),
+            ts: now,
+            state: campaign::ASSIGNED.into(),
+            error: None,
+        })?;
         self.firmware
             .of_device(&d.id, pkg.kind)?
             .ok_or_else(|| CoreError::NotFound(format!("firmware of {device:?}")))

@@ -168,6 +168,12 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
         tasks.spawn(async move { p.run_housekeeping(rx).await });
     }
     {
+        // Firmware campaigns: offers, stage changes, halts, device timeouts.
+        let (p, rx) = (platform.clone(), stop_rx.clone());
+        let every = std::time::Duration::from_secs(1);
+        tasks.spawn(async move { p.run_campaigns(every, rx).await });
+    }
+    {
         // Rules: the engine thread evaluates bus events; the runner carries out actions.
         let cell = ib_core::rules::actions::BrokerCell::default();
         let _ = cell.set(broker.clone());
