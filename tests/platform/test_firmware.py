@@ -1,0 +1,260 @@
+"""OTA end to end: packages, campaigns and simulated devices over HTTP.
+
+Simulated devices do what ThingsBoard's SDKs do: read the shared attributes `fw_title`,
+`fw_version`, `fw_checksum`, `fw_size`, report `fw_state` (DOWNLOADING, DOWNLOADED, VERIFIED,
+UPDATING, UPDATED, or FAILED with `fw_error`) as telemetry, and download the image from
+`GET /api/v1/{token}/firmware?title=&version=`. Here the first download is cut off halfway (the
+connection dropped) and resumed with `Range: bytes=N-`; the SHA-256 is checked before UPDATED.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import os
+import threading
+import time
+
+import pytest
+
+from ib_platform import Api, assert_error_body, uid, wait_for
+
+IMAGE_SIZE = 300_000
+
+
+def upload(api: Api, title: str, version: str, image: bytes, **fields) -> dict:
+    r = api.post("/api/v1/firmware", files={"file": ("fw.bin", image)},
+                 data={"title": title, "version": version, **fields})
+    return Api.ok(r, 201)
+
+
+class HttpDevice:
+    """A device updating itself over the HTTP device API; `corrupt` flips a byte of the download."""
+
+    def __init__(self, api: Api, device: dict, corrupt: bool = False):
+        self.api, self.d, self.corrupt = api, device, corrupt
+        self.token = device["access_token"]
+        self.states: list[str] = []
+        self.resumed_from: int | None = None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "HttpDevice":
+        self.thread.start()
+        return self
+
+    def _report(self, state: str, **extra) -> None:
+        self.states.append(state)
+        r = self.api.s.post(self.api.url(f"/api/v1/{self.token}/telemetry"),
+                            json={"fw_state": state, **extra}, timeout=10)
+        assert r.status_code == 200, r.text
+
+    def _offer(self) -> dict | None:
+        r = self.api.s.get(self.api.url(f"/api/v1/{self.token}/attributes"),
+                           params={"sharedKeys": "fw_title,fw_version,fw_checksum,fw_size"}, timeout=10)
+        assert r.status_code == 200, r.text
+        shared = r.json().get("shared") or {}
+        return shared if "fw_title" in shared else None
+
+    def _download(self, fw: dict) -> bytes:
+        """The image in two requests: the first connection dies halfway, the second resumes."""
+        path = f"/api/v1/{self.token}/firmware?title={fw['fw_title']}&version={fw['fw_version']}"
+        host, port = "127.0.0.1", self.api.platform.http_port
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", path)
+        res = conn.getresponse()
+        assert res.status == 200, res.status
+        assert int(res.getheader("content-length")) == fw["fw_size"]
+        first = res.read(fw["fw_size"] // 2)
+        conn.sock.close()  # the link drops mid-transfer
+        conn.close()
+        self.resumed_from = len(first)
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", path, headers={"Range": f"bytes={len(first)}-"})
+        res = conn.getresponse()
+        assert res.status == 206, res.status
+        want = f"bytes {len(first)}-{fw['fw_size'] - 1}/{fw['fw_size']}"
+        assert res.getheader("content-range") == want, res.getheader("content-range")
+        rest = res.read()
+        conn.close()
+        return first + rest
+
+    def _run(self) -> None:
+        try:
+            fw = None
+            while fw is None:
+                if self.stop.wait(0.1):
+                    return
+                fw = self._offer()
+            self._report("DOWNLOADING", current_fw_title="pump", current_fw_version="1.0")
+            image = bytearray(self._download(fw))
+            if self.corrupt:
+                image[len(image) // 3] ^= 0xFF
+            self._report("DOWNLOADED")
+            if hashlib.sha256(image).hexdigest() != fw["fw_checksum"]:
+                self._report("FAILED", fw_error="Checksum verification failed!")
+                return
+            self._report("VERIFIED")
+            self._report("UPDATING")
+            self._report("UPDATED", current_fw_title=fw["fw_title"], current_fw_version=fw["fw_version"])
+        except BaseException as e:  # surfaced by the test
+            self.error = e
+
+    def join(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        if self.error:
+            raise self.error
+
+
+def campaign(api: Api, **body) -> dict:
+    return Api.ok(api.post("/api/v1/firmware/campaigns", body), 201)
+
+
+def get_campaign(api: Api, cid: str) -> dict:
+    return Api.ok(api.get(f"/api/v1/firmware/campaigns/{cid}"))
+
+
+def wait_state(api: Api, cid: str, state: str, timeout: float = 30) -> dict:
+    last = {}
+
+    def reached():
+        last["c"] = get_campaign(api, cid)
+        return last["c"] if last["c"]["state"] == state else None
+    try:
+        return wait_for(reached, timeout, what=f"campaign {state}")
+    except AssertionError:
+        raise AssertionError(f"campaign never {state}: {last.get('c')}") from None
+
+
+def test_campaign_over_http_with_range_resume(api):
+    prefix = uid("pump")
+    devices = [api.create_device(f"{prefix}-{i}") for i in range(3)]
+    image = os.urandom(IMAGE_SIZE)
+    pkg = upload(api, "pump", uid("v"), image)
+    assert pkg["checksum"] == hashlib.sha256(image).hexdigest()
+    assert pkg["size"] == IMAGE_SIZE and pkg["checksum_algorithm"] == "SHA256"
+    sims = [HttpDevice(api, d).start() for d in devices]
+    try:
+        c = campaign(api, name=uid("rollout"), firmware_id=pkg["id"],
+                     target={"name_prefix": prefix + "-"}, stages=[34, 100],
+                     rate_per_minute=100, failure_threshold=0)
+        assert c["stages"] == [34, 100] and c["counts"]["devices"] == 3
+        assert [s["devices"] for s in c["stage_progress"]] == [2, 1]
+        done = wait_state(api, c["id"], "completed")
+    finally:
+        for s in sims:
+            s.join()
+    assert done["counts"]["updated"] == 3 and done["counts"]["failed"] == 0, done
+    assert all(s.states[-1] == "UPDATED" and s.resumed_from == IMAGE_SIZE // 2 for s in sims)
+    # The device's record and its history.
+    d = devices[0]
+    mine = Api.ok(api.get(f"/api/v1/devices/{d['id']}/firmware"))["firmware"]
+    assert mine["state"] == "UPDATED" and mine["current_version"] == pkg["version"], mine
+    history = Api.ok(api.get(f"/api/v1/devices/{d['id']}/firmware/history"))["data"]
+    assert [h["state"] for h in history] == \
+        ["ASSIGNED", "DOWNLOADING", "DOWNLOADED", "VERIFIED", "UPDATING", "UPDATED"], history
+    assert all(h["campaign"] == c["id"] and h["firmware_id"] == pkg["id"] for h in history)
+    per = Api.ok(api.get(f"/api/v1/firmware/campaigns/{c['id']}/devices"))["data"]
+    assert sorted(x["state"] for x in per) == ["UPDATED"] * 3
+    assert [x["stage"] for x in per] == [0, 0, 1]
+    listed = Api.ok(api.get("/api/v1/firmware/campaigns"))["data"]
+    assert c["id"] in [x["id"] for x in listed]
+    # A completed campaign cannot be paused or cancelled.
+    for action in ("pause", "resume", "cancel"):
+        assert_error_body(api.post(f"/api/v1/firmware/campaigns/{c['id']}/{action}"), 409)
+
+
+def test_corrupted_download_fails_and_the_campaign_halts(api):
+    prefix = uid("meter")
+    devices = [api.create_device(f"{prefix}-{i}") for i in range(4)]
+    pkg = upload(api, "meter", uid("v"), os.urandom(50_000))
+    sims = [HttpDevice(api, d, corrupt=True).start() for d in devices]
+    try:
+        c = campaign(api, name=uid("rollout"), firmware_id=pkg["id"],
+                     target={"name_prefix": prefix + "-"}, stages=[25, 100],
+                     rate_per_minute=100, failure_threshold=0)
+        halted = wait_state(api, c["id"], "halted")
+    finally:
+        for s in sims:
+            s.join()
+    assert "1 of 1 devices failed" in halted["reason"], halted
+    per = Api.ok(api.get(f"/api/v1/firmware/campaigns/{c['id']}/devices"))["data"]
+    failed = [x for x in per if x["state"] == "FAILED"]
+    assert len(failed) == 1 and failed[0]["error"] == "Checksum verification failed!", per
+    assert sorted(x["state"] for x in per if x not in failed) == ["PENDING"] * 3
+    # No further device is offered the image (watched for several driver ticks).
+    others = [d for d in devices if d["id"] != failed[0]["device"]]
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        for d in others:
+            shared = (api.attributes(d["id"], "shared") or {}).get("shared") or {}
+            assert "fw_title" not in shared, d
+        time.sleep(0.3)
+    assert get_campaign(api, c["id"])["state"] == "halted"
+    history = Api.ok(api.get(f"/api/v1/firmware/campaigns/{c['id']}/history",
+                             params={"device": failed[0]["device"]}))["data"]
+    assert history[-1]["state"] == "FAILED" and history[-1]["error"] == "Checksum verification failed!"
+    # Cancelled for good.
+    assert Api.ok(api.post(f"/api/v1/firmware/campaigns/{c['id']}/cancel"))["state"] == "cancelled"
+
+
+def test_pause_resume_and_tenant_isolation(api, platform):
+    prefix = uid("lamp")
+    for i in range(2):
+        api.create_device(f"{prefix}-{i}")
+    pkg = upload(api, "lamp", uid("v"), b"lamp image")
+    c = campaign(api, name=uid("later"), firmware_id=pkg["id"], target={"name_prefix": prefix + "-"},
+                 start_at=int(time.time() * 1000) + 3_600_000)
+    assert c["state"] == "scheduled" and c["stages"] == [1, 10, 50, 100]
+    assert Api.ok(api.post(f"/api/v1/firmware/campaigns/{c['id']}/pause"))["state"] == "paused"
+    assert_error_body(api.post(f"/api/v1/firmware/campaigns/{c['id']}/pause"), 409)
+    assert Api.ok(api.post(f"/api/v1/firmware/campaigns/{c['id']}/resume"))["state"] == "running"
+    # Bad input: 400 with the reason.
+    for bad in ({"stages": [50]}, {"stages": [60, 30, 100]}, {"rate_per_minute": 0},
+                {"failure_threshold": 150}, {"target": {}}, {"target": {"name_prefix": "nothing-"}},
+                {"firmware_id": "nope"}, {"unknown": 1}):
+        body = {"name": uid("bad"), "firmware_id": pkg["id"], "target": {"name_prefix": prefix + "-"}, **bad}
+        assert_error_body(api.post("/api/v1/firmware/campaigns", body), 400)
+    assert_error_body(api.get("/api/v1/firmware/campaigns/nope"), 404)
+    # Another tenant's administrator sees nothing of it.
+    other = api.create_tenant()
+    password = "other-admin-pass-1"
+    name = uid("tadmin")
+    Api.ok(api.post("/api/v1/users", {"username": name, "password": password, "role": "tenant_admin",
+                                      "tenant": other["id"]}), 201)
+    outsider = Api(platform)
+    r = outsider.s.post(outsider.url("/api/v1/auth/login"), json={"username": name, "password": password})
+    outsider.s.headers["Authorization"] = f"Bearer {Api.ok(r)['token']}"
+    assert_error_body(outsider.get(f"/api/v1/firmware/campaigns/{c['id']}"), 404)
+    assert_error_body(outsider.post(f"/api/v1/firmware/campaigns/{c['id']}/cancel"), 404)
+    assert_error_body(outsider.get(f"/api/v1/firmware/campaigns/{c['id']}/devices"), 404)
+    assert Api.ok(outsider.get("/api/v1/firmware/campaigns"))["data"] == []
+    body = {"name": uid("steal"), "firmware_id": pkg["id"], "target": {"name_prefix": prefix + "-"}}
+    assert_error_body(outsider.post("/api/v1/firmware/campaigns", body), 400)
+    assert Api.ok(api.post(f"/api/v1/firmware/campaigns/{c['id']}/cancel"))["state"] == "cancelled"
+
+
+def test_bad_signature_is_refused_with_the_reason(api):
+    image = os.urandom(10_000)
+    title = uid("signed")
+    err = assert_error_body(api.post("/api/v1/firmware", files={"file": ("fw.bin", image)},
+                                     data={"title": title, "version": "1",
+                                           "signature": base64.b64encode(b"\x01" * 64).decode()}), 400)
+    assert "no signing keys" in err["message"], err
+    key = base64.b64encode(hashlib.sha256(title.encode()).digest()).decode()
+    Api.ok(api.post("/api/v1/firmware-keys", {"name": uid("key"), "public_key": key}), 201)
+    err = assert_error_body(api.post("/api/v1/firmware", files={"file": ("fw.bin", image)},
+                                     data={"title": title, "version": "1",
+                                           "signature": base64.b64encode(b"\x01" * 64).decode()}), 400)
+    assert "bad signature" in err["message"], err
+    names = [p["title"] for p in Api.ok(api.get("/api/v1/firmware"))["data"]]
+    assert title not in names, "nothing stored"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/firmware/campaigns", "/api/v1/firmware/campaigns/x/devices"])
+def test_campaign_routes_need_a_token(platform, path):
+    import requests
+    assert_error_body(requests.get(platform.http_url + path, timeout=10), 401)
