@@ -5,7 +5,8 @@ a socat pseudo-terminal pair and the real serial code on the other:
 - the edge (`[modem]`): a command SMS from a whitelisted number with the PIN toggles a pymodbus
   coil and the result comes back by SMS; an unknown number is refused (no write, no answer,
   counted in the gateway's health); a long message arrives in parts and is answered with a
-  concatenated reply; the platform sends an SMS through the edge's modem (RPC `sendSms`);
+  concatenated reply; the platform sends an SMS through the edge's modem (RPC `sendSms`); a
+  modem that stops answering is reopened, and what arrived meanwhile is read from the SIM;
 - the platform (`[notify.sms] via = "modem"`): the vending rule (stock < 10 %) texts the
   supplier through the modem and mails them through a local SMTP server (aiosmtpd).
 """
@@ -145,6 +146,24 @@ def test_concatenated_messages_both_ways(sms_setup):
     assert {e["coding"] for e in s.modem.events("submitted") if e["to"] == "+4930123456"} == {"ucs2"}
     # delivery reports counted
     wait_for(lambda: (s.health("sms_delivered") or 0) >= 4, what="the delivery reports")
+
+
+def test_a_modem_that_stops_answering_is_reopened_and_its_messages_read(sms_setup):
+    s = sms_setup
+    wait_for(lambda: s.health("connected") is True, timeout=30, what="the modem connected")
+    connects = s.health("connects")
+    s.modem.silence(True)
+    wait_for(lambda: s.health("connected") is False, timeout=30, what="the modem seen as gone")
+    # a command arriving meanwhile stays on the SIM (no +CMTI reaches the edge)
+    s.modem.deliver(ALLOWED, f"PUMP ON {PIN}")
+    wait_for(lambda: s.modem.events("stored"), what="the message stored on the SIM")
+    s.modem.silence(False)
+    wait_for(lambda: s.health("connected") is True and s.health("connects") > connects,
+             timeout=60, what="the modem reopened")
+    # read with AT+CMGL when the session starts, carried out, answered
+    wait_for(lambda: "write co 0 [True]" in s.pump.writes(), what="the coil write")
+    reply = wait_for(lambda: s.modem.sms(ALLOWED), what="the reply")
+    assert reply[0]["text"] == "PUMP ON: OK"
 
 
 @pytest.fixture(scope="module")

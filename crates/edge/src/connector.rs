@@ -72,6 +72,10 @@ pub trait Connector: Send {
     fn health(&self) -> Arc<Health>;
     /// Runs until `io.shutdown` turns true. Must never end on a device error.
     fn run(self: Box<Self>, io: ConnectorIo) -> ConnectorTask;
+    /// A sender for outbound SMS, if this connector drives a modem (for local rules).
+    fn sms_sender(&self) -> Option<modem::ModemHandle> {
+        None
+    }
 }
 
 /// A connector's health: reported as the gateway's telemetry (`<name>.connected`, ...).

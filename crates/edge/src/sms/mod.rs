@@ -1,8 +1,8 @@
 //! The SMS modem connector (`[modem]`): a GSM modem driven by the `modem` crate. Command
 //! messages from whitelisted numbers with the PIN become RPCs to the mapped sub-device and the
 //! result (or the error) goes back by SMS; other messages are refused, logged and counted.
-//! With `name` set the modem is itself a sub-device taking `sendSms {"to","text"}` (from the
-//! platform, or from the future local rules through the same command channel).
+//! With `name` set the modem is itself a sub-device taking `sendSms {"to","text"}` from the
+//! platform; local rules (not in the edge yet) get a sender from `Connector::sms_sender`.
 //!
 //! Health (`<name>.connected`, `.signal`, `.registration`, `.sms_sent`, `.sms_received`,
 //! `.sms_failed`, `.sms_refused`, `.sms_delivered`, `.sms_undelivered`) is copied from the
@@ -79,11 +79,6 @@ impl SmsConnector {
             task,
             events,
         })
-    }
-
-    /// A sender for outbound SMS (local rules); usable once the connector runs.
-    pub fn sender(&self) -> ModemHandle {
-        self.handle.clone()
     }
 
     async fn run_loop(self, mut io: ConnectorIo) {
@@ -279,5 +274,9 @@ impl Connector for SmsConnector {
     }
     fn run(self: Box<Self>, io: ConnectorIo) -> ConnectorTask {
         Box::pin(self.run_loop(io))
+    }
+    /// Usable once the connector runs (before, sends wait up to `hold` for the modem).
+    fn sms_sender(&self) -> Option<ModemHandle> {
+        Some(self.handle.clone())
     }
 }

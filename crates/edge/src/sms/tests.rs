@@ -53,6 +53,7 @@ async fn a_command_sms_becomes_an_rpc_and_its_result_an_sms() {
     let c = SmsConnector::with_opener(config, opener).unwrap();
     assert_eq!(c.devices()[0].name, "gsm-1");
     let health = c.health();
+    let sender = c.sms_sender().expect("a modem connector sends SMS");
     let (pump_tx, mut pump_rx) = mpsc::channel(4);
     let (readings, _r) = mpsc::channel(4);
     let (_cmd_tx, commands) = mpsc::channel(4);
@@ -123,6 +124,18 @@ async fn a_command_sms_becomes_an_rpc_and_its_result_an_sms() {
         assert!(tokio::time::Instant::now() < deadline, "{g:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // the sender local rules will use
+    sender.send("+4930123456", "rule fired").await.unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(SimEvent::Message { to, text, .. }) = events.recv().await {
+                return (to, text);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(sent, ("+4930123456".to_string(), "rule fired".to_string()));
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
