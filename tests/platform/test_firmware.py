@@ -258,3 +258,100 @@ def test_bad_signature_is_refused_with_the_reason(api):
 def test_campaign_routes_need_a_token(platform, path):
     import requests
     assert_error_body(requests.get(platform.http_url + path, timeout=10), 401)
+
+
+# ---------------------------------------------------------------------------
+# CoAP: ThingsBoard's fw/{token} resource, whole image by Block2 or chunk by chunk
+
+def coap_get(platform, path: str, block2=None, blockwise=True):
+    import asyncio
+
+    from aiocoap import Code, Context, Message
+    from aiocoap.optiontypes import BlockOption
+
+    async def run():
+        ctx = await Context.create_client_context()
+        try:
+            msg = Message(code=Code.GET, uri=f"coap://127.0.0.1:{platform.coap_port}/{path}")
+            if block2 is not None:
+                msg.opt.block2 = BlockOption.BlockwiseTuple(*block2)
+            return await asyncio.wait_for(ctx.request(msg, handle_blockwise=blockwise).response, 30)
+        finally:
+            await ctx.shutdown()
+    return asyncio.run(run())
+
+
+def coap_post(platform, path: str, body: dict):
+    import asyncio
+    import json
+
+    from aiocoap import Code, Context, Message
+
+    async def run():
+        ctx = await Context.create_client_context()
+        try:
+            msg = Message(code=Code.POST, uri=f"coap://127.0.0.1:{platform.coap_port}/{path}",
+                          payload=json.dumps(body).encode())
+            return await asyncio.wait_for(ctx.request(msg).response, 15)
+        finally:
+            await ctx.shutdown()
+    return asyncio.run(run())
+
+
+def test_coap_block2_download_in_a_campaign(api, platform):
+    from aiocoap import Code
+    prefix = uid("coap")
+    d = api.create_device(f"{prefix}-0")
+    token = d["access_token"]
+    image = os.urandom(70_000)
+    pkg = upload(api, "coapfw", uid("v"), image)
+    c = campaign(api, name=uid("coap"), firmware_id=pkg["id"], target={"devices": [d["name"]]},
+                 failure_threshold=0)
+    got = api.wait_attributes(d["id"], "shared", ["fw_title", "fw_version", "fw_checksum", "fw_size"])
+    shared = {k: v["value"] if isinstance(v, dict) else v for k, v in got.items()}
+    assert shared["fw_size"] == len(image)
+    q = f"title={shared['fw_title']}&version={shared['fw_version']}"
+    assert coap_post(platform, f"api/v1/{token}/telemetry", {"fw_state": "DOWNLOADING"}).code == Code.CHANGED
+    # The first block on its own: 1024 bytes, more follow, Size2 the whole image.
+    first = coap_get(platform, f"fw/{token}?{q}", block2=(0, False, 6), blockwise=False)
+    assert first.code == Code.CONTENT, first
+    assert first.opt.block2.block_number == 0 and first.opt.block2.more and len(first.payload) == 1024
+    assert first.opt.size2 == len(image)
+    last = coap_get(platform, f"fw/{token}?{q}", block2=(len(image) // 512, False, 5), blockwise=False)
+    assert not last.opt.block2.more and last.payload == image[len(image) // 512 * 512:]
+    # The whole image, reassembled by aiocoap from Block2 answers.
+    whole = coap_get(platform, f"fw/{token}?{q}")
+    assert whole.code == Code.CONTENT and whole.payload == image
+    assert hashlib.sha256(whole.payload).hexdigest() == shared["fw_checksum"]
+    # ThingsBoard's chunk form, and the other path.
+    chunk = coap_get(platform, f"fw/{token}?{q}&size=1000&chunk=3")
+    assert chunk.payload == image[3000:4000]
+    same = coap_get(platform, f"api/v1/{token}/firmware?{q}")
+    assert same.payload == image
+    for state in ("DOWNLOADED", "VERIFIED", "UPDATING", "UPDATED"):
+        assert coap_post(platform, f"api/v1/{token}/telemetry", {"fw_state": state}).code == Code.CHANGED
+    done = wait_state(api, c["id"], "completed")
+    assert done["counts"]["updated"] == 1
+    # Refusals: another version is 4.00, no package 4.04, a block past the end 4.00, bad token 4.01.
+    assert coap_get(platform, f"fw/{token}?title=coapfw&version=other").code == Code.BAD_REQUEST
+    assert coap_get(platform, f"sw/{token}").code == Code.NOT_FOUND
+    assert coap_get(platform, f"fw/{token}", block2=(1000, False, 6), blockwise=False).code == Code.BAD_REQUEST
+    assert coap_get(platform, f"fw/{'Q' * 24}").code == Code.UNAUTHORIZED
+
+
+def test_libcoap_block2_download(api, platform, tmp_path):
+    import shutil
+    import subprocess
+    client = next((shutil.which(n) for n in ("coap-client", "coap-client-notls", "coap-client-openssl",
+                                             "coap-client-gnutls") if shutil.which(n)), None)
+    if client is None:
+        pytest.skip("libcoap's coap-client is not installed")
+    d = api.create_device(uid("libcoap"))
+    image = os.urandom(40_000)
+    pkg = upload(api, "libcoapfw", uid("v"), image)
+    Api.ok(api.post(f"/api/v1/devices/{d['id']}/firmware", {"firmware_id": pkg["id"]}))
+    out = tmp_path / "image.bin"
+    target = f"coap://127.0.0.1:{platform.coap_port}/fw/{d['access_token']}?title=libcoapfw&version={pkg['version']}"
+    p = subprocess.run([client, "-m", "get", "-b", "512", "-o", str(out), target], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == image

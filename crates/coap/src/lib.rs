@@ -8,8 +8,10 @@
 //! - `resources`: the paths (`api/v1/{token}/telemetry|attributes|rpc[/id]`, `api/v1/provision`)
 //!   mapped onto the platform's device API, and errors onto CoAP codes (one place).
 //! - `observe`: observations of attributes and RPC: registrations, sinks, sequence numbers.
+//! - `firmware`: images for OTA updates (ThingsBoard's `fw/{token}`, chunks or Block2).
 
 mod dedup;
+mod firmware;
 mod observe;
 mod resources;
 mod server;

@@ -9,10 +9,12 @@
 //! | `api/v1/{token}/rpc` | POST | client-side RPC, answered in the response |
 //! | `api/v1/{token}/rpc/{id}` | POST | the reply to RPC `id` |
 //! | `api/v1/provision` | POST | self-provisioning |
+//! | `fw/{token}`, `sw/{token}`, `api/v1/{token}/firmware` | GET | the assigned image: `?size=&chunk=` one chunk, else block-wise (Block2); see `firmware` |
 
 use std::sync::Arc;
 
 use coap_lite::{ObserveOption, RequestType as Method, ResponseType as Status};
+use ib_core::firmware::Kind;
 use ib_core::{CoreError, DeviceCtx, Platform};
 use serde_json::Value;
 
@@ -20,6 +22,8 @@ use serde_json::Value;
 pub enum Outcome {
     /// Answer with a status and (JSON) payload.
     Reply(Status, Vec<u8>),
+    /// 2.05 with (part of) a firmware image.
+    Image(crate::firmware::ImageReply),
     /// Answer 2.04 once this commit is done (telemetry is acknowledged only when stored).
     Stored(store::Commit),
     /// Register an observation of the device's attributes (`rpc = false`) or RPCs, answering
@@ -37,6 +41,8 @@ pub struct Request<'a> {
     pub path: &'a [String],
     pub query: &'a [String],
     pub observe: Option<ObserveOption>,
+    /// The Block2 option (image downloads).
+    pub block2: Option<crate::firmware::Block2>,
     pub payload: &'a [u8],
 }
 
@@ -80,6 +86,9 @@ pub fn handle(p: &Platform, req: &Request) -> Outcome {
             return ok(Status::Content, Some(p.provision(req.payload)));
         }
         ["api", "v1", token, rest @ ..] if !rest.is_empty() => (*token, rest),
+        // ThingsBoard's OTA resources.
+        ["fw", token] => (*token, &["firmware"][..]),
+        ["sw", token] => (*token, &["software"][..]),
         _ => return Outcome::Reply(Status::NotFound, b"no such resource".to_vec()),
     };
     let ctx = match p.auth_token(token) {
@@ -132,10 +141,17 @@ pub fn handle(p: &Platform, req: &Request) -> Outcome {
                 .map(|_| ok(Status::Changed, None)),
             Err(_) => Err(CoreError::Invalid(format!("RPC id {id:?} is not a number"))),
         },
-        (_, ["telemetry" | "attributes" | "rpc"] | ["rpc", _]) => Ok(Outcome::Reply(
-            Status::MethodNotAllowed,
-            b"method not allowed".to_vec(),
-        )),
+        (Method::Get, ["firmware"]) => {
+            crate::firmware::image(p, &ctx, Kind::Firmware, req.query, req.block2)
+                .map(Outcome::Image)
+        }
+        (Method::Get, ["software"]) => {
+            crate::firmware::image(p, &ctx, Kind::Software, req.query, req.block2)
+                .map(Outcome::Image)
+        }
+        (_, ["telemetry" | "attributes" | "rpc" | "firmware" | "software"] | ["rpc", _]) => Ok(
+            Outcome::Reply(Status::MethodNotAllowed, b"method not allowed".to_vec()),
+        ),
         _ => Ok(Outcome::Reply(
             Status::NotFound,
             b"no such resource".to_vec(),

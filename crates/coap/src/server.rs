@@ -272,15 +272,35 @@ impl Server {
             // A GET without Observe=0 on the same token ends an observation (RFC 7641 3.6).
             self.cancel(&key);
         }
+        let block2 = req
+            .message
+            .get_option(CoapOption::Block2)
+            .and_then(|l| l.front())
+            .and_then(|raw| crate::firmware::Block2::parse(raw));
         let r = Request {
             method,
             path: &path,
             query: &query,
             observe,
+            block2,
             payload: &req.message.payload,
         };
         match resources::handle(&self.platform, &r) {
             Outcome::Reply(status, payload) => Ok(self.finish(&mut req, status, payload)),
+            Outcome::Image(img) => {
+                if let Some(resp) = req.response.as_mut() {
+                    // With our own Block2 option, coap-lite's block handler leaves the answer be.
+                    if let Some(b) = img.block2 {
+                        resp.message.add_option(CoapOption::Block2, b.encode());
+                    }
+                    let total = img.total.to_be_bytes();
+                    let skip = total.iter().take_while(|b| **b == 0).count();
+                    resp.message
+                        .add_option(CoapOption::Size2, total[skip..].to_vec());
+                }
+                let format = ContentFormat::ApplicationOctetStream;
+                Ok(self.finish_as(&mut req, Status::Content, img.bytes, Some(format)))
+            }
             Outcome::Stored(commit) => Err((req.response.take(), commit)),
             Outcome::Observe { ctx, rpc, initial } => {
                 self.cancel(&key);
@@ -309,14 +329,25 @@ impl Server {
         status: Status,
         payload: Vec<u8>,
     ) -> Vec<u8> {
+        self.finish_as(req, status, payload, None)
+    }
+
+    /// The response with `payload` in `format` (default: JSON, text for errors).
+    fn finish_as(
+        &mut self,
+        req: &mut CoapRequest<SocketAddr>,
+        status: Status,
+        payload: Vec<u8>,
+        format: Option<ContentFormat>,
+    ) -> Vec<u8> {
         if let Some(resp) = req.response.as_mut() {
             resp.set_status(status);
             if !payload.is_empty() {
-                let format = if status.is_error() {
+                let format = format.unwrap_or(if status.is_error() {
                     ContentFormat::TextPlain
                 } else {
                     ContentFormat::ApplicationJSON
-                };
+                });
                 resp.message.set_content_format(format);
             }
             resp.message.payload = payload;
