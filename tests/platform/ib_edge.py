@@ -248,7 +248,14 @@ class ModemSim(_Process):
         self._send({"deliver": {"from": sender, "text": text}})
 
     def silence(self, on: bool) -> None:
+        """Stops (or resumes) answering; returns once the simulator has done it."""
+        before = len([e for e in self.events("silenced") if e["on"] == on])
         self._send({"silence": on})
+        deadline = time.monotonic() + 10
+        while len([e for e in self.events("silenced") if e["on"] == on]) <= before:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"modem-sim did not acknowledge silence={on}")
+            time.sleep(0.02)
 
     def events(self, kind: str) -> list[dict]:
         out = []

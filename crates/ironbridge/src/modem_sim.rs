@@ -6,7 +6,8 @@
 //! `{"registration": 1}`. stdout: `{"event":"ready"}`, then `{"event":"submitted", "to",
 //! "text", "coding", "part": [seq, total] | null, "reference", "status_report"}` for each
 //! `AT+CMGS`, `{"event":"sms", "to", "text", "parts"}` for each whole message sent,
-//! `{"event":"stored", "slots": [...]}`, `{"event":"deleted", "slot": n}`.
+//! `{"event":"stored", "slots": [...]}`, `{"event":"deleted", "slot": n}`,
+//! `{"event":"silenced", "on": bool}` once a `silence` took effect.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -80,6 +81,7 @@ fn event(e: SimEvent) -> Value {
         }
         SimEvent::Stored(slots) => json!({"event": "stored", "slots": slots}),
         SimEvent::Deleted(slot) => json!({"event": "deleted", "slot": slot}),
+        SimEvent::Silenced(on) => json!({"event": "silenced", "on": on}),
     }
 }
 

@@ -540,6 +540,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Modem<S> {
                 let (_, tpdu) = pdu::split_sca(&bytes)?;
                 Ok(pdu::decode_incoming(tpdu)?)
             }
+            Mode::Text if p.len() >= 8 && p[1].parse::<u8>().is_ok() => {
+                // a status report: <stat>,<fo>,<mr>,<ra>,<tora>,<scts>,<dt>,<st>
+                report_from_text(&p[1..])
+                    .map(Incoming::StatusReport)
+                    .ok_or_else(|| ModemError::Unexpected("+CMGR".into(), p.join(",")))
+            }
             Mode::Text => {
                 // "REC UNREAD","<oa>",[alpha],"<scts>"
                 let from = at::from_ucs2_hex(p.get(1).map(String::as_str).unwrap_or(""));

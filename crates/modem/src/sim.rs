@@ -30,6 +30,9 @@ pub struct SimConfig {
     pub capacity: usize,
     /// `+CSQ` rssi.
     pub signal: u8,
+    /// Refuse `AT+CNMI` with ds = 1 (reports routed as `+CDS`), as modems that only store
+    /// reports do: they come as `+CDSI` then.
+    pub stored_reports: bool,
 }
 
 impl Default for SimConfig {
@@ -39,6 +42,7 @@ impl Default for SimConfig {
             searching: 1,
             capacity: 30,
             signal: 21,
+            stored_reports: false,
         }
     }
 }
@@ -72,6 +76,8 @@ pub enum SimEvent {
     Stored(Vec<u32>),
     /// A slot deleted by `AT+CMGD`.
     Deleted(u32),
+    /// A [`SimCommand::Silence`] took effect.
+    Silenced(bool),
 }
 
 /// The service centre the simulated network reports in stored PDUs.
@@ -349,7 +355,8 @@ impl Sim {
             let p: Vec<Option<u8>> = at::params(&v).iter().map(|s| s.parse().ok()).collect();
             let mt = p.get(1).copied().flatten().unwrap_or(0);
             let ds = p.get(3).copied().flatten().unwrap_or(0);
-            if p.iter().any(Option::is_none) || mt > 3 || ds > 2 {
+            let refused = ds == 1 && self.config.stored_reports;
+            if p.iter().any(Option::is_none) || mt > 3 || ds > 2 || refused {
                 return self.cms(out, 302, "operation not allowed");
             }
             (self.mt, self.ds) = (mt, ds);
@@ -483,14 +490,18 @@ impl Sim {
                 ),
                 self.te(&d.data.text),
             ),
-            Incoming::StatusReport(r) => (
-                format!(
-                    "\"{stat}\",6,{},\"{}\",145",
-                    r.reference,
-                    self.te(&r.recipient)
-                ),
-                String::new(),
-            ),
+            Incoming::StatusReport(r) => {
+                let (t, d) = (
+                    crate::driver::format_scts(&r.timestamp),
+                    crate::driver::format_scts(&r.discharge),
+                );
+                let ra = self.te(&r.recipient);
+                let head = format!(
+                    "\"{stat}\",6,{},\"{ra}\",145,\"{t}\",\"{d}\",{}",
+                    r.reference, r.status
+                );
+                (head, String::new())
+            }
         }
     }
 
@@ -600,7 +611,10 @@ impl Sim {
     fn control(&mut self, c: SimCommand) -> Vec<u8> {
         let mut out = Vec::new();
         match c {
-            SimCommand::Silence(on) => self.silent = on,
+            SimCommand::Silence(on) => {
+                self.silent = on;
+                let _ = self.events.send(SimEvent::Silenced(on));
+            }
             SimCommand::Registration(stat) => self.stat = Some(stat),
             SimCommand::Deliver { from, text } => {
                 self.next_ref = self.next_ref.wrapping_add(1);

@@ -218,9 +218,10 @@ async fn receives_reads_lists_and_deletes() {
 
 #[tokio::test]
 async fn a_silent_modem_is_a_link_error() {
-    let (mut m, p) = simulated(SimConfig::default(), fast());
+    let (mut m, mut p) = simulated(SimConfig::default(), fast());
     m.init().await.unwrap();
     p.control.send(SimCommand::Silence(true)).unwrap();
+    while p.next().await != SimEvent::Silenced(true) {}
     let e = m.signal().await.unwrap_err();
     assert!(e.is_link(), "{e}");
     let e = m.send("+4917012345678", "hi").await.unwrap_err();
@@ -267,4 +268,33 @@ fn text_mode_time_stamps() {
     assert_eq!((t.year, t.day, t.second, t.tz_quarters), (26, 26, 9, -8));
     assert_eq!(format_scts(&t), "26/11/26,18:05:09-08");
     assert_eq!(parse_scts("garbage"), None);
+}
+
+#[tokio::test]
+async fn stored_status_reports_are_read_in_both_modes() {
+    for mode in [Mode::Pdu, Mode::Text] {
+        let config = SimConfig {
+            stored_reports: true,
+            ..SimConfig::default()
+        };
+        let (mut m, _p) = simulated(config, Settings { mode, ..fast() });
+        m.init().await.unwrap();
+        let refs = m.send("+4917012345678", "report me").await.unwrap();
+        let index = loop {
+            m.wait_event().await.unwrap();
+            if let Some(Event::ReportStored(i)) = m.take_event() {
+                break i;
+            }
+        };
+        match m.read(index).await.unwrap() {
+            Some(Incoming::StatusReport(r)) => {
+                assert_eq!(
+                    (r.reference, r.recipient.as_str()),
+                    (refs[0], "+4917012345678")
+                );
+                assert_eq!(r.delivered(), Some(true), "{mode:?}");
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+    }
 }

@@ -121,6 +121,8 @@ async fn a_modem_that_stops_answering_is_reopened() {
     until("the modem up", || h.stats.connected.load(Ordering::Relaxed)).await;
     let first = sims.controls.lock().unwrap()[0].clone();
     first.send(SimCommand::Silence(true)).unwrap();
+    let mut first_events = sims.events.lock().unwrap().remove(0);
+    while first_events.recv().await != Some(SimEvent::Silenced(true)) {}
     // this send times out: the service reopens (a fresh simulator answers)
     assert!(h
         .send("+4917012345678", "lost")
