@@ -7,7 +7,8 @@
 //! "text", "coding", "part": [seq, total] | null, "reference", "status_report"}` for each
 //! `AT+CMGS`, `{"event":"sms", "to", "text", "parts"}` for each whole message sent,
 //! `{"event":"stored", "slots": [...]}`, `{"event":"deleted", "slot": n}`,
-//! `{"event":"silenced", "on": bool}` once a `silence` took effect.
+//! `{"event":"silenced", "on": bool}` once a `silence` took effect, `{"event":"pin", "right"}`
+//! for each `AT+CPIN=` tried.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -82,6 +83,7 @@ fn event(e: SimEvent) -> Value {
         SimEvent::Stored(slots) => json!({"event": "stored", "slots": slots}),
         SimEvent::Deleted(slot) => json!({"event": "deleted", "slot": slot}),
         SimEvent::Silenced(on) => json!({"event": "silenced", "on": on}),
+        SimEvent::PinEntered { right } => json!({"event": "pin", "right": right}),
     }
 }
 

@@ -74,6 +74,10 @@ pub enum ModemError {
     Command { command: String, error: String },
     #[error("SIM: {0}")]
     Sim(String),
+    /// The SIM refused the configured PIN: it must not be tried again (three wrong tries
+    /// block the SIM until its PUK is entered).
+    #[error("SIM: PIN refused ({0}); not tried again until restarted with the right PIN")]
+    PinRefused(String),
     #[error("network registration: {0}")]
     Registration(String),
     #[error("unexpected answer to {0}: {1:?}")]
@@ -423,7 +427,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Modem<S> {
         // one attempt only: a wrong PIN tried again and again would block the SIM
         self.command(&format!("AT+CPIN=\"{pin}\""))
             .await
-            .map_err(|e| ModemError::Sim(format!("PIN refused ({e}); not retried")))?;
+            .map_err(|e| ModemError::PinRefused(e.to_string()))?;
         let deadline = Instant::now() + self.settings.registration_timeout;
         loop {
             if state(&self.command("AT+CPIN?").await?) == "READY" {

@@ -192,6 +192,7 @@ pub fn prepare(
         stats: stats.clone(),
         events: events_tx,
         reassembly: Reassembly::default(),
+        pin_refused: None,
     };
     (
         ModemHandle { tx, stats },
@@ -221,6 +222,8 @@ struct Task {
     stats: Arc<ModemStats>,
     events: mpsc::Sender<ModemEvent>,
     reassembly: Reassembly,
+    /// Why the SIM refused the PIN, once it has: the PIN is not entered again.
+    pin_refused: Option<String>,
 }
 
 /// How a session ended.
@@ -278,7 +281,19 @@ impl Task {
             .await
             .map_err(|e| ModemError::Io(e.to_string()))?;
         let mut modem = Modem::new(port, self.settings.clone());
-        let status = modem.init().await?;
+        let status = match modem.init().await {
+            Err(ModemError::PinRefused(e)) => {
+                // reopening must not try it again: the SIM blocks after three wrong PINs
+                self.settings.pin = None;
+                self.pin_refused = Some(e.clone());
+                return Err(ModemError::PinRefused(e));
+            }
+            Err(ModemError::Sim(_)) if self.pin_refused.is_some() => {
+                let e = self.pin_refused.clone().unwrap_or_default();
+                return Err(ModemError::PinRefused(e));
+            }
+            other => other?,
+        };
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         self.stats
             .registration

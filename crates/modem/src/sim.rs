@@ -78,6 +78,8 @@ pub enum SimEvent {
     Deleted(u32),
     /// A [`SimCommand::Silence`] took effect.
     Silenced(bool),
+    /// `AT+CPIN="..."` was tried (right or wrong).
+    PinEntered { right: bool },
 }
 
 /// The service centre the simulated network reports in stored PDUs.
@@ -317,13 +319,16 @@ impl Sim {
             .or_else(|| cmd.strip_prefix("at+cpin="))
         {
             let given = v.trim_matches('"');
-            return match &self.config.pin {
-                _ if self.pin_ok => self.cme(out, 3, "operation not allowed"),
-                Some(p) if p == given => {
-                    self.pin_ok = true;
-                    self.ok(out)
-                }
-                _ => self.cme(out, 16, "incorrect password"),
+            if self.pin_ok {
+                return self.cme(out, 3, "operation not allowed");
+            }
+            let right = self.config.pin.as_deref() == Some(given);
+            let _ = self.events.send(SimEvent::PinEntered { right });
+            return if right {
+                self.pin_ok = true;
+                self.ok(out)
+            } else {
+                self.cme(out, 16, "incorrect password")
             };
         }
         if let Some(v) = arg("AT+CREG=") {

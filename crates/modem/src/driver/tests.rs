@@ -77,7 +77,7 @@ async fn a_missing_or_wrong_pin_is_a_sim_error() {
     let (mut m, _p) = simulated(config, wrong);
     let e = m.init().await.unwrap_err();
     assert!(
-        matches!(&e, ModemError::Sim(s) if s.contains("incorrect password")),
+        matches!(&e, ModemError::PinRefused(s) if s.contains("incorrect password")),
         "{e}"
     );
 }

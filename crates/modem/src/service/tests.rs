@@ -11,16 +11,20 @@ struct Sims {
     opened: AtomicUsize,
 }
 
-/// An opener starting a fresh simulator on each open; `silence_first`: the first one stops
-/// answering once initialised.
+/// An opener starting a fresh simulator on each open.
 fn opener(sims: Arc<Sims>) -> Opener {
+    opener_with(sims, SimConfig::default())
+}
+
+fn opener_with(sims: Arc<Sims>, config: SimConfig) -> Opener {
     Arc::new(move || {
+        let config = config.clone();
         let sims = sims.clone();
         Box::pin(async move {
             let (a, b) = tokio::io::duplex(4096);
             let (control, rx) = mpsc::unbounded_channel();
             let (tx, events) = mpsc::unbounded_channel();
-            tokio::spawn(sim::run(b, SimConfig::default(), rx, tx));
+            tokio::spawn(sim::run(b, config, rx, tx));
             sims.controls.lock().unwrap().push(control);
             sims.events.lock().unwrap().push(events);
             sims.opened.fetch_add(1, Ordering::SeqCst);
@@ -176,5 +180,45 @@ async fn a_port_that_cannot_open_fails_sends_at_once() {
     assert!(
         matches!(&e, ModemError::NotReady(m) if m.contains("no such port")),
         "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_pin_is_never_tried_again() {
+    let sims = Arc::new(Sims {
+        controls: Mutex::new(Vec::new()),
+        events: Mutex::new(Vec::new()),
+        opened: AtomicUsize::new(0),
+    });
+    let config = SimConfig {
+        pin: Some("1234".into()),
+        ..SimConfig::default()
+    };
+    let wrong = Settings {
+        pin: Some("9999".into()),
+        ..settings()
+    };
+    let (h, _events) = spawn(
+        "x".into(),
+        opener_with(sims.clone(), config),
+        wrong,
+        Duration::from_secs(60),
+    );
+    until("three opens", || sims.opened.load(Ordering::SeqCst) >= 3).await;
+    until("the third refusal", || {
+        h.stats.errors.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    let mut tries = 0;
+    for mut e in sims.events.lock().unwrap().drain(..) {
+        while let Ok(ev) = e.try_recv() {
+            tries += usize::from(matches!(ev, SimEvent::PinEntered { .. }));
+        }
+    }
+    assert_eq!(tries, 1, "the PIN was entered {tries} times");
+    let last = h.stats.last_error().unwrap();
+    assert!(
+        last.contains("PIN refused") && last.contains("not tried again"),
+        "{last}"
     );
 }
