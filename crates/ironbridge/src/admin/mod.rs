@@ -5,11 +5,14 @@
 //!
 //! - `registry`: tenants, customers, profiles, devices;
 //! - `accounts`: users and API clients (changing a user revokes their API sessions);
+//! - `firmware`: OTA packages and campaigns, through a running server's API (`rest`);
 //! - `output`: tables, JSON, names for ids.
 
 mod accounts;
+mod firmware;
 mod output;
 mod registry;
+mod rest;
 
 use std::path::PathBuf;
 
@@ -56,6 +59,8 @@ pub enum AdminCommand {
     /// API clients (OAuth 2.0 client credentials for programs).
     #[command(subcommand)]
     ApiClient(ApiClientCommand),
+    /// OTA packages and campaigns (through a running server: --url, --password or --token).
+    Firmware(firmware::FirmwareArgs),
 }
 
 /// The data dir's registry and accounts.
@@ -66,6 +71,9 @@ pub struct Ctx {
 
 /// Runs an admin command.
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+    if let AdminCommand::Firmware(f) = args.what {
+        return firmware::run(f)?.print(args.json);
+    }
     let dir = args.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data dir {}", dir.display()))?;
@@ -84,6 +92,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Device(c) => registry::device(&ctx, c)?,
         AdminCommand::User(c) => accounts::user(&ctx, c)?,
         AdminCommand::ApiClient(c) => accounts::api_client(&ctx, c)?,
+        AdminCommand::Firmware(_) => unreachable!("handled above"),
     };
     out.print(args.json)
 }
