@@ -2,7 +2,7 @@
 //! dir, its row in `platform.db`), the tenant's Ed25519 keys that signed images are checked
 //! against, assignment to a device (ThingsBoard's shared attributes `fw_title`, `fw_version`,
 //! `fw_checksum`, `fw_checksum_algorithm`, `fw_size`, so that its device SDKs update
-//! unchanged), the image served in chunks to the device, and the state the device reports
+//! unchanged; a signed image adds `fw_signature`, hex, and `fw_signature_algorithm`), the image served in chunks to the device, and the state the device reports
 //! (`fw_state`, `fw_error`, `current_fw_title`, `current_fw_version` telemetry).
 //!
 //! Packages are immutable: an image is written to a temporary file, synced, checked and renamed
@@ -106,6 +106,8 @@ pub struct Package {
     pub checksum_algorithm: String,
     /// The id of the key whose signature verified, for signed images.
     pub signed_by: Option<String>,
+    /// The Ed25519 signature over the image, hex (delivered to devices as `fw_signature`).
+    pub signature: Option<String>,
     pub created: i64,
 }
 
@@ -158,11 +160,12 @@ fn package_row(r: &Row) -> rusqlite::Result<Package> {
         checksum_algorithm: "SHA256".into(),
         signed_by: r.get(8)?,
         created: r.get(9)?,
+        signature: r.get::<_, Option<Vec<u8>>>(10)?.map(|b| hex(&b)),
     })
 }
 
 const SELECT: &str = "SELECT id, tenant_id, kind, title, version, profile_id, size, checksum,
-    signed_by, created_ms FROM firmware";
+    signed_by, created_ms, signature FROM firmware";
 
 /// A failure with an image file.
 fn io(e: std::io::Error) -> CoreError {
@@ -187,6 +190,14 @@ impl Firmware {
     pub fn open(db: Arc<Db>, dir: &Path) -> Result<Firmware> {
         db.conn().execute_batch(SCHEMA)?;
         db.conn().execute_batch(campaign::SCHEMA)?;
+        let has: bool = db
+            .conn()
+            .prepare("SELECT 1 FROM pragma_table_info('firmware') WHERE name = 'signature'")?
+            .exists([])?;
+        if !has {
+            db.conn()
+                .execute_batch("ALTER TABLE firmware ADD COLUMN signature BLOB;")?;
+        }
         Ok(Firmware {
             campaigns: Campaigns::new(db.clone()),
             db,
@@ -227,7 +238,8 @@ impl Firmware {
         std::fs::rename(&tmp, self.image(&id)).map_err(io)?;
         let inserted = self.db.conn().execute(
             "INSERT INTO firmware (id, tenant_id, kind, title, version, profile_id, size, checksum,
-             signed_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             signed_by, created_ms, signature)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 id,
                 tenant,
@@ -238,7 +250,8 @@ impl Firmware {
                 image.len() as i64,
                 checksum,
                 signed_by,
-                now_ms()
+                now_ms(),
+                new.signature.as_ref().filter(|_| signed_by.is_some())
             ],
         );
         if let Err(e) = inserted {
@@ -513,9 +526,20 @@ impl Platform {
             format!("{p}_checksum_algorithm"): "SHA256",
             format!("{p}_size"): pkg.size,
         });
-        let Value::Object(attrs) = attrs else {
+        let Value::Object(mut attrs) = attrs else {
             unreachable!("a JSON object")
         };
+        // A signed image's signature goes with it; an unsigned one takes an old one away.
+        let sig_keys = [format!("{p}_signature"), format!("{p}_signature_algorithm")];
+        match &pkg.signature {
+            Some(sig) => {
+                attrs.insert(sig_keys[0].clone(), json!(sig));
+                attrs.insert(sig_keys[1].clone(), json!("ED25519"));
+            }
+            None => {
+                self.delete_shared(&d.id, &sig_keys)?;
+            }
+        }
         self.set_shared(&d.id, attrs)?;
         self.firmware.campaigns.record(&HistoryEntry {
             device: d.id.clone(),

@@ -41,11 +41,37 @@ fn signed_images_verify_against_the_tenants_keys() {
         .firmware
         .add_key(&tenant, "release", pair.public_key().as_ref())
         .unwrap();
+    let sig_bytes = sig.clone();
     let pkg = p
         .firmware
         .create(&tenant, package("pump", "1.0", Some(sig)), &image)
         .unwrap();
     assert_eq!(pkg.signed_by.as_deref(), Some(key.id.as_str()));
+    // The signature goes to the device with the image; an unsigned package takes it away.
+    assert_eq!(pkg.signature.as_deref(), Some(hex(&sig_bytes).as_str()));
+    let (d, _) = p
+        .registry
+        .create_device(
+            &tenant,
+            NewDevice {
+                name: "signed-1".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    p.assign_firmware(&d.id, &pkg.id).unwrap();
+    let shared = p.attributes.values(&d.id, Scope::Shared, None).unwrap();
+    assert_eq!(shared["fw_signature"], hex(&sig_bytes).as_str());
+    assert_eq!(shared["fw_signature_algorithm"], "ED25519");
+    let plain = p
+        .firmware
+        .create(&tenant, package("pump", "0.9", None), &image)
+        .unwrap();
+    assert_eq!(plain.signature, None);
+    p.assign_firmware(&d.id, &plain.id).unwrap();
+    let shared = p.attributes.values(&d.id, Scope::Shared, None).unwrap();
+    assert!(shared.get("fw_signature").is_none(), "{shared:?}");
+    assert_eq!(shared["fw_version"], "0.9");
     assert_eq!(pkg.size, 100_000);
     let digest = ring::digest::digest(&ring::digest::SHA256, &image);
     assert_eq!(pkg.checksum, hex(digest.as_ref()));
@@ -63,7 +89,7 @@ fn signed_images_verify_against_the_tenants_keys() {
         .firmware
         .create(&tenant, package("pump", "1.1", Some(sig)), &tampered)
         .is_err());
-    assert_eq!(p.firmware.list(Some(&tenant)).unwrap().len(), 1);
+    assert_eq!(p.firmware.list(Some(&tenant)).unwrap().len(), 2);
     // Same title and version again: refused (packages are immutable).
     assert!(matches!(
         p.firmware
