@@ -9,7 +9,7 @@
 #   scripts/test-ui.sh screenshots       # the same run, saving docs/screenshots/*.png: every page
 #                                        # (login, overview, devices, device, alarms, alarm, rules,
 #                                        # rule, users, clients, tenant-chooser, map, dashboards,
-#                                        # dashboard, dashboard-edit) and the phone
+#                                        # dashboard, dashboard-edit, campaigns, campaign) and the phone
 #                                        # layout of each (*-phone.png); the tests take them
 set -euo pipefail
 

@@ -767,6 +767,56 @@ test('a dashboard exported and imported again has the same widgets; an operator 
   }
 });
 
+test('a firmware campaign: states per stage, a failure with its error, halted, then cancelled', async () => {
+  const fleet = [];
+  for (const name of ['fw-a', 'fw-b']) fleet.push(await rest('/api/v1/devices', { method: 'POST', body: { name } }));
+  const login = await (await fetch(`${server.base}/api/v1/auth/login`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'admin', password: PASSWORD }),
+  })).json();
+  const form = new FormData();
+  form.set('title', 'pump-fw');
+  form.set('version', '2.0');
+  form.set('file', new Blob([new Uint8Array(4096).fill(7)]), 'pump.bin');
+  const up = await fetch(`${server.base}/api/v1/firmware`, {
+    method: 'POST', headers: { authorization: `Bearer ${login.token}` }, body: form,
+  });
+  assert.equal(up.status, 201, await up.clone().text());
+  const pkg = await up.json();
+  const c = await rest('/api/v1/firmware/campaigns', { method: 'POST', body: {
+    name: 'pumps 2.0', firmware_id: pkg.id, target: { name_prefix: 'fw-' }, stages: [50, 100], failure_threshold: 0,
+  } });
+  let offered = [];
+  await until(async () => {
+    offered = (await rest(`/api/v1/firmware/campaigns/${c.id}/devices?state=ASSIGNED`)).data;
+    return offered.length === 1;
+  }, 'the first stage offered');
+  const dev = fleet.find((d) => d.id === offered[0].device);
+  const res = await fetch(`${server.base}/api/v1/${dev.access_token}/telemetry`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ fw_state: 'FAILED', fw_error: 'Checksum verification failed!' }),
+  });
+  assert.ok(res.ok);
+
+  await page.getByRole('link', { name: 'Firmware' }).click();
+  const row = page.locator(`tr[data-campaign="${c.id}"]`);
+  await row.getByText('halted', { exact: true }).waitFor();
+  await row.getByText('0 updated, 1 failed of 2').waitFor();
+  await shot(page, 'campaigns');
+  await row.getByRole('link', { name: 'pumps 2.0' }).click();
+  await page.getByTestId('campaign-state').getByText('halted').waitFor();
+  await page.getByTestId('campaign-reason').getByText('1 of 1 devices failed').waitFor();
+  await page.getByTestId('failure-error').getByText('Checksum verification failed!').waitFor();
+  const cell = (stage, k) => page.locator(`[data-testid="stage-table"] tr[data-stage="${stage}"] td[data-count="${k}"]`);
+  assert.equal(await cell(1, 'failed').textContent(), '1');
+  assert.equal(await cell(2, 'pending').textContent(), '1');
+  await shot(page, 'campaign');
+  await page.getByRole('button', { name: 'Cancel campaign' }).click();
+  await page.getByTestId('campaign-state').getByText('cancelled').waitFor();
+  assert.equal((await rest(`/api/v1/firmware/campaigns/${c.id}`)).state, 'cancelled');
+  assert.equal(await page.getByRole('button', { name: 'Resume' }).count(), 0);
+});
+
 /** Opens `hash` on the phone page, waits for `ready` and checks nothing sticks out sideways. */
 async function fitsPhone(phone, hash, ready, name) {
   await phone.goto(server.base + '/' + hash);
@@ -800,6 +850,7 @@ test('the phone viewport shows the device list usably', async () => {
     await fitsPhone(phone, '#/map', phone.locator('path.device-marker').first(), 'map-phone');
     await fitsPhone(phone, '#/rules/new', phone.getByRole('button', { name: 'Run backtest' }), 'rule-phone');
     await fitsPhone(phone, '#/dashboards', phone.locator('tr[data-dashboard="Pump room"]'), 'dashboards-phone');
+    await fitsPhone(phone, '#/firmware', phone.getByTestId('campaign-table').getByText('pumps 2.0'), 'campaigns-phone');
     await fitsPhone(phone, `#/dashboards/${dashboardId}`, phone.getByRole('region', { name: 'Valve' }).getByRole('switch'), 'dashboard-phone');
     // Every widget within the screen's width, one under the other.
     const boxes = await phone.locator('section[data-widget]').evaluateAll((els) => els.map((e) => e.getBoundingClientRect().toJSON()));

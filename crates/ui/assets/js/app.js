@@ -14,6 +14,7 @@ import { Users } from './users.js';
 import { Clients } from './clients.js';
 import { Dashboards } from './dashboards.js';
 import { Dashboard } from './dashboard.js';
+import { Campaigns, Campaign } from './firmware.js';
 import { useMe, atLeast } from './account.js';
 import { useTenant, TenantChooser } from './tenants.js';
 
@@ -58,6 +59,8 @@ function Page({ route }) {
   if (first === 'rules') return html`<${Rules} />`;
   if (first === 'dashboards' && id) return html`<${Dashboard} key=${id} id=${id} />`;
   if (first === 'dashboards') return html`<${Dashboards} />`;
+  if (first === 'firmware' && id) return html`<${Campaign} key=${id} id=${id} />`;
+  if (first === 'firmware') return html`<${Campaigns} />`;
   if (first === 'users') return html`<${Users} />`;
   if (first === 'clients') return html`<${Clients} />`;
   if (first === 'map') return html`<${Lazy} load=${() => import('./map.js')} name="MapPage" />`;
@@ -78,7 +81,7 @@ function App() {
   return html`
     <header class="top">
       <span class="brand"><img src="/icon.svg" alt="" />Ironbridge</span>
-      <nav aria-label="Main">${link('overview', 'Overview')}${link('dashboards', 'Dashboards')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('map', 'Map')}${link('rules', 'Rules')}
+      <nav aria-label="Main">${link('overview', 'Overview')}${link('dashboards', 'Dashboards')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('map', 'Map')}${link('rules', 'Rules')}${link('firmware', 'Firmware')}
         ${admin && link('users', 'Users')}${admin && link('clients', 'API clients')}</nav>
       <${TenantChooser} ...${tenant} />
       ${me && html`<span class="who" data-testid="who">${me.name} · ${me.role}</span>`}
