@@ -178,4 +178,17 @@ mod tests {
         assert_eq!(from_ucs2_hex(&ucs2_hex("+49 ж")), "+49 ж");
         assert_eq!(from_ucs2_hex("+4917"), "+4917");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_line_is_classified_without_panic(line in "\\PC{0,80}", prefix in proptest::sample::select(
+            vec!["", "+CMTI: ", "+CDS: ", "+CDSI: ", "+CMT: ", "+CREG: ", "+CMS ERROR: "]))
+        {
+            let l = format!("{prefix}{line}");
+            let _ = final_code(&l);
+            let _ = urc(&l);
+            let _ = params(&l);
+            let _ = from_ucs2_hex(&l);
+        }
+    }
 }

@@ -298,3 +298,50 @@ async fn stored_status_reports_are_read_in_both_modes() {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever a broken modem sends back, the driver answers with a result or an error
+    /// (a timeout at worst), never a panic or a hang.
+    #[test]
+    fn arbitrary_modem_output_never_panics(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        prefix in proptest::sample::select(vec![
+            "", "\r\nOK\r\n", "\r\n+CMGR: 0,,30\r\n", "\r\n+CMGL: 1,0,,30\r\n",
+            "\r\n+CDS: 20\r\n", "\r\n> ", "\r\n+CMT: ,9\r\n",
+        ]),
+    ) {
+        // paused time: the command timeouts pass at once when nothing else can happen
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            for step in 0..4 {
+                let (a, mut b) = tokio::io::duplex(4096);
+                let mut input = prefix.as_bytes().to_vec();
+                input.extend(&bytes);
+                input.extend(b"\r\nOK\r\n");
+                b.write_all(&input).await.unwrap();
+                // the modem's side reads whatever the driver writes, until the driver is gone
+                tokio::spawn(async move {
+                    let mut sink = [0u8; 256];
+                    while b.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+                });
+                let mut m = Modem::new(a, fast());
+                let r = match step {
+                    0 => m.list().await.map(drop),
+                    1 => m.read(1).await.map(drop),
+                    2 => m.send("+4917012345678", "hi").await.map(drop),
+                    // cannot end on its own (it waits for the modem): bounded here
+                    _ => tokio::time::timeout(Duration::from_secs(1), m.wait_event())
+                        .await
+                        .unwrap_or(Ok(())),
+                };
+                let _ = r;
+                while m.take_event().is_some() {}
+            }
+        });
+    }
+}
