@@ -355,3 +355,32 @@ def test_libcoap_block2_download(api, platform, tmp_path):
     p = subprocess.run([client, "-m", "get", "-b", "512", "-o", str(out), target], capture_output=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert out.read_bytes() == image
+
+
+def test_profile_assignment_follows_new_devices(api):
+    profile = api.create_profile(uid("meters"))
+    d1 = api.create_device(uid("m"), profile=profile["name"])
+    pkg = upload(api, "meterfw", uid("v"), os.urandom(2_000))
+    r = Api.ok(api.post(f"/api/v1/profiles/{profile['id']}/firmware", {"firmware_id": pkg["id"]}))
+    assert r["devices"] == 1 and r["package"]["id"] == pkg["id"], r
+    assert api.wait_attributes(d1["id"], "shared", ["fw_version"])
+    # A device that joins the profile later gets the package within the driver's next pass.
+    d2 = api.create_device(uid("m"), profile=profile["name"])
+    got = api.wait_attributes(d2["id"], "shared", ["fw_title", "fw_version", "fw_checksum"])
+    v = got["fw_checksum"]
+    assert (v["value"] if isinstance(v, dict) else v) == pkg["checksum"]
+    mine = Api.ok(api.get(f"/api/v1/profiles/{profile['id']}/firmware"))
+    assert mine["firmware"]["package"]["id"] == pkg["id"] and mine["software"] is None
+    assert_error_body(api.delete(f"/api/v1/firmware/{pkg['id']}"), 409)
+    assert api.delete(f"/api/v1/profiles/{profile['id']}/firmware").status_code == 204
+    assert Api.ok(api.get(f"/api/v1/profiles/{profile['id']}/firmware"))["firmware"] is None
+
+
+def test_a_64_mib_image_uploads_and_serves_ranges(api):
+    size = 64 << 20
+    image = os.urandom(size)
+    pkg = upload(api, "big", uid("v"), image)
+    assert pkg["size"] == size and pkg["checksum"] == hashlib.sha256(image).hexdigest()
+    r = api.get(f"/api/v1/firmware/{pkg['id']}/image", headers={"Range": f"bytes={size - 1000}-"})
+    assert r.status_code == 206 and r.content == image[-1000:]
+    assert r.headers["content-range"] == f"bytes {size - 1000}-{size - 1}/{size}"

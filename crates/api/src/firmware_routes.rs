@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
+use ib_core::firmware::profile::ProfilePackage;
 use ib_core::firmware::{DeviceFirmware, Kind, NewPackage, Package, SigningKey, MAX_IMAGE_BYTES};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
@@ -36,6 +37,11 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_keys, add_key))
         .routes(routes!(delete_key))
         .routes(routes!(device_firmware, assign_firmware))
+        .routes(routes!(
+            profile_firmware,
+            assign_profile_firmware,
+            unassign_profile_firmware
+        ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -295,4 +301,68 @@ async fn device_firmware(
         firmware: fw.of_device(&d.id, Kind::Firmware)?,
         software: fw.of_device(&d.id, Kind::Software)?,
     }))
+}
+
+/// A profile's packages.
+#[derive(Serialize, ToSchema)]
+struct ProfileUpdates {
+    firmware: Option<ProfilePackage>,
+    software: Option<ProfilePackage>,
+}
+
+/// Assigns a package to every device of the profile now, and to devices that join it later
+/// without a package of that kind (within a second); a device's own assignment wins.
+#[utoipa::path(post, path = "/api/v1/profiles/{id}/firmware", tag = "firmware",
+    security(("bearer" = ["write"])), params(("id" = String, Path)), request_body = Assign,
+    responses((status = 200, body = ProfilePackage)))]
+async fn assign_profile_firmware(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: JsonBody<Assign>,
+) -> ApiResult<Json<ProfilePackage>> {
+    let Json(a) = body?;
+    let p = s.platform.clone();
+    let now = ib_core::db::now_ms();
+    let assigned =
+        crate::error::blocking(move || p.assign_profile_firmware(&id, &a.firmware_id, now)).await?;
+    Ok(Json(assigned))
+}
+
+/// The profile's firmware and software packages.
+#[utoipa::path(get, path = "/api/v1/profiles/{id}/firmware", tag = "firmware",
+    security(("bearer" = ["read"])), params(("id" = String, Path)),
+    responses((status = 200, body = ProfileUpdates)))]
+async fn profile_firmware(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ProfileUpdates>> {
+    let pr = s.platform.registry.profile_by_id(&id)?;
+    Ok(Json(ProfileUpdates {
+        firmware: s.platform.profile_firmware(&pr.id, Kind::Firmware)?,
+        software: s.platform.profile_firmware(&pr.id, Kind::Software)?,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct KindQuery {
+    /// `firmware` (default) or `software`.
+    kind: Option<Kind>,
+}
+
+/// Stops giving the profile's package to new devices (devices keep what they were given);
+/// 204 also when the profile had none.
+#[utoipa::path(delete, path = "/api/v1/profiles/{id}/firmware", tag = "firmware",
+    security(("bearer" = ["write"])), params(("id" = String, Path), KindQuery),
+    responses((status = 204, description = "unassigned")))]
+async fn unassign_profile_firmware(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: QueryOf<KindQuery>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    let pr = s.platform.registry.profile_by_id(&id)?;
+    s.platform
+        .unassign_profile_firmware(&pr.id, q.kind.unwrap_or_default())?;
+    Ok(StatusCode::NO_CONTENT)
 }

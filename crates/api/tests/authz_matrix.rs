@@ -416,7 +416,9 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         ("POST", "/api/v1/firmware") => Some(json!({})),
         ("POST", "/api/v1/firmware-keys") => Some(json!({"tenant": tenant, "name": "new-key",
             "public_key": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="})),
-        ("POST", "/api/v1/devices/{id}/firmware") => Some(json!({"firmware_id": ids.firmware})),
+        ("POST", "/api/v1/devices/{id}/firmware" | "/api/v1/profiles/{id}/firmware") => {
+            Some(json!({"firmware_id": ids.firmware}))
+        }
         ("POST", "/api/v1/firmware/campaigns") => Some(json!({"tenant": tenant,
             "name": "new-campaign", "firmware_id": ids.firmware,
             "target": {"devices": [ids.device]}})),

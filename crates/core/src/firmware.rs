@@ -138,6 +138,7 @@ pub struct DeviceFirmware {
 }
 
 pub mod campaign;
+pub mod profile;
 
 /// Package storage.
 pub struct Firmware {
@@ -190,6 +191,7 @@ impl Firmware {
     pub fn open(db: Arc<Db>, dir: &Path) -> Result<Firmware> {
         db.conn().execute_batch(SCHEMA)?;
         db.conn().execute_batch(campaign::SCHEMA)?;
+        db.conn().execute_batch(profile::SCHEMA)?;
         let has: bool = db
             .conn()
             .prepare("SELECT 1 FROM pragma_table_info('firmware') WHERE name = 'signature'")?
@@ -317,6 +319,16 @@ impl Firmware {
         if self.campaigns.uses(id)? {
             return Err(CoreError::Conflict(format!(
                 "firmware {id:?} is rolled out by a campaign"
+            )));
+        }
+        let profiles: i64 = self.db.conn().query_row(
+            "SELECT count(*) FROM profile_firmware WHERE firmware_id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        if profiles > 0 {
+            return Err(CoreError::Conflict(format!(
+                "firmware {id:?} is assigned to {profiles} profile(s)"
             )));
         }
         let conn = self.db.conn();

@@ -184,3 +184,95 @@ fn assignment_chunks_and_reports() {
         Err(CoreError::Conflict(_))
     ));
 }
+
+#[test]
+fn a_profile_package_reaches_its_devices_and_those_that_join() {
+    let t = TestPlatform::new();
+    let p = &t.platform;
+    let tenant = p.registry.tenant("default").unwrap().id;
+    let profile = p
+        .registry
+        .create_profile(
+            &tenant,
+            crate::model::NewProfile {
+                name: "meters".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let device = |name: &str, profile: Option<&str>| {
+        p.registry
+            .create_device(
+                &tenant,
+                NewDevice {
+                    name: name.into(),
+                    profile: profile.map(str::to_string),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .0
+            .id
+    };
+    let (m1, other) = (device("m1", Some("meters")), device("x1", None));
+    let pkg = p
+        .firmware
+        .create(&tenant, package("meter", "4.0", None), b"meter image")
+        .unwrap();
+    let assigned = p.assign_profile_firmware(&profile.id, &pkg.id, 1).unwrap();
+    assert_eq!(assigned.devices, 1);
+    let version = |d: &str| {
+        p.attributes
+            .values(d, Scope::Shared, None)
+            .unwrap()
+            .get("fw_version")
+            .cloned()
+    };
+    assert_eq!(version(&m1), Some(json!("4.0")));
+    assert_eq!(version(&other), None, "another profile's device");
+    // A device that joins later gets it at the driver's next pass; one with its own keeps it.
+    let m2 = device("m2", Some("meters"));
+    let own = p
+        .firmware
+        .create(&tenant, package("meter", "4.1-beta", None), b"beta")
+        .unwrap();
+    let m3 = device("m3", Some("meters"));
+    p.assign_firmware(&m3, &own.id).unwrap();
+    assert_eq!(version(&m2), None);
+    p.campaign_step(crate::db::now_ms()).unwrap();
+    assert_eq!(version(&m2), Some(json!("4.0")));
+    assert_eq!(version(&m3), Some(json!("4.1-beta")));
+    assert_eq!(
+        p.profile_firmware(&profile.id, Kind::Firmware)
+            .unwrap()
+            .unwrap()
+            .package
+            .id,
+        pkg.id
+    );
+    assert!(matches!(
+        p.firmware.delete(&pkg.id),
+        Err(CoreError::Conflict(_))
+    ));
+    // Unassigned: new devices get nothing; assigned ones keep theirs.
+    assert!(p
+        .unassign_profile_firmware(&profile.id, Kind::Firmware)
+        .unwrap());
+    let m4 = device("m4", Some("meters"));
+    p.campaign_step(crate::db::now_ms()).unwrap();
+    assert_eq!(version(&m4), None);
+    assert_eq!(version(&m1), Some(json!("4.0")));
+    assert!(!p
+        .unassign_profile_firmware(&profile.id, Kind::Firmware)
+        .unwrap());
+    // Another tenant's package does not exist for this profile.
+    let other_tenant = p.registry.create_tenant("t2").unwrap();
+    let foreign = p
+        .firmware
+        .create(&other_tenant.id, package("meter", "9", None), b"x")
+        .unwrap();
+    assert!(matches!(
+        p.assign_profile_firmware(&profile.id, &foreign.id, 1),
+        Err(CoreError::NotFound(_))
+    ));
+}

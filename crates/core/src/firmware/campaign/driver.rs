@@ -1,4 +1,5 @@
-//! The campaign driver: a tokio task that, every tick, starts scheduled campaigns that are due,
+//! The campaign driver: a tokio task that, every tick, gives new devices of a profile the
+//! profile's package (`firmware/profile.rs`), starts scheduled campaigns that are due,
 //! marks devices that outlived the device timeout, advances or halts stages, and offers the
 //! image to the next devices of each running campaign's current stage within its rate limit.
 //!
@@ -205,6 +206,10 @@ impl Platform {
     /// One pass over the active campaigns at `now` (ms); returns how many devices were offered
     /// the image.
     pub fn campaign_step(&self, now: i64) -> Result<usize> {
+        // Devices that joined a profile with a package get it (not counted as offers).
+        if let Err(e) = self.follow_profiles(now) {
+            tracing::warn!(error = %e, "assigning profiles' packages to new devices");
+        }
         let mut offered = 0;
         for c in self.firmware.campaigns.active()? {
             match self.step_campaign(c, now) {
