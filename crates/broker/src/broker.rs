@@ -4,7 +4,7 @@
 //! is what an acknowledgement must wait for.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct Shared {
     pub started: Instant,
     pub store: Option<Arc<BrokerStore>>,
     next_id: AtomicU64,
+    /// Set by [`Shared::shutdown_connections`]: connections close as soon as they open.
+    shutting_down: AtomicBool,
 }
 
 /// A session opened for a new connection.
@@ -75,7 +77,28 @@ impl Shared {
             started: Instant::now(),
             store,
             next_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// Closes every connection, without their wills, with "server shutting down" (v5); any
+    /// connection that completes its handshake from now on is closed the same way.
+    pub fn shutdown_connections(&self) {
+        // Set before the sessions are read: a connection registering its kick concurrently
+        // either is in the list or sees the flag (`is_shutting_down`) after registering.
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let sessions: Vec<_> = self.sessions.lock().values().cloned().collect();
+        for s in sessions {
+            let kick = s.state.lock().kick.clone();
+            if let Some(k) = kick {
+                k.send(ReasonCode::SERVER_SHUTTING_DOWN);
+            }
+        }
+    }
+
+    /// Whether [`Shared::shutdown_connections`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// A fresh id for sessions and connection generations.

@@ -7,17 +7,21 @@
 //! subscriber's backlog stays in its bounded session queue.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use mqtt_codec::{
     encode_packet, Decoder, Disconnect, Packet, Properties, Protocol, QoS, ReasonCode, Will,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
 
 use crate::broker::Shared;
 use crate::connect::{handshake, Accepted};
@@ -66,10 +70,8 @@ pub struct Connection {
     /// Session expiry asked for in CONNECT (DISCONNECT may not raise it from 0).
     pub connect_expiry: u32,
     pub limits: ClientLimits,
-    /// Topic aliases the client set, by alias.
-    pub aliases_in: HashMap<u16, Arc<str>>,
-    /// Topic aliases the broker assigned, by topic.
-    pub aliases_out: HashMap<Arc<str>, u16>,
+    /// Topic aliases in use (v5), once the client or the broker set one.
+    pub aliases: Option<Box<Aliases>>,
     pub wbuf: BytesMut,
     /// Publish rate bucket, when a rate limit is configured.
     pub publish_rate: Option<PublishRate>,
@@ -80,6 +82,17 @@ pub struct Connection {
     pub held_bytes: usize,
     /// The store's committed sequence (persistence on).
     pub committed: Option<watch::Receiver<u64>>,
+    /// Waiting for the store's next commit, while acknowledgements are held.
+    pub committed_wait: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+/// Topic aliases (v5) of a connection that uses them: boxed, as most connections never do.
+#[derive(Default)]
+pub struct Aliases {
+    /// Set by the client, by alias.
+    pub incoming: HashMap<u16, Arc<str>>,
+    /// Assigned by the broker, by topic.
+    pub outgoing: HashMap<Arc<str>, u16>,
 }
 
 /// A packet held back until what it promises is done.
@@ -107,29 +120,62 @@ pub struct ClientLimits {
     pub topic_alias_maximum: u16,
 }
 
-/// Serves one client over `stream` until it goes away or `shutdown` fires.
+/// Serves one client over `stream` until it goes away or the broker shuts its connections down
+/// ([`Shared::shutdown_connections`]).
+///
+/// Every byte of this future stays in each idle connection's task, so the handshake and the
+/// close run in boxed futures of their own and only what the open connection needs is kept.
 pub async fn serve<S>(
     shared: Arc<Shared>,
     mut stream: S,
     peer: Option<SocketAddr>,
     cert_fingerprint: Option<String>,
-    mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut rbuf = BytesMut::new();
-    // Boxed so that the handshake's state does not stay in every idle connection's task.
-    let accepted = Box::pin(handshake(
-        &shared,
-        &mut stream,
-        &mut rbuf,
-        peer,
-        cert_fingerprint.as_deref(),
-    ))
-    .await;
-    let Ok(acc) = accepted else {
+    // Boxed: a future keeps a slot for every value it moves, and the connection is large.
+    let Some(mut live) =
+        Box::pin(open(shared, &mut stream, &mut rbuf, peer, cert_fingerprint)).await
+    else {
         return;
     };
+    let Live { conn, io } = &mut *live;
+    let exit = conn.run(&mut stream, &mut rbuf, io).await;
+    drop(rbuf);
+    Box::pin(finish(live.conn, stream, exit)).await;
+}
+
+/// An open connection's state, once its handshake is done.
+struct Live {
+    conn: Connection,
+    io: IoState,
+}
+
+/// What the connection's I/O loop keeps between polls besides the connection itself.
+struct IoState {
+    decoder: Decoder,
+    kick: Arc<Kick>,
+    /// Keep-alive grace (1.5 × keep-alive); `None` when the client asked for none.
+    grace: Option<Duration>,
+    last_read: Instant,
+    /// Size of the next read buffer.
+    read_hint: usize,
+    /// The write buffer emptied and the stream is being flushed (TLS, WebSocket).
+    flushing: bool,
+}
+
+/// The handshake (CONNECT, authentication, CONNACK) and the connection's state.
+async fn open<S>(
+    shared: Arc<Shared>,
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    peer: Option<SocketAddr>,
+    cert_fingerprint: Option<String>,
+) -> Option<Box<Live>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let Accepted {
         connect,
         protocol,
@@ -138,8 +184,10 @@ pub async fn serve<S>(
         opened,
         kick,
         keep_alive,
-        mut decoder,
-    } = acc;
+        decoder,
+    } = handshake(&shared, stream, rbuf, peer, cert_fingerprint.as_deref())
+        .await
+        .ok()?;
     shared.hooks.on_connected(&identity, &client_id);
     let p = &connect.properties;
     let cfg_inflight = match shared.config.max_inflight_messages {
@@ -164,28 +212,45 @@ pub async fn serve<S>(
         will: connect.will.clone().map(Box::new),
         connect_expiry: p.session_expiry_interval.unwrap_or(0),
         limits,
-        aliases_in: HashMap::new(),
-        aliases_out: HashMap::new(),
+        aliases: None,
         wbuf: BytesMut::new(),
         publish_rate: PublishRate::new(shared.config.max_publish_rate),
         held: VecDeque::new(),
         held_bytes: 0,
         committed: shared.store.as_ref().map(|s| s.committed()),
+        committed_wait: None,
     };
-    drop(connect);
     if opened.present {
         conn.resend_inflight();
     }
-    let close = conn
-        .run(
-            &mut stream,
-            &mut rbuf,
-            &mut decoder,
-            keep_alive,
-            &kick,
-            &mut shutdown,
-        )
-        .await;
+    Some(Box::new(Live {
+        conn,
+        io: IoState {
+            decoder,
+            kick,
+            // Keep-alive: the client must send something within 1.5 × keep-alive (3.1.2.10).
+            grace: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            last_read: Instant::now(),
+            read_hint: MIN_READ,
+            flushing: false,
+        },
+    }))
+}
+
+/// Ends a connection: hooks, the session settled (with the will), DISCONNECT (v5), close.
+async fn finish<S>(mut conn: Connection, mut stream: S, exit: Exit)
+where
+    S: AsyncWrite + Unpin,
+{
+    let close = match exit {
+        Exit::Close(close) => close,
+        Exit::Flush(close) => {
+            let out = std::mem::take(&mut conn.wbuf);
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+            close
+        }
+    };
+    let shared = conn.shared.clone();
     tracing::debug!(client_id = %conn.client_id, reason = ?close.reason, "client disconnected");
     let will = if close.will {
         conn.will.take().map(|w| *w)
@@ -199,133 +264,202 @@ pub async fn serve<S>(
     // The session is settled (ended, or offline with its will scheduled) before the client sees
     // the connection close, so a client that reconnects after the close finds the new state.
     shared.connection_closed(&conn.session, conn.gen, will);
+    // What was already encoded for the client (messages taken from the session before a kick)
+    // still goes out, then the DISCONNECT (v5).
+    let mut out = std::mem::take(&mut conn.wbuf);
     if let (Some(reason), true) = (close.reason, conn.protocol.is_v5()) {
-        let mut out = std::mem::take(&mut conn.wbuf);
         let d = Disconnect {
             code: reason,
             properties: Properties::default(),
         };
         encode_packet(&Packet::Disconnect(d), conn.protocol, &mut out);
+    }
+    if !out.is_empty() {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
 
+/// How [`Connection::poll_run`] ends.
+enum Exit {
+    /// Close now.
+    Close(Close),
+    /// Write what is in the write buffer first (answers to the last packets read).
+    Flush(Close),
+}
+
+/// What [`Connection::poll_run`] works with besides the connection itself.
+struct Io<'a, S> {
+    stream: &'a mut S,
+    rbuf: &'a mut BytesMut,
+    st: &'a mut IoState,
+    keepalive: Pin<&'a mut Sleep>,
+}
+
 impl Connection {
-    async fn run<S>(
-        &mut self,
-        stream: &mut S,
-        rbuf: &mut BytesMut,
-        decoder: &mut Decoder,
-        keep_alive: u16,
-        kick: &Kick,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Close
+    async fn run<S>(&mut self, stream: &mut S, rbuf: &mut BytesMut, st: &mut IoState) -> Exit
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        // Keep-alive: the client must send something within 1.5 × keep-alive (spec 3.1.2.10).
-        let grace = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         // One timer for the connection's life: reads only note the time, and the timer, when it
         // fires, either closes the connection or moves to the new deadline. Re-arming a timer on
         // every read would cost a timer-wheel update per packet.
-        let mut last_read = Instant::now();
-        let keepalive = tokio::time::sleep(grace.unwrap_or(Duration::from_secs(86_400 * 365)));
+        let keepalive = tokio::time::sleep(st.grace.unwrap_or(Duration::from_secs(86_400 * 365)));
         tokio::pin!(keepalive);
         // Packets that were read together with CONNECT.
-        if let Err(close) = self.decode_all(rbuf, decoder) {
-            return close;
+        if let Err(close) = self.decode_all(rbuf, &mut st.decoder) {
+            return Exit::Close(close);
         }
-        // Read buffers start small (most devices are idle most of the time) and grow while
-        // reads keep filling them.
-        let mut read_hint = MIN_READ;
+        if rbuf.is_empty() {
+            // An idle connection keeps no read buffer (see `poll_read`).
+            *rbuf = BytesMut::new();
+        }
+        // Connected while the broker was shutting its connections down (after the kicks went
+        // out; this connection's kick was registered before this check).
+        if self.shared.is_shutting_down() {
+            st.kick.send(ReasonCode::SERVER_SHUTTING_DOWN);
+        }
+        let mut io = Io {
+            stream,
+            rbuf,
+            st,
+            keepalive,
+        };
+        // Driven by readiness: one poll function over every source instead of a `select!`,
+        // whose branch futures would all live in each idle connection's task.
+        std::future::poll_fn(|cx| self.poll_run(cx, &mut io)).await
+    }
+
+    /// Makes every bit of progress it can, then registers for the next; ready when the
+    /// connection must end. Sources in priority order: kick, write, read, session queue, store
+    /// commits, hooks' deferred work, keep-alive.
+    fn poll_run<S>(&mut self, cx: &mut Context<'_>, io: &mut Io<'_, S>) -> Poll<Exit>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let gone = || {
+            Poll::Ready(Exit::Close(Close {
+                reason: None,
+                will: true,
+            }))
+        };
         loop {
             self.fill_outbound();
-            let can_read = self.wbuf.len() < WRITE_HIGH_WATER && self.held.len() < MAX_HELD;
-            if rbuf.capacity() - rbuf.len() < read_hint / 2 {
-                rbuf.reserve(read_hint);
+            let mut progress = false;
+            if let Poll::Ready(reason) = io.st.kick.poll(cx) {
+                if reason == ReasonCode::SERVER_SHUTTING_DOWN && self.shared.is_shutting_down() {
+                    return Poll::Ready(Exit::Flush(Close {
+                        reason: Some(reason),
+                        will: false,
+                    }));
+                }
+                tracing::info!(client_id = %self.client_id, %reason, "disconnecting client");
+                // What the client sent before it was taken over (a last PUBLISH, its
+                // DISCONNECT) is already here: handle it before closing, as a broker that reads
+                // in order would. One poll, no waiting.
+                if let Poll::Ready(Ok(n)) = poll_read(cx, io) {
+                    if n > 0 {
+                        if let Err(close) = self.decode_all(io.rbuf, &mut io.st.decoder) {
+                            return Poll::Ready(Exit::Close(close));
+                        }
+                    }
+                }
+                return Poll::Ready(Exit::Close(Close::error(reason)));
             }
-            let spare = rbuf.capacity() - rbuf.len();
-            tokio::select! {
-                biased;
-                reason = kick.recv() => {
-                    tracing::info!(client_id = %self.client_id, %reason, "disconnecting client");
-                    // What the client sent before it was taken over (a last PUBLISH, its
-                    // DISCONNECT) is already here: handle it before closing, as a broker that
-                    // reads in order would. One poll, no waiting.
-                    if let Ok(Ok(n)) = tokio::time::timeout(Duration::ZERO, reader.read_buf(rbuf)).await {
-                        if n > 0 {
-                            if let Err(close) = self.decode_all(rbuf, decoder) {
-                                return close;
-                            }
+            if !self.wbuf.is_empty() {
+                match Pin::new(&mut *io.stream).poll_write(cx, &self.wbuf) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return gone(),
+                    Poll::Ready(Ok(n)) => {
+                        self.shared.stats.sent_bytes(n);
+                        self.wbuf.advance(n);
+                        progress = true;
+                        // TLS and WebSocket layers buffer until flushed.
+                        io.st.flushing = self.wbuf.is_empty();
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if io.st.flushing {
+                match Pin::new(&mut *io.stream).poll_flush(cx) {
+                    Poll::Ready(Err(_)) => return gone(),
+                    Poll::Ready(Ok(())) => {
+                        io.st.flushing = false;
+                        if self.wbuf.is_empty() && self.wbuf.capacity() > MAX_IDLE_BUFFER {
+                            self.wbuf = BytesMut::new();
                         }
                     }
-                    return Close::error(reason);
+                    Poll::Pending => {}
                 }
-                _ = shutdown.changed() => {
-                    let _ = writer.write_all(&self.wbuf).await;
-                    self.wbuf.clear();
-                    return Close { reason: Some(ReasonCode::SERVER_SHUTTING_DOWN), will: false };
-                }
-                res = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
-                    match res {
-                        Ok(0) | Err(_) => return Close { reason: None, will: true },
-                        Ok(n) => {
-                            self.shared.stats.sent_bytes(n);
-                            if self.wbuf.is_empty() {
-                                // TLS and WebSocket layers buffer until flushed.
-                                if writer.flush().await.is_err() {
-                                    return Close { reason: None, will: true };
-                                }
-                                if self.wbuf.capacity() > MAX_IDLE_BUFFER {
-                                    self.wbuf = BytesMut::new();
-                                }
-                            }
+            }
+            if self.wbuf.len() < WRITE_HIGH_WATER && self.held.len() < MAX_HELD {
+                match poll_read(cx, io) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return gone(),
+                    Poll::Ready(Ok(n)) => {
+                        self.shared.stats.received_bytes(n);
+                        io.st.last_read = Instant::now();
+                        if let Err(close) = self.decode_all(io.rbuf, &mut io.st.decoder) {
+                            return Poll::Ready(Exit::Flush(close));
                         }
+                        progress = true;
                     }
+                    Poll::Pending => {}
                 }
-                res = reader.read_buf(rbuf), if can_read => {
-                    match res {
-                        Ok(0) | Err(_) => return Close { reason: None, will: true },
-                        Ok(n) => {
-                            self.shared.stats.received_bytes(n);
-                            last_read = Instant::now();
-                            if let Err(close) = self.decode_all(rbuf, decoder) {
-                                let _ = writer.write_all(&self.wbuf).await;
-                                self.wbuf.clear();
-                                return close;
-                            }
-                            if n >= spare {
-                                read_hint = (read_hint * 2).min(MAX_READ);
-                            } else if rbuf.is_empty() && rbuf.capacity() > MAX_IDLE_BUFFER {
-                                *rbuf = BytesMut::new();
-                                read_hint = MIN_READ;
-                            }
-                        }
-                    }
-                }
-                _ = self.session.notify.notified() => {}
-                _ = committed_changed(&mut self.committed), if !self.held.is_empty() => self.release_held(),
-                r = front_deferred(&mut self.held), if matches!(self.held.front(), Some(Held::Ack { .. })) => {
+            }
+            if self.session.notify.poll(cx).is_ready() {
+                progress = true;
+            }
+            if !self.held.is_empty() && self.poll_committed(cx).is_ready() {
+                self.release_held();
+                progress = true;
+            }
+            if let Some(Held::Ack { wait, .. }) = self.held.front_mut() {
+                if let Poll::Ready(r) = wait.as_mut().poll(cx) {
                     if let Err(close) = self.resolve_deferred(r) {
-                        let _ = writer.write_all(&self.wbuf).await;
-                        self.wbuf.clear();
-                        return close;
+                        return Poll::Ready(Exit::Flush(close));
                     }
+                    progress = true;
                 }
-                _ = &mut keepalive, if grace.is_some() => {
-                    let due = last_read + grace.unwrap_or_default();
-                    if Instant::now() < due {
-                        keepalive.as_mut().reset(due);
-                        continue;
+            }
+            if let Some(grace) = io.st.grace {
+                if io.keepalive.as_mut().poll(cx).is_ready() {
+                    let due = io.st.last_read + grace;
+                    if Instant::now() >= due {
+                        tracing::info!(client_id = %self.client_id, keep_alive = grace.as_millis() / 1500, "keep-alive timeout");
+                        metrics::counter!("mqtt_keepalive_timeouts_total").increment(1);
+                        return Poll::Ready(Exit::Close(Close::error(
+                            ReasonCode::KEEP_ALIVE_TIMEOUT,
+                        )));
                     }
-                    tracing::info!(client_id = %self.client_id, keep_alive, "keep-alive timeout");
-                    metrics::counter!("mqtt_keepalive_timeouts_total").increment(1);
-                    return Close::error(ReasonCode::KEEP_ALIVE_TIMEOUT);
+                    io.keepalive.as_mut().reset(due);
+                    progress = true;
                 }
+            }
+            if !progress {
+                return Poll::Pending;
             }
         }
+    }
+
+    /// Ready when the store committed something since the last look (never without a store).
+    fn poll_committed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(rx) = &self.committed else {
+            return Poll::Pending;
+        };
+        // Only connections holding acknowledgements wait on the store, and only while they do:
+        // the wait is boxed, not kept in every connection.
+        let wait = self.committed_wait.get_or_insert_with(|| {
+            let mut rx = rx.clone();
+            Box::pin(async move {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            })
+        });
+        let ready = wait.as_mut().poll(cx);
+        if ready.is_ready() {
+            self.committed_wait = None;
+        }
+        ready
     }
 
     fn decode_all(&mut self, rbuf: &mut BytesMut, decoder: &mut Decoder) -> Result<(), Close> {
@@ -343,21 +477,57 @@ impl Connection {
     }
 }
 
-/// Waits for the deferred work of the first held acknowledgement.
-async fn front_deferred(held: &mut VecDeque<Held>) -> Result<(), (ReasonCode, Option<String>)> {
-    std::future::poll_fn(|cx| match held.front_mut() {
-        Some(Held::Ack { wait, .. }) => wait.as_mut().poll(cx),
-        _ => std::task::Poll::Pending,
-    })
-    .await
+/// Reads into the read buffer. An idle connection keeps no read buffer: while the buffer is
+/// empty and reads are small, it reads into the stack and copies what came.
+fn poll_read<S>(cx: &mut Context<'_>, io: &mut Io<'_, S>) -> Poll<std::io::Result<usize>>
+where
+    S: AsyncRead + Unpin,
+{
+    if io.rbuf.is_empty() && io.st.read_hint == MIN_READ {
+        let mut stack = [0u8; MIN_READ];
+        let mut buf = ReadBuf::new(&mut stack);
+        ready!(Pin::new(&mut *io.stream).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        if n == MIN_READ {
+            io.st.read_hint = MIN_READ * 2;
+        }
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        // Sized to what came: the buffer is released at the next small read that finds it
+        // empty (and the handshake's buffer with it).
+        if io.rbuf.capacity() > 0 {
+            *io.rbuf = BytesMut::new();
+        }
+        io.rbuf.extend_from_slice(buf.filled());
+        return Poll::Ready(Ok(n));
+    }
+    if io.rbuf.capacity() - io.rbuf.len() < io.st.read_hint / 2 {
+        io.rbuf.reserve(io.st.read_hint);
+    }
+    let spare = io.rbuf.capacity() - io.rbuf.len();
+    let n = ready!(poll_read_buf(Pin::new(&mut *io.stream), cx, io.rbuf))?;
+    if n >= spare {
+        io.st.read_hint = (io.st.read_hint * 2).min(MAX_READ);
+    } else if n < spare / 4 {
+        io.st.read_hint = (io.st.read_hint / 2).max(MIN_READ);
+    }
+    Poll::Ready(Ok(n))
 }
 
-async fn committed_changed(committed: &mut Option<watch::Receiver<u64>>) {
-    let ok = match committed {
-        Some(rx) => rx.changed().await.is_ok(),
-        None => false,
-    };
-    if !ok {
-        std::future::pending::<()>().await;
+#[cfg(test)]
+mod tests {
+    /// Every byte of this future is paid by each idle connection (100,000 of them are the
+    /// target). Measured 392 bytes when it became readiness-driven (from 1,672 with `select!`).
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let b = crate::Broker::with_static_hooks(crate::BrokerConfig::default());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let f = super::serve(b.shared.clone(), s, None, None);
+        let size = std::mem::size_of_val(&f);
+        assert!(size <= 512, "the connection future grew to {size} bytes");
     }
 }

@@ -166,12 +166,13 @@ impl Connection {
                 return Err(Close::error(ReasonCode::TOPIC_ALIAS_INVALID));
             }
             if p.topic.is_empty() {
-                match self.aliases_in.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.incoming.get(&alias)) {
                     Some(t) => p.topic = t.clone(),
                     None => return Err(Close::error(ReasonCode::PROTOCOL_ERROR)),
                 }
             } else {
-                self.aliases_in.insert(alias, p.topic.clone());
+                let aliases = self.aliases.get_or_insert_with(Default::default);
+                aliases.incoming.insert(alias, p.topic.clone());
             }
         }
         if !p.properties.subscription_identifiers.is_empty() {

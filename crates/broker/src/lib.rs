@@ -32,6 +32,7 @@ mod retained;
 mod router;
 mod server;
 mod session;
+mod signal;
 mod stats;
 mod sys;
 
@@ -104,24 +105,24 @@ impl Broker {
         server::run(self.shared.clone(), listener, shutdown).await
     }
 
-    /// Serves one client over any byte stream (TLS, WebSocket adapters).
+    /// Serves one client over any byte stream (TLS, WebSocket adapters) until it goes away or
+    /// [`Broker::shutdown_connections`] is called.
     pub async fn serve_stream<S>(
         &self,
         stream: S,
         peer: Option<std::net::SocketAddr>,
         cert_fingerprint: Option<String>,
-        shutdown: watch::Receiver<bool>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        connection::serve(
-            self.shared.clone(),
-            stream,
-            peer,
-            cert_fingerprint,
-            shutdown,
-        )
-        .await
+        connection::serve(self.shared.clone(), stream, peer, cert_fingerprint).await
+    }
+
+    /// Closes every client connection (v5: DISCONNECT "server shutting down"), without wills;
+    /// clients that connect afterwards are closed as soon as their handshake is done.
+    /// `serve_tcp` calls it when its shutdown signal fires.
+    pub fn shutdown_connections(&self) {
+        self.shared.shutdown_connections()
     }
 
     /// Publishes `$SYS` statistics until `shutdown` changes.

@@ -113,7 +113,7 @@ impl Link {
             if let Some(d) = self.try_recv() {
                 return d;
             }
-            self.session.notify.notified().await;
+            self.session.notify.wait().await;
         }
     }
 

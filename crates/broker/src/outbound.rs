@@ -116,10 +116,12 @@ impl Connection {
         let topic = &d.msg.topic;
         // (alias, whether the client knows it already)
         let alias = if v5 && !dup && self.limits.topic_alias_maximum > 0 {
-            match self.aliases_out.get(topic) {
+            let assigned = self.aliases.as_ref().map(|a| &a.outgoing);
+            let used = assigned.map_or(0, |a| a.len());
+            match assigned.and_then(|a| a.get(topic)) {
                 Some(&a) => Some((a, true)),
-                None if self.aliases_out.len() < usize::from(self.limits.topic_alias_maximum) => {
-                    Some((self.aliases_out.len() as u16 + 1, false))
+                None if used < usize::from(self.limits.topic_alias_maximum) => {
+                    Some((used as u16 + 1, false))
                 }
                 None => None,
             }
@@ -162,7 +164,8 @@ impl Connection {
         }
         encode_publish_ref(&publish, self.protocol, &mut self.wbuf);
         if let Some((a, false)) = alias {
-            self.aliases_out.insert(topic.clone(), a);
+            let aliases = self.aliases.get_or_insert_with(Default::default);
+            aliases.outgoing.insert(topic.clone(), a);
         }
         true
     }

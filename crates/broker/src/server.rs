@@ -11,7 +11,8 @@ use crate::connection;
 /// Accepts clients on `listener` until `shutdown` changes, then waits for the connections to
 /// say goodbye (bounded by their own short write timeouts).
 pub async fn run(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let mut tasks = tokio::task::JoinSet::new();
+    // A tracker rather than a JoinSet: it keeps no entry per connection.
+    let tasks = tokio_util::task::TaskTracker::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -19,7 +20,7 @@ pub async fn run(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch
                     let _ = stream.set_nodelay(true);
                     // Spawned directly (no wrapping async block): every byte of an idle
                     // connection's task counts when there are 100,000 of them.
-                    tasks.spawn(connection::serve(shared.clone(), stream, Some(peer), None, shutdown.clone()));
+                    tasks.spawn(connection::serve(shared.clone(), stream, Some(peer), None));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: log, back off briefly, go on.
@@ -27,9 +28,10 @@ pub async fn run(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = shutdown.changed() => break,
         }
     }
-    while tasks.join_next().await.is_some() {}
+    shared.shutdown_connections();
+    tasks.close();
+    tasks.wait().await;
 }

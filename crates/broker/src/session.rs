@@ -8,18 +8,18 @@ use std::sync::Arc;
 
 use mqtt_codec::{QoS, ReasonCode, SubOptions, Will};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::config::{BrokerConfig, OverflowPolicy};
 use crate::message::Delivery;
 use crate::persistence::{self, BrokerStore, Op, QueueRow};
+use crate::signal::Signal;
 
 /// Tells one connection to close with a reason code (takeover, overflow policy). Lighter than a
 /// channel: every connection has one.
 #[derive(Default)]
 pub struct Kick {
     reason: AtomicU8,
-    notify: Notify,
+    signal: Signal,
 }
 
 impl Kick {
@@ -33,15 +33,15 @@ impl Kick {
         let _ = self
             .reason
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.notify.notify_one();
+        self.signal.notify();
     }
 
-    /// Waits until the connection is asked to close.
-    pub async fn recv(&self) -> ReasonCode {
+    /// Ready with the reason once the connection was asked to close.
+    pub fn poll(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<ReasonCode> {
         loop {
             match self.reason.load(Ordering::Acquire) {
-                0 => self.notify.notified().await,
-                code => return ReasonCode(code),
+                0 => std::task::ready!(self.signal.poll(cx)),
+                code => return std::task::Poll::Ready(ReasonCode(code)),
             }
         }
     }
@@ -58,7 +58,7 @@ pub struct SessionHandle {
     online: AtomicBool,
     pub state: Mutex<SessionState>,
     /// Wakes the connection task when something was queued.
-    pub notify: Notify,
+    pub notify: Signal,
 }
 
 /// Where an outbound QoS 1/2 message stands: the packet it waits for.
@@ -144,7 +144,7 @@ impl SessionHandle {
                 ended: false,
                 dropped: 0,
             }),
-            notify: Notify::new(),
+            notify: Signal::default(),
         }
     }
 
@@ -217,7 +217,7 @@ impl SessionHandle {
             result
         };
         if wake {
-            self.notify.notify_one();
+            self.notify.notify();
         }
         (result, seq)
     }

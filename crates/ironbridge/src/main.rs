@@ -215,7 +215,6 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
             mqtt_ws: ws::MqttOverWs {
                 broker: broker.clone(),
                 names: names.clone(),
-                shutdown: stop_rx.clone(),
                 sessions: ws_sessions.clone(),
             },
         },
@@ -287,6 +286,8 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
     signal.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    // Every MQTT connection (TCP, TLS, WebSocket) is told "server shutting down".
+    broker.shutdown_connections();
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(10), drain)
         .await

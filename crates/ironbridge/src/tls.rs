@@ -176,9 +176,7 @@ pub async fn serve_mqtts(
                         // Keeps the certificate's CN known to the hooks while the client is here.
                         let _name = cert.as_ref().and_then(|c| names.register(c));
                         let fingerprint = cert.map(|c| c.fingerprint);
-                        broker
-                            .serve_stream(stream, Some(peer), fingerprint, stop)
-                            .await;
+                        broker.serve_stream(stream, Some(peer), fingerprint).await;
                     });
                 }
                 Err(e) => {
@@ -190,6 +188,7 @@ pub async fn serve_mqtts(
             _ = shutdown.changed() => break,
         }
     }
+    broker.shutdown_connections();
     while tasks.join_next().await.is_some() {}
 }
 

@@ -7,7 +7,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::cert_identity::CertNames;
@@ -22,7 +21,6 @@ const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 pub struct MqttOverWs {
     pub broker: broker::Broker,
     pub names: CertNames,
-    pub shutdown: watch::Receiver<bool>,
     /// The sessions, so that shutdown can wait for their goodbyes.
     pub sessions: TaskTracker,
 }
@@ -64,7 +62,7 @@ pub async fn upgrade(
                 let stream = WsStream::new(socket);
                 state
                     .broker
-                    .serve_stream(stream, Some(peer.addr), fingerprint, state.shutdown.clone())
+                    .serve_stream(stream, Some(peer.addr), fingerprint)
                     .await;
             };
             sessions.track_future(session)

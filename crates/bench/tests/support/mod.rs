@@ -201,33 +201,40 @@ fn tls_acceptor(pki: &TempDir) -> TlsAcceptor {
 async fn accept_loop(
     listener: TcpListener,
     broker: Broker,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     tls: Option<TlsAcceptor>,
     ws: bool,
 ) {
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => {
+                broker.shutdown_connections();
+                return;
+            }
+        };
+        let Ok((tcp, peer)) = accepted else {
             return;
         };
         let _ = tcp.set_nodelay(true);
-        let (broker, stop, tls) = (broker.clone(), stop.clone(), tls.clone());
+        let (broker, tls) = (broker.clone(), tls.clone());
         tokio::spawn(async move {
             match (tls, ws) {
-                (None, false) => broker.serve_stream(tcp, Some(peer), None, stop).await,
+                (None, false) => broker.serve_stream(tcp, Some(peer), None).await,
                 (Some(acceptor), false) => {
                     if let Ok(s) = acceptor.accept(tcp).await {
-                        broker.serve_stream(s, Some(peer), None, stop).await
+                        broker.serve_stream(s, Some(peer), None).await
                     }
                 }
                 (None, true) => {
                     if let Some(s) = ws_accept(tcp).await {
-                        broker.serve_stream(s, Some(peer), None, stop).await
+                        broker.serve_stream(s, Some(peer), None).await
                     }
                 }
                 (Some(acceptor), true) => {
                     if let Ok(s) = acceptor.accept(tcp).await {
                         if let Some(s) = ws_accept(s).await {
-                            broker.serve_stream(s, Some(peer), None, stop).await
+                            broker.serve_stream(s, Some(peer), None).await
                         }
                     }
                 }
