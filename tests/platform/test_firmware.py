@@ -384,3 +384,47 @@ def test_a_64_mib_image_uploads_and_serves_ranges(api):
     r = api.get(f"/api/v1/firmware/{pkg['id']}/image", headers={"Range": f"bytes={size - 1000}-"})
     assert r.status_code == 206 and r.content == image[-1000:]
     assert r.headers["content-range"] == f"bytes {size - 1000}-{size - 1}/{size}"
+
+
+def test_a_sub_device_is_updated_through_its_gateway(api, platform, clients):
+    """The platform side of delivery through an edge: the gateway hears the sub-device's fw_*
+    attributes on v1/gateway/attributes, fetches the image once with its own token
+    (`?device=NAME`, Range for the rest after a cut), and reports the sub-device's states on
+    v1/gateway/telemetry; the campaign tracks the sub-device like any other."""
+    gw_dev = api.create_device(uid("edge"), gateway=True)
+    gw = clients.new(platform.mqtt_port, gw_dev["access_token"])
+    assert gw.subscribe("v1/gateway/attributes") == [1]
+    name = uid("plc")
+    assert gw.publish("v1/gateway/connect", {"device": name, "type": "default"}) == 0
+    sub = wait_for(lambda: next((d for d in api.list_devices() if d["name"] == name), None),
+                   what="the sub-device")
+    image = os.urandom(120_000)
+    pkg = upload(api, "plcfw", uid("v"), image)
+    c = campaign(api, name=uid("edge"), firmware_id=pkg["id"], target={"devices": [name]},
+                 failure_threshold=0)
+    m = gw.expect("v1/gateway/attributes", timeout=15).json()
+    assert m["device"] == name and m["data"]["fw_title"] == "plcfw", m
+    fw = m["data"]
+    assert gw.publish("v1/gateway/telemetry", {name: {"fw_state": "DOWNLOADING"}}) == 0
+    url = api.url(f"/api/v1/{gw_dev['access_token']}/firmware")
+    params = {"title": fw["fw_title"], "version": fw["fw_version"], "device": name}
+    first = api.s.get(url, params=params, headers={"Range": "bytes=0-49999"}, timeout=10)
+    assert first.status_code == 206, first.text
+    rest = api.s.get(url, params=params, headers={"Range": "bytes=50000-"}, timeout=10)
+    assert rest.status_code == 206
+    got = first.content + rest.content
+    assert hashlib.sha256(got).hexdigest() == fw["fw_checksum"] and len(got) == fw["fw_size"]
+    for state in ("DOWNLOADED", "VERIFIED", "UPDATING", "UPDATED"):
+        assert gw.publish("v1/gateway/telemetry", {name: {"fw_state": state}}) == 0
+    assert wait_state(api, c["id"], "completed")["counts"]["updated"] == 1
+    mine = Api.ok(api.get(f"/api/v1/devices/{sub['id']}/firmware"))["firmware"]
+    assert mine["state"] == "UPDATED", mine
+    # Only a gateway may name another device, and only one of its tenant that is no gateway.
+    plain = api.create_device(uid("plain"))
+    r = api.s.get(api.url(f"/api/v1/{plain['access_token']}/firmware"), params=params, timeout=10)
+    assert_error_body(r, 403)
+    r = api.s.get(url, params={**params, "device": "no-such-device"}, timeout=10)
+    assert_error_body(r, 404)
+    other_gw = api.create_device(uid("edge"), gateway=True)
+    r = api.s.get(url, params={**params, "device": other_gw["name"]}, timeout=10)
+    assert_error_body(r, 404)

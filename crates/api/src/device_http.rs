@@ -39,12 +39,15 @@ pub fn routes() -> Router<ApiState> {
 
 /// ThingsBoard's firmware download: `?title=&version=` of the package assigned to the device,
 /// with `size` and `chunk` one chunk of it, else the whole image (`Range` requests answered).
+/// A gateway adds `device=NAME` for a sub-device's package (the edge fetches an image once and
+/// serves it to its devices).
 #[derive(Deserialize)]
 struct FirmwareQuery {
     title: String,
     version: String,
     size: Option<usize>,
     chunk: Option<u64>,
+    device: Option<String>,
 }
 
 async fn firmware(
@@ -54,8 +57,12 @@ async fn firmware(
     req: axum::extract::Request,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    let ctx = device(&s.platform, &token)?;
+    let caller = device(&s.platform, &token)?;
     let Query(q) = q?;
+    let ctx = match &q.device {
+        None => caller,
+        Some(name) => sub_device(&s.platform, &caller, name)?,
+    };
     let kind = ib_core::firmware::Kind::Firmware;
     let assigned = s.platform.firmware.of_device(&ctx.id, kind)?;
     let Some(fw) =
@@ -77,6 +84,25 @@ async fn firmware(
         }
         _ => crate::firmware_routes::serve_image(&s, &fw.package, req).await,
     }
+}
+
+/// A gateway's sub-device by name: a device of the gateway's tenant that is not itself a
+/// gateway (any such device may be connected through a gateway, as in ThingsBoard).
+fn sub_device(p: &Platform, gateway: &DeviceCtx, name: &str) -> ApiResult<Arc<DeviceCtx>> {
+    if !gateway.gateway {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only a gateway may fetch another device's firmware (device=)",
+        ));
+    }
+    let d = p
+        .registry
+        .device_in(&gateway.tenant, name)
+        .ok()
+        .filter(|d| !d.gateway)
+        .ok_or_else(|| ApiError::not_found(format!("sub-device {name:?} not found")))?;
+    Ok(p.device_ctx(&d.id)?)
 }
 
 fn device(p: &Platform, token: &str) -> ApiResult<Arc<DeviceCtx>> {
