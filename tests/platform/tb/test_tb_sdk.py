@@ -267,3 +267,46 @@ def test_firmware_over_http_with_ranges_and_refusals(api):
     r = api.post("/api/v1/firmware", files={"file": ("x", b"x")}, data={"title": title, "version": "3.1"})
     assert r.status_code == 409, r.text
 
+
+
+def test_sdk_firmware_update_in_a_campaign(api):
+    """A staged campaign over two SDK clients: each is offered the image in its stage, downloads
+    it in chunks through the SDK and reports UPDATED; the campaign completes."""
+    prefix = uid("tbfleet")
+    devs = [api.create_device(f"{prefix}-{i}") for i in range(2)]
+    image = bytes((i * 13) % 256 for i in range(30_000))
+    pkg = upload_firmware(api, uid("tb-fw"), "3.0", image)
+    clients, got = {}, queue.Queue()
+
+    def on_firmware(client, data, version):
+        got.put(bytes(data))
+        client.update_firmware_info(title=client.firmware_info.get("fw_title"), version=version,
+                                    state=client_state("UPDATED"))
+    try:
+        for d in devs:
+            c = TBDeviceMqttClient(HOST, port=api.platform.mqtt_port, username=d["access_token"],
+                                   chunk_size=4096)
+            c.set_on_firmware_received_callback(on_firmware)
+            Started(c, DEVICE_SUBSCRIPTIONS).start()
+            clients[d["id"]] = c
+        r = api.post("/api/v1/firmware/campaigns", {"name": uid("tb"), "firmware_id": pkg["id"],
+                                                    "target": {"name_prefix": prefix + "-"},
+                                                    "stages": [50, 100], "failure_threshold": 0})
+        cid = api.ok(r, 201)["id"]
+        started = set()
+
+        def progress():
+            devices = api.ok(api.get(f"/api/v1/firmware/campaigns/{cid}/devices"))["data"]
+            for d in devices:
+                if d["state"] == "ASSIGNED" and d["device"] not in started:
+                    started.add(d["device"])
+                    clients[d["device"]].get_firmware_update()
+            c = api.ok(api.get(f"/api/v1/firmware/campaigns/{cid}"))
+            return c if c["state"] in ("completed", "halted") else None
+        done = wait_for(progress, 30, what="the campaign to finish")
+        assert done["state"] == "completed" and done["counts"]["updated"] == 2, done
+        assert got.get(timeout=1) == image and got.get(timeout=1) == image
+    finally:
+        for c in clients.values():
+            c.stop()
+            c.disconnect()
