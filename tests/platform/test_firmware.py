@@ -428,3 +428,29 @@ def test_a_sub_device_is_updated_through_its_gateway(api, platform, clients):
     other_gw = api.create_device(uid("edge"), gateway=True)
     r = api.s.get(url, params={**params, "device": other_gw["name"]}, timeout=10)
     assert_error_body(r, 404)
+
+
+def test_a_campaign_carries_on_after_a_restart(own_platform):
+    p = own_platform
+    api = p.api
+    prefix = uid("rst")
+    devices = [api.create_device(f"{prefix}-{i}") for i in range(3)]
+    pkg = upload(api, "rstfw", uid("v"), os.urandom(1_000))
+    c = campaign(api, name=uid("restart"), firmware_id=pkg["id"], target={"name_prefix": prefix + "-"},
+                 stages=[33, 100], rate_per_minute=100, failure_threshold=0)
+    per = "/api/v1/firmware/campaigns/{}/devices".format(c["id"])
+    first = wait_for(lambda: [d for d in Api.ok(api.get(per))["data"] if d["state"] == "ASSIGNED"] or None,
+                     what="the first stage offered")
+    assert len(first) == 1
+    p.kill9_restart()
+    api.login()
+    token = {d["id"]: d["access_token"] for d in devices}
+    r = api.s.post(api.url(f"/api/v1/{token[first[0]['device']]}/telemetry"), json={"fw_state": "UPDATED"}, timeout=10)
+    assert r.status_code == 200
+    # The restarted driver moves on to the second stage: both other devices are offered.
+    wait_for(lambda: sum(d["state"] == "ASSIGNED" for d in Api.ok(api.get(per))["data"]) == 2,
+             what="the second stage offered after the restart")
+    for d in devices:
+        if d["id"] != first[0]["device"]:
+            api.s.post(api.url(f"/api/v1/{d['access_token']}/telemetry"), json={"fw_state": "UPDATED"}, timeout=10)
+    assert wait_state(api, c["id"], "completed")["counts"]["updated"] == 3
