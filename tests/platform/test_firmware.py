@@ -211,7 +211,8 @@ def test_pause_resume_and_tenant_isolation(api, platform):
     assert c["state"] == "scheduled" and c["stages"] == [1, 10, 50, 100]
     assert Api.ok(api.post(f"/api/v1/firmware/campaigns/{c['id']}/pause"))["state"] == "paused"
     assert_error_body(api.post(f"/api/v1/firmware/campaigns/{c['id']}/pause"), 409)
-    assert Api.ok(api.post(f"/api/v1/firmware/campaigns/{c['id']}/resume"))["state"] == "running"
+    # Resumed before its start: waiting again.
+    assert Api.ok(api.post(f"/api/v1/firmware/campaigns/{c['id']}/resume"))["state"] == "scheduled"
     # Bad input: 400 with the reason.
     for bad in ({"stages": [50]}, {"stages": [60, 30, 100]}, {"rate_per_minute": 0},
                 {"failure_threshold": 150}, {"target": {}}, {"target": {"name_prefix": "nothing-"}},

@@ -14,8 +14,9 @@
 //! exceed the threshold: from then on no further device is offered the image.
 //!
 //! States: `scheduled` → `running` → `completed` | `halted`; `paused` (from scheduled or
-//! running, back with resume); `cancelled` from any state but `completed`. A resumed halted
-//! campaign accepts the halted stage and goes on with the next. Everything is in `platform.db`,
+//! running, back with resume: to `scheduled` while its start is ahead); `cancelled` from any
+//! state but `completed`. A resumed halted campaign accepts the halted stage and goes on with
+//! the next (completed if it was the last). Everything is in `platform.db`,
 //! so a campaign survives a restart. Per-device history (every state with time and error, of
 //! campaigns and of direct assignments) is in `firmware_history`.
 
@@ -657,10 +658,16 @@ impl Campaigns {
     pub fn act(&self, id: &str, action: Action, now: i64) -> Result<Campaign> {
         use CampaignState as S;
         let r = self.row(id)?;
+        let last = r.stage + 1 >= r.plan.stages.len();
         let (to, reason, finished) = match (action, r.state) {
             (Action::Pause, S::Scheduled | S::Running) => (S::Paused, r.reason.clone(), None),
+            // Back to waiting when it was paused before its start.
+            (Action::Resume, S::Paused) if r.times.start_at.is_some_and(|t| t > now) => {
+                (S::Scheduled, r.reason.clone(), None)
+            }
             (Action::Resume, S::Paused) => (S::Running, r.reason.clone(), None),
             // The halted stage is accepted: the driver goes on with the next one.
+            (Action::Resume, S::Halted) if last => (S::Completed, r.reason.clone(), Some(now)),
             (Action::Resume, S::Halted) => (S::Running, None, None),
             (Action::Cancel, S::Scheduled | S::Running | S::Paused | S::Halted) => {
                 (S::Cancelled, Some("cancelled".to_string()), Some(now))
@@ -677,16 +684,30 @@ impl Campaigns {
                 )))
             }
         };
-        let stage = if action == Action::Resume && r.state == S::Halted {
+        let stage = if action == Action::Resume && r.state == S::Halted && !last {
             r.stage + 1
         } else {
             r.stage
         };
-        self.db.conn().execute(
+        // Only from the state read above: the driver may have moved it meanwhile.
+        let n = self.db.conn().execute(
             "UPDATE fw_campaigns SET state = ?2, reason = ?3, finished_ms = ?4, stage = ?5,
-             updated_ms = ?6 WHERE id = ?1",
-            params![id, to.as_str(), reason, finished, stage as i64, now],
+             updated_ms = ?6 WHERE id = ?1 AND state = ?7",
+            params![
+                id,
+                to.as_str(),
+                reason,
+                finished,
+                stage as i64,
+                now,
+                r.state.as_str()
+            ],
         )?;
+        if n == 0 {
+            return Err(CoreError::Conflict(
+                "the campaign changed meanwhile; look again and retry".into(),
+            ));
+        }
         self.get(id)
     }
 

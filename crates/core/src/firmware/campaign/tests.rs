@@ -313,6 +313,39 @@ async fn pause_resume_and_cancel() {
     ));
 }
 
+#[test]
+fn resume_goes_back_to_waiting_or_completes_the_last_stage() {
+    let t = TestPlatform::new();
+    let p = &t.platform;
+    let tenant = p.registry.tenant("default").unwrap().id;
+    fleet(p, "far", 2);
+    let pkg = package(p, "7.0");
+    let target = Target {
+        name_prefix: Some("far-".into()),
+        ..Default::default()
+    };
+    let mut new = NewCampaign::new("later", &pkg.id, target, plan(&[100.0], 10, 0.0, None));
+    new.start_at = Some(10_000);
+    let c = p.create_campaign(&tenant, &new).unwrap();
+    let cs = &p.firmware.campaigns;
+    cs.act(&c.id, Action::Pause, 5_000).unwrap();
+    let back = cs.act(&c.id, Action::Resume, 5_000).unwrap();
+    assert_eq!(
+        back.state,
+        CampaignState::Scheduled,
+        "its start is still ahead"
+    );
+    // Offered at 10 s; one fails: halted in its only stage; resumed, it is completed.
+    assert_eq!(p.campaign_step(10_000).unwrap(), 2);
+    let d = devices(p, &c);
+    report(p, &d[0].device, "FAILED", Some("flash write error"));
+    p.campaign_step(11_000).unwrap();
+    assert_eq!(cs.get(&c.id).unwrap().state, CampaignState::Halted);
+    let done = cs.act(&c.id, Action::Resume, 12_000).unwrap();
+    assert_eq!((done.state, done.stage), (CampaignState::Completed, 0));
+    assert!(done.times.finished.is_some());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_campaign_survives_a_restart() {
     let dir = std::env::temp_dir().join(format!("ib-campaign-restart-{}", std::process::id()));
