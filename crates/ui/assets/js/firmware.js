@@ -11,8 +11,8 @@ const FINISHED = ['completed', 'halted', 'cancelled'];
 const COLUMNS = [['pending', 'Pending'], ['assigned', 'Assigned'], ['in_progress', 'In progress'],
   ['updated', 'Updated'], ['failed', 'Failed']];
 
-/** Reads `load()` now and every 2 s until unmounted (or `stop(value)` says it is final). */
-function usePoll(load, deps, stop = () => false) {
+/** Reads `load()` now and every 2 s until unmounted. */
+function usePoll(load, deps) {
   const [value, setValue] = useState(null);
   const [error, setError] = useState('');
   useEffect(() => {
@@ -23,7 +23,6 @@ function usePoll(load, deps, stop = () => false) {
         if (!live) return;
         setValue(v);
         setError('');
-        if (stop(v)) return;
       } catch (e) { if (live) setError(e.message); }
       if (live) timer = setTimeout(tick, 2000);
     }
