@@ -455,3 +455,61 @@ def test_a_campaign_carries_on_after_a_restart(own_platform):
         if d["id"] != first[0]["device"]:
             api.s.post(api.url(f"/api/v1/{d['access_token']}/telemetry"), json={"fw_state": "UPDATED"}, timeout=10)
     assert wait_state(api, c["id"], "completed")["counts"]["updated"] == 3
+
+
+def test_signed_image_reaches_the_device_with_its_signature(api, tmp_path):
+    """Ed25519 end to end with OpenSSL: a key registered, a signed upload accepted, the
+    signature delivered as fw_signature; the device verifies it over what it downloaded, so a
+    corrupted download is FAILED with the reason and a good one UPDATED."""
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+
+    def ssl(*args):
+        p = subprocess.run(["openssl", *args], capture_output=True, timeout=30)
+        assert p.returncode == 0, p.stderr.decode()
+        return p.stdout
+    key = tmp_path / "key.pem"
+    ssl("genpkey", "-algorithm", "ed25519", "-out", str(key))
+    pub_der = ssl("pkey", "-in", str(key), "-pubout", "-outform", "DER")
+    (tmp_path / "pub.pem").write_bytes(ssl("pkey", "-in", str(key), "-pubout"))
+    image = os.urandom(20_000)
+    (tmp_path / "image.bin").write_bytes(image)
+    sig = ssl("pkeyutl", "-sign", "-inkey", str(key), "-rawin", "-in", str(tmp_path / "image.bin"))
+    assert len(sig) == 64
+    Api.ok(api.post("/api/v1/firmware-keys", {"name": uid("release"),
+                                               "public_key": base64.b64encode(pub_der[-32:]).decode()}), 201)
+    title = uid("signed")
+    tampered = bytearray(image)
+    tampered[5] ^= 1
+    err = assert_error_body(api.post("/api/v1/firmware", files={"file": ("fw.bin", bytes(tampered))},
+                                     data={"title": title, "version": "1",
+                                           "signature": base64.b64encode(sig).decode()}), 400)
+    assert "bad signature" in err["message"]
+    pkg = upload(api, title, "1", image, signature=base64.b64encode(sig).decode())
+    assert pkg["signed_by"] and pkg["signature"] == sig.hex()
+
+    def update(device: dict, corrupt: bool) -> list[str]:
+        Api.ok(api.post(f"/api/v1/devices/{device['id']}/firmware", {"firmware_id": pkg["id"]}))
+        token = device["access_token"]
+        shared = api.s.get(api.url(f"/api/v1/{token}/attributes"), timeout=10,
+                           params={"sharedKeys": "fw_title,fw_version,fw_signature,fw_signature_algorithm"}
+                           ).json()["shared"]
+        assert shared["fw_signature_algorithm"] == "ED25519"
+        got = bytearray(api.s.get(api.url(f"/api/v1/{token}/firmware"), timeout=10,
+                                  params={"title": shared["fw_title"], "version": shared["fw_version"]}).content)
+        if corrupt:
+            got[100] ^= 0xFF
+        (tmp_path / "got.bin").write_bytes(bytes(got))
+        (tmp_path / "sig.bin").write_bytes(bytes.fromhex(shared["fw_signature"]))
+        ok = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "pub.pem"),
+                             "-rawin", "-in", str(tmp_path / "got.bin"), "-sigfile", str(tmp_path / "sig.bin")],
+                            capture_output=True, timeout=30).returncode == 0
+        report = {"fw_state": "UPDATED"} if ok else {"fw_state": "FAILED", "fw_error": "Signature verification failed"}
+        assert api.s.post(api.url(f"/api/v1/{token}/telemetry"), json=report, timeout=10).status_code == 200
+        fw = wait_for(lambda: (lambda f: f if f.get("state") in ("UPDATED", "FAILED") else None)(
+            Api.ok(api.get(f"/api/v1/devices/{device['id']}/firmware"))["firmware"]), what="the report")
+        return [fw["state"], fw["error"]]
+    assert update(api.create_device(uid("sig")), corrupt=False) == ["UPDATED", None]
+    assert update(api.create_device(uid("sig")), corrupt=True) == ["FAILED", "Signature verification failed"]
