@@ -91,12 +91,26 @@ async fn upload_package(
     let mut form = form.map_err(|e| bad(format!("expected multipart/form-data: {e}")))?;
     let mut new = NewPackage::default();
     let (mut title, mut version, mut image) = (None, None, None);
-    while let Some(field) = form
+    while let Some(mut field) = form
         .next_field()
         .await
         .map_err(|e| bad(format!("the form: {e}")))?
     {
         let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            // Straight to a file as it arrives (hashed on the way): no image is held in memory.
+            // Writes of a chunk to the page cache are short enough for an async worker.
+            let mut upload = s.platform.firmware.begin_upload()?;
+            while let Some(chunk) = field
+                .chunk()
+                .await
+                .map_err(|e| bad(format!("field \"file\": {e}")))?
+            {
+                upload.write(&chunk)?;
+            }
+            image = Some(upload);
+            continue;
+        }
         let data = field
             .bytes()
             .await
@@ -125,7 +139,6 @@ async fn upload_package(
                     .map_err(|e| bad(format!("signature is base64: {e}")))?;
                 new.signature = Some(sig);
             }
-            "file" => image = Some(data),
             other => return Err(bad(format!("unknown form field {other:?}"))),
         }
     }
@@ -134,7 +147,8 @@ async fn upload_package(
     let image = image.ok_or_else(|| bad("the form needs \"file\""))?;
     let fw = s.platform.clone();
     let tenant = t.id.clone();
-    let pkg = crate::error::blocking(move || fw.firmware.create(&tenant, new, &image)).await?;
+    let pkg =
+        crate::error::blocking(move || fw.firmware.finish_upload(&tenant, new, image)).await?;
     Ok((StatusCode::CREATED, Json(pkg)))
 }
 

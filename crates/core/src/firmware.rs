@@ -148,6 +148,42 @@ pub struct Firmware {
     pub campaigns: Campaigns,
 }
 
+/// An image being uploaded: written to a temporary file in the images' directory and hashed as
+/// it arrives, so no upload is held in memory; removed when dropped unfinished.
+pub struct ImageUpload {
+    file: Option<std::fs::File>,
+    id: String,
+    tmp: PathBuf,
+    digest: ring::digest::Context,
+    size: u64,
+}
+
+impl ImageUpload {
+    /// Appends bytes (refused past the largest image).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.size += bytes.len() as u64;
+        if self.size > MAX_IMAGE_BYTES as u64 {
+            return Err(CoreError::Invalid(format!(
+                "the image must be at most {} MiB",
+                MAX_IMAGE_BYTES >> 20
+            )));
+        }
+        self.digest.update(bytes);
+        let f = self
+            .file
+            .as_mut()
+            .expect("an unfinished upload has its file");
+        f.write_all(bytes).map_err(io)
+    }
+}
+
+impl Drop for ImageUpload {
+    fn drop(&mut self) {
+        // Finished uploads were renamed: this removes only abandoned or refused ones.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
 fn package_row(r: &Row) -> rusqlite::Result<Package> {
     Ok(Package {
         id: r.get(0)?,
@@ -215,29 +251,58 @@ impl Firmware {
     /// Stores a package of `tenant`: the image is checked (size, signature) and on disk before
     /// the row exists.
     pub fn create(&self, tenant: &str, new: NewPackage, image: &[u8]) -> Result<Package> {
+        let mut upload = self.begin_upload()?;
+        upload.write(image)?;
+        self.finish_upload(tenant, new, upload)
+    }
+
+    /// A new image file to write an upload into as it arrives (removed unless finished).
+    pub fn begin_upload(&self) -> Result<ImageUpload> {
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let tmp = self.dir.join(format!("{id}.part"));
+        Ok(ImageUpload {
+            file: Some(std::fs::File::create(&tmp).map_err(io)?),
+            id,
+            tmp,
+            digest: ring::digest::Context::new(&ring::digest::SHA256),
+            size: 0,
+        })
+    }
+
+    /// Stores the package of a written upload: size and signature checked (a signed image is
+    /// read back whole: Ed25519 signs the whole message), file synced and renamed, then the row.
+    pub fn finish_upload(
+        &self,
+        tenant: &str,
+        new: NewPackage,
+        mut upload: ImageUpload,
+    ) -> Result<Package> {
         text("title", &new.title)?;
         text("version", &new.version)?;
-        if image.is_empty() || image.len() > MAX_IMAGE_BYTES {
+        if upload.size == 0 || upload.size > MAX_IMAGE_BYTES as u64 {
             return Err(CoreError::Invalid(format!(
                 "the image must be 1 byte to {} MiB, not {} bytes",
                 MAX_IMAGE_BYTES >> 20,
-                image.len()
+                upload.size
             )));
         }
+        let file = upload
+            .file
+            .take()
+            .expect("an unfinished upload has its file");
+        file.sync_all().map_err(io)?;
+        drop(file);
         let signed_by = match &new.signature {
             None => None,
-            Some(sig) => Some(self.verify(tenant, image, sig)?),
+            Some(sig) => {
+                let image = std::fs::read(&upload.tmp).map_err(io)?;
+                Some(self.verify(tenant, &image, sig)?)
+            }
         };
-        let checksum = hex(ring::digest::digest(&ring::digest::SHA256, image).as_ref());
-        let id = uuid::Uuid::new_v4().to_string();
-        std::fs::create_dir_all(&self.dir).map_err(io)?;
-        let tmp = self.dir.join(format!("{id}.part"));
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(image).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, self.image(&id)).map_err(io)?;
+        let checksum = hex(upload.digest.clone().finish().as_ref());
+        let id = upload.id.clone();
+        std::fs::rename(&upload.tmp, self.image(&id)).map_err(io)?;
         let inserted = self.db.conn().execute(
             "INSERT INTO firmware (id, tenant_id, kind, title, version, profile_id, size, checksum,
              signed_by, created_ms, signature)
@@ -249,7 +314,7 @@ impl Firmware {
                 new.title.trim(),
                 new.version.trim(),
                 new.profile,
-                image.len() as i64,
+                upload.size as i64,
                 checksum,
                 signed_by,
                 now_ms(),

@@ -96,6 +96,14 @@ fn signed_images_verify_against_the_tenants_keys() {
             .create(&tenant, package("pump", "1.0", None), &image),
         Err(CoreError::AlreadyExists(_))
     ));
+    // Refused uploads leave no file behind; stored ones are one file each.
+    let dir = p.firmware.image("x");
+    let files: Vec<String> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().all(|f| f.ends_with(".bin")), "{files:?}");
+    assert_eq!(files.len(), 2, "{files:?}");
     assert!(p.firmware.add_key(&tenant, "short", &[1, 2, 3]).is_err());
     assert!(p
         .firmware
