@@ -287,6 +287,10 @@ impl Platform {
             }
             offered += 1;
         }
+        if offered > 0 {
+            tracing::info!(campaign = %c.id, stage = c.stage + 1, offered, "firmware offered");
+            metrics::counter!("firmware_campaign_offers_total").increment(offered as u64);
+        }
         Ok(offered)
     }
 
