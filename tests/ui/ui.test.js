@@ -767,6 +767,41 @@ test('a dashboard exported and imported again has the same widgets; an operator 
   }
 });
 
+test('a dashboard shared with a customer: its users see it in their list, read only, until unshared', async () => {
+  const acme = await rest('/api/v1/customers', { method: 'POST', body: { name: 'Acme' } });
+  await rest('/api/v1/users', { method: 'POST', body: { username: 'cora', password: 'Customer-pass-9', role: 'viewer', customer: acme.id } });
+  // Read again (the page may be showing the list from before the customer existed).
+  await page.goto(server.base + '/#/dashboards');
+  await page.reload();
+  const row = page.locator('tr[data-dashboard="Pump room"]');
+  await row.getByLabel('Share Pump room with').selectOption({ label: 'Acme' });
+  await row.getByTestId('shared-with').getByText('Acme').waitFor();
+  assert.deepEqual((await rest(`/api/v1/dashboards/${dashboardId}`)).customers, [acme.id]);
+
+  // The customer's user: not watched for console errors (pages other than dashboards ask for
+  // what customer users may not read); the list is what is checked here.
+  const customer = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  try {
+    await logIn(customer, server.base, 'Customer-pass-9', 'cora');
+    await customer.goto(`${server.base}/#/dashboards`);
+    const table = customer.getByTestId('dashboard-table');
+    await table.locator('tr[data-dashboard="Pump room"]').waitFor();
+    assert.equal(await table.locator('tr[data-dashboard]').count(), 1);
+    assert.equal(await customer.getByRole('columnheader', { name: 'Shared with' }).count(), 0);
+    assert.equal(await customer.getByRole('button', { name: 'Create dashboard' }).count(), 0);
+    assert.equal(await customer.getByRole('button', { name: 'Delete Pump room' }).count(), 0);
+    await shot(customer, 'dashboards-customer');
+
+    const stop = row.getByRole('button', { name: 'Stop sharing Pump room with Acme' });
+    await stop.click();
+    await stop.waitFor({ state: 'detached' });
+    await customer.reload();
+    await customer.getByText('No dashboard is shared with your customer yet.').waitFor();
+  } finally {
+    await customer.close();
+  }
+});
+
 test('a firmware campaign: states per stage, a failure with its error, halted, then cancelled', async () => {
   const fleet = [];
   for (const name of ['fw-a', 'fw-b']) fleet.push(await rest('/api/v1/devices', { method: 'POST', body: { name } }));

@@ -101,7 +101,15 @@ fn rule_of(op: &Value) -> Option<Rule> {
 }
 
 /// Collections that customer users may reach (their customer's part of them).
-const CUSTOMER_VISIBLE: &[&str] = &["devices", "customers", "users", "auth", "ws", "alarms"];
+const CUSTOMER_VISIBLE: &[&str] = &[
+    "devices",
+    "customers",
+    "users",
+    "auth",
+    "ws",
+    "alarms",
+    "dashboards",
+];
 
 /// Where a resource named in a path belongs.
 struct Owner {
@@ -236,6 +244,12 @@ pub async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> R
         return ApiError::forbidden("customer users reach only their customer's devices")
             .into_response();
     }
+    if caller.reach.customer.is_some() && collection == "dashboards" && method != Method::GET {
+        return ApiError::forbidden(
+            "customer users see the dashboards shared with them, read only",
+        )
+        .into_response();
+    }
     let params: HashMap<String, String> =
         match RawPathParams::from_request_parts(&mut parts, &()).await {
             Ok(p) => p
@@ -246,7 +260,14 @@ pub async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> R
         };
     let mut tenant = caller.reach.tenant.clone();
     if let Some(id) = params.get("id") {
-        if let Some(o) = owner(&s, collection, id) {
+        if let Some(mut o) = owner(&s, collection, id) {
+            // A dashboard belongs to its tenant, and is within reach of the customers it is
+            // shared with.
+            if let (Some(c), "dashboards") = (caller.reach.customer.as_deref(), collection) {
+                if s.platform.dashboards.shared_with(id, c).unwrap_or(false) {
+                    o.customer = Some(c.to_string());
+                }
+            }
             let reachable = match &o.tenant {
                 Some(t) => caller.covers(t, o.customer.as_deref()),
                 None => caller.role == Role::SysAdmin,

@@ -1,6 +1,7 @@
 //! Dashboards: a tenant's grids of widgets (`ib_core::dashboards`). The document `GET` returns is
-//! the one `POST` imports (ids, tenant and times are ignored on the way in), so export and import
-//! are a download and an upload of the same JSON.
+//! the one `POST` imports (ids, tenant, customers and times are ignored on the way in), so export
+//! and import are a download and an upload of the same JSON. A dashboard shared with a customer
+//! (`/dashboards/{id}/customers/{customer_id}`) is seen, read only, by that customer's users.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -24,6 +25,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list_dashboards, create_dashboard))
         .routes(routes!(get_dashboard, replace_dashboard, delete_dashboard))
+        .routes(routes!(share_dashboard, unshare_dashboard))
 }
 
 /// A dashboard to create (or import): the document and, for system administrators, its tenant
@@ -53,7 +55,8 @@ async fn create_dashboard(
     Ok((StatusCode::CREATED, Json(d)))
 }
 
-/// The tenant's dashboards by name (each with its widgets).
+/// The tenant's dashboards by name (each with its widgets); for a customer's users, those shared
+/// with their customer.
 #[utoipa::path(get, path = "/api/v1/dashboards", tag = "dashboards",
     security(("bearer" = ["read"])), params(TenantQuery),
     responses((status = 200, body = Page<Dashboard>)))]
@@ -63,8 +66,14 @@ async fn list_dashboards(
     q: QueryOf<TenantQuery>,
 ) -> ApiResult<Json<Page<Dashboard>>> {
     let Query(q) = q?;
-    let tenant = crate::account_routes::list_tenant(&s, &caller, q.tenant.as_deref())?;
-    let data = s.platform.dashboards.list(tenant.as_deref())?;
+    let data = match caller.customer() {
+        // A customer's users see what is shared with their customer.
+        Some(c) => s.platform.dashboards.list_for_customer(c)?,
+        None => {
+            let tenant = crate::account_routes::list_tenant(&s, &caller, q.tenant.as_deref())?;
+            s.platform.dashboards.list(tenant.as_deref())?
+        }
+    };
     Ok(Json(Page { data, next: None }))
 }
 
@@ -102,4 +111,33 @@ async fn delete_dashboard(
 ) -> ApiResult<StatusCode> {
     s.platform.dashboards.delete(&id)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Shares a dashboard with a customer of its tenant: the customer's users see it (read only).
+/// Sharing again changes nothing.
+#[utoipa::path(post, path = "/api/v1/dashboards/{id}/customers/{customer_id}", tag = "dashboards",
+    security(("bearer" = ["write"])),
+    params(("id" = String, Path), ("customer_id" = String, Path, description = "customer id or name")),
+    responses((status = 200, body = Dashboard), (status = 404, description = "no such dashboard or customer")))]
+async fn share_dashboard(
+    State(s): State<ApiState>,
+    Path((id, customer)): Path<(String, String)>,
+) -> ApiResult<Json<Dashboard>> {
+    let d = s.platform.dashboards.get(&id)?;
+    let c = s.platform.registry.customer(&d.tenant, &customer)?;
+    Ok(Json(s.platform.dashboards.share(&id, &c.id)?))
+}
+
+/// Stops sharing a dashboard with a customer.
+#[utoipa::path(delete, path = "/api/v1/dashboards/{id}/customers/{customer_id}", tag = "dashboards",
+    security(("bearer" = ["write"])),
+    params(("id" = String, Path), ("customer_id" = String, Path, description = "customer id or name")),
+    responses((status = 200, body = Dashboard), (status = 404, description = "not shared with that customer")))]
+async fn unshare_dashboard(
+    State(s): State<ApiState>,
+    Path((id, customer)): Path<(String, String)>,
+) -> ApiResult<Json<Dashboard>> {
+    let d = s.platform.dashboards.get(&id)?;
+    let c = s.platform.registry.customer(&d.tenant, &customer)?;
+    Ok(Json(s.platform.dashboards.unshare(&id, &c.id)?))
 }

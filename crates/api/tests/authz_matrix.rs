@@ -6,8 +6,8 @@
 //! The expectation is computed here from the role order and the reach rules written out
 //! independently of the implementation: an operation needs the scope it declares; changes
 //! (POST/PUT/PATCH/DELETE) must not be declared `read`, except the caller's own session and
-//! password; customer users reach devices (and their alarms), their customer and their own
-//! session only.
+//! password; customer users reach devices (and their alarms), their customer, the dashboards
+//! shared with their customer (read only) and their own session only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -283,6 +283,8 @@ async fn fixture() -> Fixture {
             Some(c) => c.clone(),
             None => reg.create_customer(&tenant.id, "a0").unwrap().id,
         };
+        // Shared with the target's customer: customer users see it only on their own.
+        p.dashboards.share(&dashboard.id, &customer_res).unwrap();
         targets.insert(
             key(target),
             Ids {
@@ -366,6 +368,7 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
     let mut uri = path
         .replace("{id}", &id)
         .replace("{scope}", "shared")
+        .replace("{customer_id}", &ids.customer_res)
         .replace("{rpc}", &ids.rpc.to_string());
     let mut query = Vec::new();
     if tenant_query {
@@ -412,6 +415,7 @@ fn request(method: &Method, path: &str, ids: &Ids, tenant_query: bool) -> (Strin
         ("POST", "/api/v1/dashboards") => Some(json!({"name": "new-dashboard", "widgets": [
             {"type": "alarms", "x": 0, "y": 0, "w": 12, "h": 4}]})),
         ("PUT", "/api/v1/dashboards/{id}") => Some(json!({"name": "renamed-dashboard"})),
+        ("POST", "/api/v1/dashboards/{id}/customers/{customer_id}") => None,
         // JSON, not a form: a 400 once access is granted.
         ("POST", "/api/v1/firmware") => Some(json!({})),
         ("POST", "/api/v1/firmware-keys") => Some(json!({"tenant": tenant, "name": "new-key",
@@ -450,6 +454,11 @@ fn expected(who: Who, method: &Method, path: &str, need: Role, target: Target, i
     let coll = collection(path);
     if who.role < need {
         return false;
+    }
+    if who.customer && coll == "dashboards" {
+        // The dashboards shared with their customer, read only.
+        let shared = ids.customer.is_some() && target == Target::OwnCustomer;
+        return method == Method::GET && (!path.contains("{id}") || shared);
     }
     if who.customer && !["devices", "customers", "auth", "alarms"].contains(&coll) {
         return false;

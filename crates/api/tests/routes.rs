@@ -174,6 +174,118 @@ async fn dashboards_export_and_import_as_the_same_document() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
 }
 
+#[tokio::test]
+async fn dashboards_shared_with_a_customer_are_seen_by_its_users_read_only() {
+    let (app, _t) = app();
+    let token = login(&app).await;
+    let t = Some(token.as_str());
+    let (status, acme) = call(
+        &app,
+        "POST",
+        "/api/v1/customers",
+        t,
+        Some(json!({"name": "Acme"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{acme}");
+    let acme = acme["id"].as_str().unwrap().to_string();
+    let user = json!({"username": "acme-viewer", "password": "acme-pass-1", "role": "viewer",
+        "customer": acme});
+    let (status, v) = call(&app, "POST", "/api/v1/users", t, Some(user)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = call(
+        &app,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"username": "acme-viewer", "password": "acme-pass-1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let viewer = v["token"].as_str().unwrap().to_string();
+    let c = Some(viewer.as_str());
+    let board = json!({"name": "Acme pumps", "widgets": [
+        {"type": "alarms", "x": 0, "y": 0, "w": 12, "h": 4}]});
+    let (_, board) = call(&app, "POST", "/api/v1/dashboards", t, Some(board)).await;
+    let id = board["id"].as_str().unwrap().to_string();
+    let (_, other) = call(
+        &app,
+        "POST",
+        "/api/v1/dashboards",
+        t,
+        Some(json!({"name": "Internal", "widgets": []})),
+    )
+    .await;
+    let other = other["id"].as_str().unwrap().to_string();
+    // Not shared yet: the customer's user sees nothing, and the dashboard does not exist for it.
+    let (status, list) = call(&app, "GET", "/api/v1/dashboards", c, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["data"], json!([]));
+    let (status, _) = call(&app, "GET", &format!("/api/v1/dashboards/{id}"), c, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Shared by name (or id): listed and readable, never changeable.
+    let share = format!("/api/v1/dashboards/{id}/customers/Acme");
+    let (status, v) = call(&app, "POST", &share, t, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["customers"], json!([acme]));
+    let (_, list) = call(&app, "GET", "/api/v1/dashboards", c, None).await;
+    let names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Acme pumps"]);
+    let (status, v) = call(&app, "GET", &format!("/api/v1/dashboards/{id}"), c, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, _) = call(&app, "GET", &format!("/api/v1/dashboards/{other}"), c, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = call(
+        &app,
+        "PUT",
+        &format!("/api/v1/dashboards/{id}"),
+        c,
+        Some(json!({"name": "mine now"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (status, _) = call(&app, "POST", &share, c, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A customer of another tenant, or none, cannot be shared with.
+    let (_, beta) = call(
+        &app,
+        "POST",
+        "/api/v1/tenants",
+        t,
+        Some(json!({"name": "beta"})),
+    )
+    .await;
+    let (status, v) = call(
+        &app,
+        "POST",
+        "/api/v1/customers",
+        t,
+        Some(json!({"name": "Beta co", "tenant": beta["id"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let foreign = format!(
+        "/api/v1/dashboards/{id}/customers/{}",
+        v["id"].as_str().unwrap()
+    );
+    let (status, v) = call(&app, "POST", &foreign, t, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["code"], "not_found");
+    // Unshared: gone for the customer's user; unsharing again is a 404.
+    let (status, v) = call(&app, "DELETE", &share, t, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["customers"], json!([]));
+    let (status, _) = call(&app, "GET", &format!("/api/v1/dashboards/{id}"), c, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&app, "DELETE", &share, t, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 /// A `multipart/form-data` body of text fields and one file.
 fn form(fields: &[(&str, &str)], file: &[u8]) -> (String, Vec<u8>) {
     let boundary = "----ib-test-boundary";

@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS dashboards (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     name TEXT NOT NULL, spec TEXT NOT NULL, created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL, UNIQUE (tenant_id, name));
+CREATE TABLE IF NOT EXISTS dashboard_customers (
+    dashboard_id TEXT NOT NULL REFERENCES dashboards(id) ON DELETE CASCADE,
+    customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+    PRIMARY KEY (dashboard_id, customer_id));
+CREATE INDEX IF NOT EXISTS dashboard_customers_by_customer ON dashboard_customers (customer_id);
 ";
 
 /// What a widget shows or does.
@@ -117,6 +122,9 @@ pub struct DashboardSpec {
     #[serde(default, skip_serializing)]
     #[schema(ignore)]
     pub updated: Option<serde::de::IgnoredAny>,
+    #[serde(default, skip_serializing)]
+    #[schema(ignore)]
+    pub customers: Option<serde::de::IgnoredAny>,
 }
 
 /// A stored dashboard: its document with `id`, `tenant`, `created` and `updated` (written out
@@ -129,6 +137,8 @@ pub struct Dashboard {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub widgets: Vec<Widget>,
+    /// Customers it is shared with (ids): their users see it, read only.
+    pub customers: Vec<String>,
     pub created: i64,
     pub updated: i64,
 }
@@ -278,12 +288,20 @@ fn row(r: &Row) -> rusqlite::Result<Dashboard> {
         name: spec.name,
         description: spec.description,
         widgets: spec.widgets,
+        customers: r
+            .get::<_, Option<String>>(5)?
+            .map(|c| c.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
         created: r.get(3)?,
         updated: r.get(4)?,
     })
 }
 
-const SELECT: &str = "SELECT id, tenant_id, spec, created_ms, updated_ms FROM dashboards";
+const SELECT: &str = "SELECT id, tenant_id, spec, created_ms, updated_ms,
+    (SELECT group_concat(customer_id, ',') FROM
+        (SELECT customer_id FROM dashboard_customers c WHERE c.dashboard_id = dashboards.id
+         ORDER BY customer_id))
+    FROM dashboards";
 
 impl Dashboards {
     /// Dashboards in `db` (creating the table).
@@ -352,6 +370,57 @@ impl Dashboards {
         ))?;
         let rows = st.query_map([tenant], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The dashboards shared with `customer`, by name.
+    pub fn list_for_customer(&self, customer: &str) -> Result<Vec<Dashboard>> {
+        let conn = self.db.conn();
+        let mut st = conn.prepare(&format!(
+            "{SELECT} WHERE id IN (SELECT dashboard_id FROM dashboard_customers
+                                   WHERE customer_id = ?1) ORDER BY name, id"
+        ))?;
+        let rows = st.query_map([customer], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether dashboard `id` is shared with `customer`.
+    pub fn shared_with(&self, id: &str, customer: &str) -> Result<bool> {
+        Ok(self
+            .db
+            .conn()
+            .query_row(
+                "SELECT 1 FROM dashboard_customers WHERE dashboard_id = ?1 AND customer_id = ?2",
+                [id, customer],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Shares dashboard `id` with `customer` (of the same tenant: the caller checks); sharing
+    /// twice is no change.
+    pub fn share(&self, id: &str, customer: &str) -> Result<Dashboard> {
+        self.get(id)?;
+        self.db.conn().execute(
+            "INSERT OR IGNORE INTO dashboard_customers (dashboard_id, customer_id) VALUES (?1, ?2)",
+            [id, customer],
+        )?;
+        self.get(id)
+    }
+
+    /// Stops sharing dashboard `id` with `customer`.
+    pub fn unshare(&self, id: &str, customer: &str) -> Result<Dashboard> {
+        let n = self.db.conn().execute(
+            "DELETE FROM dashboard_customers WHERE dashboard_id = ?1 AND customer_id = ?2",
+            [id, customer],
+        )?;
+        if n == 0 {
+            self.get(id)?;
+            return Err(CoreError::NotFound(format!(
+                "dashboard {id:?} is not shared with customer {customer:?}"
+            )));
+        }
+        self.get(id)
     }
 
     /// Deletes a dashboard.
@@ -441,5 +510,64 @@ mod tests {
         assert_eq!(ds.list(Some(&tenant)).unwrap().len(), 2);
         ds.delete(&copy.id).unwrap();
         assert!(matches!(ds.get(&copy.id), Err(CoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn dashboards_are_shared_with_customers() {
+        let db = Arc::new(Db::memory().unwrap());
+        crate::registry::Registry::new(db.clone())
+            .ensure_default()
+            .unwrap();
+        let tenant: String = db
+            .conn()
+            .query_row("SELECT id FROM tenants", [], |r| r.get(0))
+            .unwrap();
+        for c in ["c1", "c2"] {
+            db.conn()
+                .execute(
+                    "INSERT INTO customers (id, tenant_id, name, created_ms) VALUES (?1, ?2, ?1, 0)",
+                    [c, tenant.as_str()],
+                )
+                .unwrap();
+        }
+        let ds = Dashboards::new(db.clone()).unwrap();
+        let a = ds
+            .create(&tenant, &spec(json!({"name": "A"})).unwrap())
+            .unwrap();
+        let b = ds
+            .create(&tenant, &spec(json!({"name": "B"})).unwrap())
+            .unwrap();
+        assert!(a.customers.is_empty());
+        assert_eq!(ds.share(&a.id, "c2").unwrap().customers, ["c2"]);
+        assert_eq!(ds.share(&a.id, "c1").unwrap().customers, ["c1", "c2"]);
+        assert_eq!(ds.share(&a.id, "c1").unwrap().customers, ["c1", "c2"]);
+        ds.share(&b.id, "c1").unwrap();
+        let names = |c| -> Vec<String> {
+            let list = ds.list_for_customer(c).unwrap();
+            list.into_iter().map(|d| d.name).collect()
+        };
+        assert_eq!(names("c1"), ["A", "B"]);
+        assert_eq!(names("c2"), ["A"]);
+        assert!(ds.shared_with(&b.id, "c1").unwrap() && !ds.shared_with(&b.id, "c2").unwrap());
+        // An exported document with its customers imports (they are not imported).
+        let exported = serde_json::to_value(ds.get(&a.id).unwrap()).unwrap();
+        let mut again: DashboardSpec = serde_json::from_value(exported).unwrap();
+        again.name = "A copy".into();
+        assert!(ds.create(&tenant, &again).unwrap().customers.is_empty());
+        assert_eq!(ds.unshare(&a.id, "c2").unwrap().customers, ["c1"]);
+        assert!(matches!(
+            ds.unshare(&a.id, "c2"),
+            Err(CoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            ds.share("nope", "c1"),
+            Err(CoreError::NotFound(_))
+        ));
+        // A customer removed takes its shares with it.
+        db.conn()
+            .execute("DELETE FROM customers WHERE id = 'c1'", [])
+            .unwrap();
+        assert!(names("c1").is_empty());
+        assert!(ds.get(&a.id).unwrap().customers.is_empty());
     }
 }
