@@ -481,8 +481,8 @@ mod tests {
         assert!(e.contains("columns"), "no overflow: {e}");
     }
 
-    #[test]
-    fn an_export_imports_as_it_is() {
+    /// A store over a fresh database with the default tenant (its id).
+    fn store() -> (Arc<Db>, String, Dashboards) {
         let db = Arc::new(Db::memory().unwrap());
         crate::registry::Registry::new(db.clone())
             .ensure_default()
@@ -491,7 +491,12 @@ mod tests {
             .conn()
             .query_row("SELECT id FROM tenants", [], |r| r.get(0))
             .unwrap();
-        let ds = Dashboards::new(db).unwrap();
+        (db.clone(), tenant, Dashboards::new(db).unwrap())
+    }
+
+    #[test]
+    fn an_export_imports_as_it_is() {
+        let (_db, tenant, ds) = store();
         let s = spec(json!({"name": "Ward", "widgets": [
             {"type": "gauge", "x": 0, "y": 0, "w": 3, "h": 3, "device": "bed-1", "keys": ["hr"],
              "min": 30.0, "max": 200.0, "unit": "bpm"}]}))
@@ -514,14 +519,7 @@ mod tests {
 
     #[test]
     fn dashboards_are_shared_with_customers() {
-        let db = Arc::new(Db::memory().unwrap());
-        crate::registry::Registry::new(db.clone())
-            .ensure_default()
-            .unwrap();
-        let tenant: String = db
-            .conn()
-            .query_row("SELECT id FROM tenants", [], |r| r.get(0))
-            .unwrap();
+        let (db, tenant, ds) = store();
         for c in ["c1", "c2"] {
             db.conn()
                 .execute(
