@@ -306,3 +306,85 @@ def test_modbus_rtu_over_a_serial_line(platform, tmp_path):
         for p in (edge, sim, ptys):
             if p.proc is not None and p.proc.poll() is None:
                 p.signal_stop()
+
+
+def test_a_local_rule_switches_a_coil_with_the_uplink_down(tmp_path):
+    """The issue's test: no platform at all (the uplink's port is bound and never listens, so
+    every connection is refused), a holding register `soil_moisture` set low on the simulator
+    makes the edge's local rule write coil 0 = true, and set high again (the first rule clears,
+    the second fires) writes it false. The coil is read back from the simulator."""
+    import socket
+
+    from pymodbus.client import ModbusTcpClient
+
+    refusing = socket.socket()
+    refusing.bind((HOST, 0))
+    sim = ModbusSim(tmp_path / "sim", {"hr": {"0": 50}}).start()
+    rules = f"""[[modbus]]
+name = "field-1"
+address = "127.0.0.1:{sim.port}"
+poll = "100ms"
+timeout = "500ms"
+backoff_max = "1s"
+registers = [ {{ key = "soil_moisture", table = "holding", address = 0, type = "u16" }} ]
+writes = [ {{ method = "setPump", table = "coil", address = 0, param = "on" }} ]
+
+[[rule]]
+name = "irrigate"
+scope = {{ device = "field-1" }}
+condition = "soil_moisture < 20.0"
+for = "300ms"
+clear = "soil_moisture > 35.0"
+actions = [
+  {{ type = "rpc", method = "setPump", params = {{ on = true }} }},
+  {{ type = "alarm", alarm = "dry", severity = "MAJOR" }},
+  {{ type = "log", message = "dry: {{{{soil_moisture}}}} on {{{{device.name}}}}" }},
+]
+
+[[rule]]
+name = "stop irrigating"
+scope = {{ device = "field-1" }}
+condition = "soil_moisture > 35.0"
+actions = [ {{ type = "rpc", method = "setPump", params = {{ on = false }} }} ]
+"""
+    config = edge_config("no-platform", refusing.getsockname()[1], tmp_path / "edge" / "buffer", rules)
+    edge = Edge(tmp_path / "edge", config).start()
+    client = ModbusTcpClient(HOST, port=sim.port)
+    try:
+        assert client.connect()
+
+        def coil() -> bool:
+            r = client.read_coils(0, count=1)
+            assert not r.isError(), r
+            return r.bits[0]
+
+        # wet at start: the second rule fires once and writes false
+        wait_for(lambda: "write co 0 [False]" in sim.writes(), timeout=15, what="the first 'off'")
+        assert not client.write_register(0, 10).isError()
+        wait_for(lambda: coil() is True, timeout=15, what="coil 0 switched on by the rule")
+        assert not client.write_register(0, 25).isError()  # between the thresholds: stays on
+        assert not client.write_register(0, 50).isError()
+        wait_for(lambda: coil() is False, timeout=15, what="coil 0 switched off by the rule")
+        coil_writes = [w for w in sim.writes() if w.startswith("write co 0")]
+        assert coil_writes == ["write co 0 [False]", "write co 0 [True]", "write co 0 [False]"], coil_writes
+        log = edge.log_tail(100_000)
+        assert "dry: 10 on field-1" in log, log[-3000:]
+        assert "local rule fired" in log and "local rule cleared" in log
+        assert edge.running
+    finally:
+        client.close()
+        edge.stop()
+        sim.kill()
+        refusing.close()
+
+
+def test_a_rule_with_a_cel_error_stops_the_edge_naming_it(tmp_path):
+    device = ('[[modbus]]\nname = "field-1"\naddress = "127.0.0.1:1"\n'
+              'registers = [ { key = "soil_moisture", table = "holding", address = 0, type = "u16" } ]\n'
+              '[[rule]]\nname = "broken"\nscope = { device = "field-1" }\n'
+              'condition = "soil_moisture <"\nactions = [ { type = "log" } ]\n')
+    e = Edge(tmp_path, edge_config("t", 1, tmp_path / "buffer", device))
+    with pytest.raises(AssertionError):
+        e.start()
+    assert e.proc.wait(10) != 0
+    assert '"broken"' in e.log_tail() and "condition" in e.log_tail()

@@ -21,7 +21,8 @@ pub struct EdgeConfig {
     pub modbus: Vec<ModbusConfig>,
     /// An optional GSM modem for SMS: command messages, replies, outbound SMS.
     pub modem: Option<ModemConfig>,
-    /// Local rules (not run by this build yet).
+    /// Local rules, in the platform's rule shape; parsed and checked by `rules::load`, which
+    /// needs the connectors' devices and names the rule in its errors.
     #[serde(default)]
     pub rule: Vec<toml::Value>,
 }

@@ -1,6 +1,7 @@
-//! The gateway: builds the connectors from the configuration, queues their readings on disk
-//! (one transaction for everything waiting), reports health as the gateway's own telemetry
-//! every `health_interval`, and runs the uplink until shutdown.
+//! The gateway: builds the connectors from the configuration, runs the local rules on their
+//! readings (when `[[rule]]` tables are configured), queues the readings on disk (one
+//! transaction for everything waiting), reports health as the gateway's own telemetry every
+//! `health_interval`, and runs the uplink until shutdown.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use crate::buffer::Buffer;
 use crate::config::EdgeConfig;
 use crate::connector::{self, now_ms, ConnectorIo, Health, Reading};
 use crate::error::EdgeError;
+use crate::rules::{self, actions::ActionTargets, engine::RuleEngine, engine::RuleStats};
 use crate::uplink::Uplink;
 
 /// Most readings written to the queue in one transaction.
@@ -26,12 +28,14 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
             "[uplink] url: mqtts:// (TLS) is not in this build yet; use mqtt://".into(),
         ));
     }
-    if !config.rule.is_empty() {
-        return Err(EdgeError::Unsupported(
-            "[[rule]]: local rules are not run by this build yet (issue 9)".into(),
-        ));
-    }
     let connectors = connector::build_all(&config)?;
+    let all_devices: Vec<_> = connectors.iter().flat_map(|c| c.devices()).collect();
+    let sms = connectors.iter().find_map(|c| c.sms_sender());
+    let rules = rules::load(&rules::Site {
+        config: &config,
+        devices: &all_devices,
+        sms: sms.is_some(),
+    })?;
     let buffer = Arc::new(Buffer::open(
         &config.uplink.buffer_dir,
         config.uplink.buffer_max_bytes,
@@ -51,11 +55,40 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
         inboxes.push(rx);
     }
     let peers: connector::Peers = Arc::new(routes.clone());
+    // With local rules, the connectors' readings pass through them on the way to the queue.
+    let mut rule_stats = None;
+    let mut rule_task = None;
+    let connector_tx = if rules.is_empty() {
+        readings_tx.clone()
+    } else {
+        let stats = Arc::new(RuleStats::new(
+            rules
+                .rules
+                .iter()
+                .map(|r| r.compiled.rule.spec.name.as_str()),
+        ));
+        tracing::info!(rules = rules.rules.len(), "local rules loaded");
+        let engine = RuleEngine::new(rules, &all_devices, stats.clone());
+        let (tx, rx) = mpsc::channel::<Reading>(4096);
+        let targets = ActionTargets {
+            peers: peers.clone(),
+            sms,
+            stats: stats.clone(),
+        };
+        rule_task = Some(tokio::spawn(rules::actions::run(
+            engine,
+            rx,
+            readings_tx.clone(),
+            targets,
+        )));
+        rule_stats = Some(stats);
+        tx
+    };
     for (c, rx) in connectors.into_iter().zip(inboxes) {
         healths.push((c.name().to_string(), c.health()));
         tracing::info!(kind = c.kind(), name = c.name(), "connector started");
         let io = ConnectorIo {
-            readings: readings_tx.clone(),
+            readings: connector_tx.clone(),
             commands: rx,
             shutdown: shutdown.clone(),
             peers: peers.clone(),
@@ -69,6 +102,7 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
             healths,
             buffer: buffer.clone(),
             uplink: connected.clone(),
+            rules: rule_stats,
         };
         let (tx, rx, every) = (
             readings_tx.clone(),
@@ -78,6 +112,7 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
         tasks.spawn(health.run(tx, every, rx));
     }
     drop(readings_tx);
+    drop(connector_tx);
     let ingest = tokio::spawn(ingest(readings_rx, buffer.clone(), wake.clone()));
     let uplink = Uplink {
         config: config.uplink.clone(),
@@ -90,6 +125,9 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
     println!("edge running: {} connector(s)", tasks.len() - 1);
     uplink.run(shutdown).await;
     while tasks.join_next().await.is_some() {}
+    if let Some(t) = rule_task {
+        let _ = t.await;
+    }
     // Every sender is gone: the ingest task queues what is left and ends.
     let result = ingest.await.unwrap_or(Ok(()));
     let s = buffer.stats();
@@ -133,6 +171,8 @@ struct HealthReport {
     healths: Vec<(String, Arc<Health>)>,
     buffer: Arc<Buffer>,
     uplink: Arc<AtomicBool>,
+    /// The local rules' counters, when there are rules.
+    rules: Option<Arc<RuleStats>>,
 }
 
 impl HealthReport {
@@ -149,6 +189,9 @@ impl HealthReport {
             "uplink.connected".into(),
             self.uplink.load(Ordering::Relaxed).into(),
         );
+        if let Some(r) = &self.rules {
+            r.report(&mut out);
+        }
         out
     }
 

@@ -7,6 +7,8 @@
 //! - [`connector`]: the `Connector` trait, readings, commands, health; built by name.
 //! - [`modbus`]: the Modbus TCP connector (register maps, batching, writes, reconnection).
 //! - [`sms`]: the SMS modem connector (command messages → RPCs, replies, `sendSms`).
+//! - [`rules`]: local rules (`[[rule]]`, the platform's dialect) on the readings, with no uplink
+//!   needed: RPCs to the connectors, SMS, log lines, alarms as telemetry.
 //! - [`buffer`]: store and forward, the bounded on-disk queue (SQLite).
 //! - [`uplink`]: the MQTT session to the platform: sends the queue in order at a bounded rate,
 //!   deletes what was acknowledged, answers RPCs.
@@ -18,6 +20,7 @@ pub mod connector;
 pub mod error;
 pub mod gateway;
 pub mod modbus;
+pub mod rules;
 pub mod sms;
 pub mod uplink;
 

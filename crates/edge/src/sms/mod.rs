@@ -2,7 +2,7 @@
 //! messages from whitelisted numbers with the PIN become RPCs to the mapped sub-device and the
 //! result (or the error) goes back by SMS; other messages are refused, logged and counted.
 //! With `name` set the modem is itself a sub-device taking `sendSms {"to","text"}` from the
-//! platform; local rules (not in the edge yet) get a sender from `Connector::sms_sender`.
+//! platform; local rules get a sender from `Connector::sms_sender`.
 //!
 //! Health (`<name>.connected`, `.signal`, `.registration`, `.sms_sent`, `.sms_received`,
 //! `.sms_failed`, `.sms_refused`, `.sms_delivered`, `.sms_undelivered`) is copied from the
