@@ -528,7 +528,6 @@ mod tests {
                 )
                 .unwrap();
         }
-        let ds = Dashboards::new(db.clone()).unwrap();
         let a = ds
             .create(&tenant, &spec(json!({"name": "A"})).unwrap())
             .unwrap();
