@@ -313,7 +313,9 @@ def test_a_local_rule_switches_a_coil_with_the_uplink_down(tmp_path):
     every connection is refused), a holding register `soil_moisture` set low on the simulator
     makes the edge's local rule write coil 0 = true, and set high again (the first rule clears,
     the second fires) writes it false. The coil is read back from the simulator."""
+    import json
     import socket
+    import sqlite3
 
     from pymodbus.client import ModbusTcpClient
 
@@ -367,6 +369,24 @@ actions = [ {{ type = "rpc", method = "setPump", params = {{ on = false }} }} ]
         wait_for(lambda: coil() is False, timeout=15, what="coil 0 switched off by the rule")
         coil_writes = [w for w in sim.writes() if w.startswith("write co 0")]
         assert coil_writes == ["write co 0 [False]", "write co 0 [True]", "write co 0 [False]"], coil_writes
+        # queued for the platform meanwhile: the alarm as the device's telemetry, and the
+        # gateway's health counting the firings
+        queue = tmp_path / "edge" / "buffer" / "queue.db"
+
+        def queued(device: str) -> list[dict]:
+            db = sqlite3.connect(f"file:{queue}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = db.execute("SELECT vals FROM queue WHERE device = ? ORDER BY id", (device,))
+                return [json.loads(v) for (v,) in rows]
+            finally:
+                db.close()
+
+        def alarms():
+            return [r["alarm.dry"] for r in queued("field-1") if "alarm.dry" in r]
+        # committed by the queue's writer a moment after the rule decided it
+        wait_for(lambda: alarms() == [True, False], timeout=15, what="alarm.dry true, then false")
+        wait_for(lambda: any(h.get("rules.fired") == 3 and h.get("rule.irrigate.fired") == 1
+                             for h in queued("")), timeout=15, what="rules.fired in the health")
         log = edge.log_tail(100_000)
         assert "dry: 10 on field-1" in log, log[-3000:]
         assert "local rule fired" in log and "local rule cleared" in log

@@ -80,6 +80,7 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
             rx,
             readings_tx.clone(),
             targets,
+            Arc::new(now_ms),
         )));
         rule_stats = Some(stats);
         tx

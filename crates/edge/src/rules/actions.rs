@@ -42,27 +42,48 @@ pub struct ActionTargets {
     pub stats: Arc<RuleStats>,
 }
 
+/// Milliseconds since the epoch: the readings' clock, to end `for` waits between readings.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// Runs until `readings` closes (every connector stopped): each reading goes through `engine`,
-/// then on to `out`; alarm readings follow it; the other actions go to the worker.
+/// then on to `out`; alarm readings follow it; the other actions go to the worker. A `for`
+/// wait that ends between readings (a device reporting only changes) is ended by `clock`.
 pub async fn run(
     mut engine: RuleEngine,
     mut readings: mpsc::Receiver<Reading>,
     out: mpsc::Sender<Reading>,
     targets: ActionTargets,
+    clock: Clock,
 ) {
     let (work_tx, work_rx) = mpsc::unbounded_channel();
     let worker = tokio::spawn(work(work_rx, targets));
-    while let Some(r) = readings.recv().await {
-        let firings = engine.on_reading(&r);
-        if out.send(r).await.is_err() {
-            break;
-        }
+    loop {
+        let due = engine.next_due();
+        let wait = async {
+            match due {
+                Some(t) => {
+                    let ms = u64::try_from(t - clock()).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let firings = tokio::select! {
+            r = readings.recv() => {
+                let Some(r) = r else { break };
+                let firings = engine.on_reading(&r);
+                if out.send(r).await.is_err() {
+                    break;
+                }
+                firings
+            }
+            _ = wait => engine.tick(clock()),
+        };
         for f in firings {
             rule_event(&f);
             if let Some(alarm) = alarm_reading(&f) {
-                if out.send(alarm).await.is_err() {
-                    break;
-                }
+                // The queue is gone only at shutdown; the readings loop ends next.
+                let _ = out.send(alarm).await;
             }
             // The worker only ends when this sender is dropped.
             let _ = work_tx.send(f);

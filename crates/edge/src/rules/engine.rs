@@ -132,63 +132,96 @@ impl RuleEngine {
 
     /// Takes in one reading; what fired or cleared because of it, in rule order.
     pub fn on_reading(&mut self, r: &Reading) -> Vec<Firing> {
-        let mut out = Vec::new();
         let Some(view) = self.devices.get_mut(&r.device) else {
-            return out;
+            return Vec::new();
         };
         for (k, v) in &r.values {
             view.latest.set_newer(k, r.ts, v);
         }
-        let view = &self.devices[&r.device];
-        for (i, rule) in self.rules.rules.iter().enumerate() {
-            if !rule.devices.contains(&r.device) {
-                continue;
+        let watching: Vec<usize> = (0..self.rules.rules.len())
+            .filter(|i| self.rules.rules[*i].devices.contains(&r.device))
+            .collect();
+        watching
+            .into_iter()
+            .filter_map(|i| self.step(i, &r.device, r.ts))
+            .collect()
+    }
+
+    /// When a `for` wait ends next (ms), if any is running: a device reporting only changes
+    /// sends nothing while its value stays, so the task calls [`RuleEngine::tick`] then.
+    pub fn next_due(&self) -> Option<i64> {
+        self.states
+            .iter()
+            .filter_map(|((i, _), st)| {
+                Some(st.pending_since? + self.rules.rules[*i].compiled.for_ms)
+            })
+            .min()
+    }
+
+    /// Re-evaluates, at `now` (ms), the rules whose `for` wait has ended, over the devices'
+    /// latest values.
+    pub fn tick(&mut self, now: i64) -> Vec<Firing> {
+        let mut due: Vec<(usize, String)> = self
+            .states
+            .iter()
+            .filter(|((i, _), st)| {
+                st.pending_since
+                    .is_some_and(|p| p + self.rules.rules[*i].compiled.for_ms <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        due.sort();
+        due.into_iter()
+            .filter_map(|(i, d)| self.step(i, &d, now))
+            .collect()
+    }
+
+    /// Evaluates rule `i` for `device` at `ts` and steps its state.
+    fn step(&mut self, i: usize, device: &str, ts: i64) -> Option<Firing> {
+        let view = self.devices.get(device)?;
+        let rule = &self.rules.rules[i];
+        let input = EvalInput {
+            tenant: Arc::from(""),
+            device: Arc::from(device),
+            ts,
+            values: Arc::new(HashMap::new()),
+            history: self.nothing.clone(),
+            lookups: self.nothing.clone(),
+        };
+        let vars = EvalVars::new(
+            [&view.latest, &self.empty],
+            self.attributes.as_ref(),
+            view.var.as_ref(),
+            input,
+        );
+        let key = (i, device.to_string());
+        let before = self.states.get(&key).copied().unwrap_or_default();
+        let mut error = None;
+        let cel = &self.rules.cel;
+        let stepped = transition(&rule.compiled, before, ts, |p| {
+            cel.eval(p, &vars).map_err(|e| error = Some(e)).ok()
+        });
+        let Some((state, phase)) = stepped else {
+            self.stats.eval_errors.fetch_add(1, Ordering::Relaxed);
+            if self.failing.insert(key) {
+                let e = error.map(|e| e.to_string()).unwrap_or_default();
+                tracing::warn!(rule = %rule.compiled.id, device, error = %e,
+                    "local rule: cannot evaluate (logged once until it can)");
             }
-            let input = EvalInput {
-                tenant: Arc::from(""),
-                device: Arc::from(r.device.as_str()),
-                ts: r.ts,
-                values: Arc::new(HashMap::new()),
-                history: self.nothing.clone(),
-                lookups: self.nothing.clone(),
-            };
-            let vars = EvalVars::new(
-                [&view.latest, &self.empty],
-                self.attributes.as_ref(),
-                view.var.as_ref(),
-                input,
-            );
-            let key = (i, r.device.clone());
-            let before = self.states.get(&key).copied().unwrap_or_default();
-            let mut error = None;
-            let cel = &self.rules.cel;
-            let stepped = transition(&rule.compiled, before, r.ts, |p| {
-                cel.eval(p, &vars).map_err(|e| error = Some(e)).ok()
-            });
-            let Some((state, phase)) = stepped else {
-                self.stats.eval_errors.fetch_add(1, Ordering::Relaxed);
-                if self.failing.insert(key) {
-                    let e = error.map(|e| e.to_string()).unwrap_or_default();
-                    tracing::warn!(rule = %rule.compiled.id, device = %r.device, error = %e,
-                        "local rule: cannot evaluate (logged once until it can)");
-                }
-                continue;
-            };
-            self.failing.remove(&key);
-            self.states.insert(key, state);
-            if let Some(phase) = phase {
-                self.stats.count(&rule.compiled.id, phase);
-                out.push(Firing {
-                    rule: rule.compiled.clone(),
-                    device: r.device.clone(),
-                    profile: view.profile.clone(),
-                    ts: r.ts,
-                    phase,
-                    values: merged_json([&view.latest, &self.empty]),
-                });
-            }
-        }
-        out
+            return None;
+        };
+        self.failing.remove(&key);
+        self.states.insert(key, state);
+        let phase = phase?;
+        self.stats.count(&rule.compiled.id, phase);
+        Some(Firing {
+            rule: rule.compiled.clone(),
+            device: device.to_string(),
+            profile: view.profile.clone(),
+            ts,
+            phase,
+            values: merged_json([&view.latest, &self.empty]),
+        })
     }
 }
 

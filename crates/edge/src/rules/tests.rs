@@ -257,6 +257,12 @@ fn a_disabled_rule_is_not_run() {
     assert!(step(&mut e, 2, 50.0).iter().all(|(r, _)| r == "irrigate"));
 }
 
+/// A clock on tokio's (paused) time, starting at 0 ms.
+fn clock() -> actions::Clock {
+    let start = tokio::time::Instant::now();
+    Arc::new(move || start.elapsed().as_millis() as i64)
+}
+
 /// The connector's side: answers every command `ok` and reports what it was asked.
 /// Commands to each device, by name.
 type Routes = HashMap<String, mpsc::Sender<Command>>;
@@ -287,7 +293,13 @@ async fn the_task_switches_the_pump_with_no_uplink() {
         sms: None,
         stats: stats.clone(),
     };
-    let task = tokio::spawn(actions::run(mut_engine, readings_rx, out_tx, targets));
+    let task = tokio::spawn(actions::run(
+        mut_engine,
+        readings_rx,
+        out_tx,
+        targets,
+        clock(),
+    ));
 
     readings_tx.send(reading(1_000, 10.0)).await.unwrap();
     assert_eq!(
@@ -328,7 +340,7 @@ async fn an_unanswered_rpc_times_out_and_is_counted() {
         sms: None,
         stats: stats.clone(),
     };
-    let task = tokio::spawn(actions::run(e, readings_rx, out_tx, targets));
+    let task = tokio::spawn(actions::run(e, readings_rx, out_tx, targets, clock()));
     readings_tx.send(reading(1_000, 10.0)).await.unwrap();
     let held = rx.recv().await.unwrap(); // taken, never answered
     readings_tx.send(reading(2_000, 50.0)).await.unwrap();
@@ -359,4 +371,52 @@ fn the_documented_rules_load() {
     let rules = load(&site).unwrap();
     assert_eq!(rules.rules.len(), 2);
     assert_eq!(rules.rules[0].compiled.for_ms, 30_000);
+}
+
+#[test]
+fn a_for_wait_ends_between_readings_on_tick() {
+    let rule = IRRIGATE.replace("clear = ", "for = \"5s\"\nclear = ");
+    let (mut e, _) = engine(&rule);
+    assert_eq!(e.next_due(), None);
+    assert!(step(&mut e, 10_000, 10.0).is_empty());
+    assert_eq!(e.next_due(), Some(15_000));
+    assert!(e.tick(14_999).is_empty());
+    let fired = e.tick(15_000);
+    assert_eq!(fired.len(), 1);
+    assert_eq!(
+        (fired[0].rule.id.as_ref(), fired[0].phase),
+        ("irrigate", Phase::Fire)
+    );
+    assert_eq!(e.next_due(), None);
+}
+
+/// A device reporting only changes sends one dry reading: the pump still goes on when `for`
+/// has passed (paused time: the clock jumps, nothing sleeps for real).
+#[tokio::test(start_paused = true)]
+async fn the_task_ends_a_for_wait_with_no_further_reading() {
+    let rule = IRRIGATE.replace("clear = ", "for = \"30s\"\nclear = ");
+    let (e, _) = engine(&rule);
+    let (peers, mut seen) = fake_connector();
+    let (readings_tx, readings_rx) = mpsc::channel(16);
+    let (out_tx, mut out_rx) = mpsc::channel(16);
+    let targets = ActionTargets {
+        peers: Arc::new(peers),
+        sms: None,
+        stats: Arc::new(RuleStats::default()),
+    };
+    let clock = clock();
+    let task = tokio::spawn(actions::run(e, readings_rx, out_tx, targets, clock.clone()));
+    readings_tx.send(reading(clock(), 10.0)).await.unwrap();
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        ("setPump".into(), json!({"on": true}))
+    );
+    assert!(clock() >= 30_000, "fired at {} ms", clock());
+    assert!(out_rx.recv().await.is_some());
+    assert_eq!(
+        out_rx.recv().await.unwrap().values["alarm.dry"],
+        json!(true)
+    );
+    drop(readings_tx);
+    task.await.unwrap();
 }
