@@ -7,6 +7,7 @@ a socat pseudo-terminal pair and the real serial code on the other:
   counted in the gateway's health); a long message arrives in parts and is answered with a
   concatenated reply; the platform sends an SMS through the edge's modem (RPC `sendSms`); a
   modem that stops answering is reopened, and what arrived meanwhile is read from the SIM;
+- a local rule of the edge (`sms` action) texts through the modem with no platform at all;
 - the platform (`[notify.sms] via = "modem"`): the vending rule (stock < 10 %) texts the
   supplier through the modem and mails them through a local SMTP server (aiosmtpd).
 """
@@ -215,3 +216,68 @@ timeout_s = 2
         assert p.stop() == 0, p.log_tail()
         modem.signal_stop()
         pty.signal_stop()
+
+
+def test_a_local_rule_texts_through_the_modem_with_the_uplink_down(tmp_path):
+    """A local rule's `sms` action goes out through the edge's modem with no platform at all
+    (the uplink's port is bound and never listens): soil_moisture low on the pymodbus simulator
+    sends one text, its template filled from the reading; staying low sends no second one."""
+    import json
+    import socket
+    import sqlite3
+
+    from pymodbus.client import ModbusTcpClient
+
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
+    field = ModbusSim(tmp_path / "field", {"hr": {"0": 50}}).start()
+    pty = PtyPair(tmp_path / "pty").start()
+    modem = ModemSim(tmp_path / "modem", pty.a).start()
+    devices = f"""
+[[modbus]]
+name = "field-1"
+address = "127.0.0.1:{field.port}"
+poll = "100ms"
+timeout = "500ms"
+registers = [ {{ key = "soil_moisture", table = "holding", address = 0, type = "u16" }} ]
+
+[modem]
+port = "{pty.b}"
+baud = 115200
+timeout = "2s"
+
+[[rule]]
+name = "dry soil"
+scope = {{ device = "field-1" }}
+condition = "soil_moisture < 20.0"
+clear = "soil_moisture > 35.0"
+actions = [ {{ type = "sms", to = "{ALLOWED}", text = "{{{{device.name}}}}: soil {{{{soil_moisture}}}}" }} ]
+"""
+    config = edge_config("no-platform", refusing.getsockname()[1], tmp_path / "edge" / "buffer", devices)
+    edge = Edge(tmp_path / "edge", config).start()
+    client = ModbusTcpClient("127.0.0.1", port=field.port)
+    try:
+        assert client.connect()
+        assert not client.write_register(0, 12).isError()
+        sent = wait_for(lambda: modem.sms(ALLOWED), timeout=30, what="the rule's SMS")
+        assert [m["text"] for m in sent] == ["field-1: soil 12"], sent
+        assert not client.write_register(0, 11).isError()  # still dry: no second text
+
+        def queued_soil() -> list:
+            db = sqlite3.connect(f"file:{tmp_path / 'edge' / 'buffer' / 'queue.db'}?mode=ro",
+                                 uri=True, timeout=5)
+            try:
+                rows = db.execute("SELECT vals FROM queue WHERE device = 'field-1'")
+                return [json.loads(v).get("soil_moisture") for (v,) in rows]
+            finally:
+                db.close()
+        # the rules saw 11 (a reading is queued after they evaluate it)
+        wait_for(lambda: 11 in queued_soil(), what="the reading of 11 queued")
+        assert edge.running
+    finally:
+        client.close()
+        for p in (edge, modem, field, pty):
+            if p.proc is not None and p.proc.poll() is None:
+                p.signal_stop()
+        refusing.close()
+    assert [m["text"] for m in modem.sms(ALLOWED)] == ["field-1: soil 12"]
