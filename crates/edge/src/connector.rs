@@ -181,6 +181,35 @@ pub fn build_all(config: &EdgeConfig) -> Result<Vec<Box<dyn Connector>>, EdgeErr
     Ok(out)
 }
 
+/// Carries out an RPC on `device` through its connector's channel (`route`, `None` when no
+/// connector has the device) and waits up to `timeout` for the answer: how the uplink, the SMS
+/// commands and the local rules all reach a device.
+pub async fn call(
+    route: Option<mpsc::Sender<Command>>,
+    device: &str,
+    method: &str,
+    params: Value,
+    timeout: std::time::Duration,
+) -> Result<Value, String> {
+    let tx = route.ok_or_else(|| format!("no connector has a device named {device:?}"))?;
+    let (reply, rx) = oneshot::channel();
+    let cmd = Command {
+        device: device.to_string(),
+        method: method.to_string(),
+        params,
+        attribute: false,
+        reply,
+    };
+    tx.send(cmd)
+        .await
+        .map_err(|_| "the connector stopped".to_string())?;
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("the connector stopped".into()),
+        Err(_) => Err("the connector did not answer in time".into()),
+    }
+}
+
 /// Resolves once `shutdown` turns true (or its sender is gone).
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;

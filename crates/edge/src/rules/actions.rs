@@ -24,10 +24,10 @@ use ib_core::rules::engine::{Job, Phase};
 use ib_core::rules::model::Action;
 use ib_core::rules::notify::default_subject;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::engine::{Firing, RuleEngine, RuleStats};
-use crate::connector::{Command, Peers, Reading};
+use crate::connector::{Peers, Reading};
 
 /// How long a rule's RPC waits for the connector's answer.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -211,23 +211,6 @@ pub async fn rpc(
     method: &str,
     params: Value,
 ) -> Result<Value, String> {
-    let tx = peers
-        .get(device)
-        .ok_or_else(|| format!("no connector has a device named {device:?}"))?;
-    let (reply, rx) = oneshot::channel();
-    let cmd = Command {
-        device: device.to_string(),
-        method: method.to_string(),
-        params,
-        attribute: false,
-        reply,
-    };
-    tx.send(cmd)
-        .await
-        .map_err(|_| "the connector stopped".to_string())?;
-    match tokio::time::timeout(RPC_TIMEOUT, rx).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err("the connector stopped".into()),
-        Err(_) => Err("the connector did not answer in time".into()),
-    }
+    let route = peers.get(device).cloned();
+    crate::connector::call(route, device, method, params, RPC_TIMEOUT).await
 }

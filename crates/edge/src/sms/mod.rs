@@ -17,7 +17,7 @@ use std::time::Duration;
 use modem::service::{self, ModemEvent, ModemHandle, ModemTask, Received};
 use modem::{Mode, Settings};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::config::{ModemConfig, ModemMode};
 use crate::connector::{
@@ -226,26 +226,8 @@ impl Ctx {
     }
 
     async fn rpc(&self, device: &str, method: &str, params: Value) -> Result<Value, String> {
-        let tx = self
-            .peers
-            .get(device)
-            .ok_or_else(|| format!("no device {device:?}"))?;
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command {
-            device: device.to_string(),
-            method: method.to_string(),
-            params,
-            attribute: false,
-            reply,
-        };
-        tx.send(cmd)
-            .await
-            .map_err(|_| "the device's connector stopped".to_string())?;
-        match tokio::time::timeout(RPC_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the device's connector stopped".into()),
-            Err(_) => Err("no answer from the device".into()),
-        }
+        let route = self.peers.get(device).cloned();
+        crate::connector::call(route, device, method, params, RPC_TIMEOUT).await
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::time::{sleep, Instant};
 
 use crate::buffer::{Buffer, Row};
 use crate::config::UplinkConfig;
-use crate::connector::{stopped, Command, SubDevice};
+use crate::connector::{call, stopped, Command, SubDevice};
 use session::{Session, SessionError};
 
 /// Most readings in one PUBLISH.
@@ -267,28 +267,7 @@ impl Uplink {
         let params = data.get("params").cloned().unwrap_or(Value::Null);
         let route = self.routes.get(&device).cloned();
         tokio::spawn(async move {
-            let result = match route {
-                None => Err(format!("no connector has a device named {device:?}")),
-                Some(tx) => {
-                    let (reply, rx) = oneshot::channel();
-                    let cmd = Command {
-                        device: device.clone(),
-                        method: method.clone(),
-                        params,
-                        attribute: false,
-                        reply,
-                    };
-                    if tx.send(cmd).await.is_err() {
-                        Err("the connector stopped".to_string())
-                    } else {
-                        match tokio::time::timeout(RPC_TIMEOUT, rx).await {
-                            Ok(Ok(r)) => r,
-                            Ok(Err(_)) => Err("the connector stopped".to_string()),
-                            Err(_) => Err("the connector did not answer in time".to_string()),
-                        }
-                    }
-                }
-            };
+            let result = call(route, &device, &method, params, RPC_TIMEOUT).await;
             if let Err(e) = &result {
                 tracing::warn!(device, method, error = %e, "RPC failed");
             }
