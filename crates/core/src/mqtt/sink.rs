@@ -26,14 +26,7 @@ impl MqttSink {
         let Some(broker) = self.broker.get() else {
             return false;
         };
-        let msg = Message::new(
-            self.namespace.clone(),
-            Arc::from(topic),
-            Bytes::from(payload),
-            QoS::AtLeastOnce,
-            false,
-        );
-        broker.deliver_to(&self.client_id, msg)
+        broker.deliver_to(&self.client_id, self.message(topic, payload))
     }
 
     /// A firmware chunk on `topic` (`v2/fw/response/...`), delivered through any of the
@@ -43,14 +36,19 @@ impl MqttSink {
         let Some(broker) = self.broker.get() else {
             return false;
         };
-        let msg = Message::new(
+        let msg = self.message(topic, payload);
+        broker.deliver_to_prefix(&self.client_id, msg, "v2/fw/response/")
+    }
+
+    /// A QoS 1 message on `topic` in the device's namespace.
+    fn message(&self, topic: &str, payload: Vec<u8>) -> Message {
+        Message::new(
             self.namespace.clone(),
             Arc::from(topic),
             Bytes::from(payload),
             QoS::AtLeastOnce,
             false,
-        );
-        broker.deliver_to_prefix(&self.client_id, msg, "v2/fw/response/")
+        )
     }
 }
 
