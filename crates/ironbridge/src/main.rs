@@ -325,10 +325,24 @@ fn session_limits(mqtt: &broker::BrokerConfig) -> ib_core::SessionLimits {
     }
 }
 
+/// Pending connections the kernel may queue before `accept` (it caps this at
+/// `net.core.somaxconn`). The standard library's 128 overflowed under a burst of a few hundred
+/// simultaneous connects: the kernel then drops the handshake's last ACK and the client waits for
+/// a retransmission (200 ms or more), which capped the connect rate.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(name: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {name} {addr}"))
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("binding {name} {addr}"))
 }
 
 /// Resolves once shutdown has been signalled.
