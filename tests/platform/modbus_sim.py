@@ -9,10 +9,12 @@ restart it like a real device.
 
 spec.json: {"co": {"0": true}, "di": {...}, "hr": {"10": 513}, "ir": {...},
             "counter": 99}
+       or {"units": {"3": {<spec as above>}, "5": {...}}}: several units on one line (RS-485),
+          each with its own tables; a request to any other unit gets no answer, as on a real bus.
 Tables hold 1000 items each (addresses 0..999, 0 by default; reads past them get exception 2).
 "counter" names a holding register that counts the reads covering it: each read returns the
 count so far, then adds one, so the values an edge reports are consecutive integers.
-Writes are applied and printed ("write co 0 [True]").
+Writes are applied and printed ("write co 0 [True]", with " unit 5" after it for "units").
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import sys
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
@@ -36,10 +39,11 @@ class Store:
     """What pymodbus' request handler needs of a datastore (duck-typed: the server's
     `context`), backed by plain dicts."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, unit: int | None = None):
         self.tables = {t: {int(a): v for a, v in (spec.get(t) or {}).items()}
                        for t in ("co", "di", "hr", "ir")}
         self.counter = spec.get("counter")
+        self.unit = unit
 
     def device_ids(self):
         return [0]
@@ -65,8 +69,30 @@ class Store:
             return ExcCodes.ILLEGAL_ADDRESS
         for i, v in enumerate(values):
             self.tables[table][address + i] = v
-        print(f"write {table} {address} {list(values)}", flush=True)
+        unit = "" if self.unit is None else f" unit {self.unit}"
+        print(f"write {table} {address} {list(values)}{unit}", flush=True)
         return None
+
+
+class Units:
+    """Several units on one line, each a `Store`; any other unit id is a missing device."""
+
+    def __init__(self, units: dict):
+        self.units = {int(u): Store(spec, int(u)) for u, spec in units.items()}
+
+    def device_ids(self):
+        return list(self.units)
+
+    def _unit(self, device_id):
+        if device_id not in self.units:
+            raise NoSuchIdException(f"no unit {device_id}")
+        return self.units[device_id]
+
+    async def async_getValues(self, device_id, func_code, address, count=1):
+        return await self._unit(device_id).async_getValues(device_id, func_code, address, count)
+
+    async def async_setValues(self, device_id, func_code, address, values):
+        return await self._unit(device_id).async_setValues(device_id, func_code, address, values)
 
 
 async def main() -> None:
@@ -79,12 +105,14 @@ async def main() -> None:
         spec = json.load(f)
     # The server wants a device to start with; its datastore is then ours.
     device = SimDevice(0, simdata=[SimData(0, values=0)])
+    units = spec.get("units")
     if args.serial:
         server = ModbusSerialServer(device, framer=FramerType.RTU, port=args.serial,
-                                    baudrate=19200, timeout=0.5)
+                                    baudrate=19200, timeout=0.5,
+                                    ignore_missing_devices=units is not None)
     else:
         server = ModbusTcpServer(device, address=("127.0.0.1", args.port))
-    server.context = Store(spec)
+    server.context = Units(units) if units else Store(spec)
     await server.serve_forever(background=True)
     if args.serial:
         print(f"listening modbus-rtu {args.serial}", flush=True)

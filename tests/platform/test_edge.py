@@ -1,7 +1,8 @@
 """The edge gateway (`ironbridge edge`, crates/edge) against real peers: a pymodbus Modbus TCP
 simulator (modbus_sim.py) on one side, `ironbridge serve` on the other, everything on loopback.
 
-- Modbus RTU through a socat pseudo-terminal pair (pymodbus' serial server);
+- Modbus RTU through a socat pseudo-terminal pair (pymodbus' serial server), one unit and
+  several units sharing one line (RS-485);
 - every register type, byte and word order, bit fields, scale/offset decoded as the device
   holds them, read back through the platform's REST API;
 - RPCs from the platform write coils and registers on the simulator (range-checked, Modbus
@@ -302,6 +303,57 @@ def test_modbus_rtu_over_a_serial_line(platform, tmp_path):
         assert r.status_code == 200 and r.json()["response"] == {"ok": True}, r.text
         wait_for(lambda: "write co 4 [False]" in sim.writes(), what="the coil write over RTU")
         wait_for(lambda: api.latest(dev["id"], ["valve"])["valve"]["value"] is False, what="valve off")
+    finally:
+        for p in (edge, sim, ptys):
+            if p.proc is not None and p.proc.poll() is None:
+                p.signal_stop()
+
+
+def test_several_units_share_one_rs485_line(platform, tmp_path):
+    """Three RTU devices on one port (one RS-485 line): units 3 and 5 answer with their own
+    registers, a write reaches only its unit, and unit 7, absent from the bus, is reported
+    unreachable without stopping the others' polls."""
+    ptys = PtyPair(tmp_path / "pty").start()
+    units = {"3": {"hr": {"0": 333}, "counter": 1},
+             "5": {"hr": {"0": 555}, "co": {"4": True}}}
+    sim = RtuSim(tmp_path / "sim", {"units": units}).start_serial(ptys.a)
+    api = platform.api
+    gw = api.create_device(uid("edge-gw"), gateway=True)
+    names = {u: uid(f"rs485-u{u}") for u in (3, 5, 7)}
+    devices = ""
+    for unit, name in names.items():
+        devices += (f'[[modbus]]\nname = "{name}"\ntransport = "rtu"\nport = "{ptys.b}"\n'
+                    f'baud = 19200\nunit = {unit}\npoll = "200ms"\ntimeout = "300ms"\nretries = 0\n'
+                    f'backoff_max = "1s"\nregisters = [\n'
+                    f'{{ key = "level", table = "holding", address = 0, type = "u16" }},\n'
+                    f'{{ key = "count", table = "holding", address = 1, type = "u16" }},\n'
+                    f'{{ key = "valve", table = "coil", address = 4, type = "bool" }},\n]\n'
+                    f'writes = [ {{ method = "setValve", table = "coil", address = 4, param = "open" }} ]\n')
+    edge = Edge(tmp_path / "edge", edge_config(gw["access_token"], platform.mqtt_port,
+                                               tmp_path / "edge" / "buffer", devices)).start()
+    try:
+        u3, u5 = find_device(api, names[3]), find_device(api, names[5])
+        assert api.wait_latest(u3["id"], ["level"], timeout=20)["level"]["value"] == 333
+        got = api.wait_latest(u5["id"], ["level", "valve"], timeout=20)
+        assert got["level"]["value"] == 555 and got["valve"]["value"] is True, got
+
+        r = api.rpc(u5["id"], {"method": "setValve", "params": {"open": False}, "timeout_ms": 10000})
+        assert r.status_code == 200 and r.json()["response"] == {"ok": True}, r.text
+        wait_for(lambda: "write co 4 [False] unit 5" in sim.writes(), what="the write to unit 5")
+        assert not any("unit 3" in w for w in sim.writes()), sim.writes()
+        wait_for(lambda: api.latest(u5["id"], ["valve"])["valve"]["value"] is False, what="valve off")
+
+        silent = names[7]
+        def health(key):
+            got = api.latest(gw["id"], [f"{silent}.{key}"]) or {}
+            return (got.get(f"{silent}.{key}") or {}).get("value")
+        wait_for(lambda: health("timeouts") and health("timeouts") >= 2 and health("connected") is False,
+                 timeout=30, what="unit 7 reported unreachable")
+        # Unit 3 is still polled while unit 7 keeps timing out: its read counter goes on.
+        seen = api.latest(u3["id"], ["count"])["count"]["value"]
+        wait_for(lambda: api.latest(u3["id"], ["count"])["count"]["value"] >= seen + 5,
+                 timeout=20, what="unit 3 polled on")
+        assert edge.proc.poll() is None
     finally:
         for p in (edge, sim, ptys):
             if p.proc is not None and p.proc.poll() is None:

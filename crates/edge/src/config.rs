@@ -337,8 +337,49 @@ impl EdgeConfig {
                     .map_err(|e| EdgeError::Config(format!("{at} writes {:?}: {e}", w.method)))?;
             }
         }
+        self.check_serial_lines()?;
         if let Some(m) = &self.modem {
             self.check_modem(m, &names)?;
+        }
+        Ok(())
+    }
+
+    /// RTU devices naming the same port share one RS-485 line: one open port, so the same line
+    /// settings, and a unit id each. The modem cannot share a Modbus line.
+    fn check_serial_lines(&self) -> Result<(), EdgeError> {
+        let mut first_on: std::collections::HashMap<&Path, &ModbusConfig> = Default::default();
+        let mut units = std::collections::HashSet::new();
+        for m in &self.modbus {
+            let Some(port) = m.port.as_deref().filter(|_| m.transport == Transport::Rtu) else {
+                continue;
+            };
+            let at = format!("[[modbus]] {:?}", m.name);
+            if !units.insert((port, m.unit)) {
+                return Err(EdgeError::Config(format!(
+                    "{at} unit: {} is taken by another device on {}",
+                    m.unit,
+                    port.display()
+                )));
+            }
+            let first = *first_on.entry(port).or_insert(m);
+            let settings = |c: &ModbusConfig| (c.baud, c.parity, c.data_bits, c.stop_bits);
+            if settings(first) != settings(m) {
+                return Err(EdgeError::Config(format!(
+                    "{at}: baud, parity, data_bits and stop_bits must be those of {:?}, which \
+                     shares the line {}",
+                    first.name,
+                    port.display()
+                )));
+            }
+        }
+        if let Some(modem) = &self.modem {
+            if let Some(m) = first_on.get(modem.port.as_path()) {
+                return Err(EdgeError::Config(format!(
+                    "[modem] port: {} is the Modbus line of {:?}",
+                    modem.port.display(),
+                    m.name
+                )));
+            }
         }
         Ok(())
     }
@@ -536,5 +577,47 @@ baud = 115200
             "table = \"input\", address = 0",
         ));
         assert!(e.contains("running"), "{e}");
+    }
+    /// `n` RTU devices: `(name, port, unit, baud)`.
+    fn rtu(devices: &[(&str, &str, u8, u32)]) -> String {
+        let mut t = "[uplink]\nurl = \"mqtt://a:1\"\ntoken = \"t\"\n".to_string();
+        for (name, port, unit, baud) in devices {
+            t += &format!(
+                "[[modbus]]\nname = \"{name}\"\ntransport = \"rtu\"\nport = \"{port}\"\n\
+                 unit = {unit}\nbaud = {baud}\n"
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn devices_on_one_rs485_line_need_their_own_units_and_its_settings() {
+        let ok = rtu(&[("a", "/dev/ttyS0", 1, 9600), ("b", "/dev/ttyS0", 2, 9600)]);
+        let c = EdgeConfig::parse(&ok).unwrap();
+        let lines = crate::modbus::shared_lines(&c.modbus);
+        assert_eq!(lines.len(), 1, "one line shared by both");
+        // Alone on its port: no shared line.
+        let c = EdgeConfig::parse(&rtu(&[
+            ("a", "/dev/ttyS0", 1, 9600),
+            ("b", "/dev/ttyS1", 1, 9600),
+        ]))
+        .unwrap();
+        assert!(crate::modbus::shared_lines(&c.modbus).is_empty());
+
+        let e = err(&rtu(&[
+            ("a", "/dev/ttyS0", 1, 9600),
+            ("b", "/dev/ttyS0", 1, 9600),
+        ]));
+        assert!(
+            e.contains("\"b\" unit: 1 is taken") && e.contains("/dev/ttyS0"),
+            "{e}"
+        );
+        let e = err(&rtu(&[
+            ("a", "/dev/ttyS0", 1, 9600),
+            ("b", "/dev/ttyS0", 2, 19200),
+        ]));
+        assert!(e.contains("\"b\"") && e.contains("those of \"a\""), "{e}");
+        let e = err(&(ok + "[modem]\nport = \"/dev/ttyS0\"\n"));
+        assert!(e.contains("[modem] port") && e.contains("\"a\""), "{e}");
     }
 }

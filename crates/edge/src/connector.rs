@@ -169,11 +169,24 @@ pub fn build(
     }
 }
 
-/// Every connector `config` names.
+/// Every connector `config` names; RTU devices on one port share its line.
 pub fn build_all(config: &EdgeConfig) -> Result<Vec<Box<dyn Connector>>, EdgeError> {
-    let mut out = Vec::new();
-    for i in 0..config.modbus.len() {
-        out.push(build("modbus", config, i)?);
+    let mut out: Vec<Box<dyn Connector>> = Vec::new();
+    let lines = crate::modbus::shared_lines(&config.modbus);
+    for (i, m) in config.modbus.iter().enumerate() {
+        let line = m
+            .port
+            .as_ref()
+            .and_then(|p| lines.get(p))
+            .filter(|_| m.transport == crate::config::Transport::Rtu);
+        match line {
+            Some(line) => out.push(Box::new(crate::modbus::ModbusConnector::on_line(
+                m.clone(),
+                line.clone(),
+                true,
+            )?)),
+            None => out.push(build("modbus", config, i)?),
+        }
     }
     if config.modem.is_some() {
         out.push(build("sms-modem", config, 0)?);

@@ -1,6 +1,7 @@
 //! The Modbus connector: one device (unit) polled over Modbus TCP, or RTU on a serial line
-//! (tokio-serial), with tokio-modbus. Owns the
-//! connection's life: connect with a timeout, batched reads with retries, exponential backoff
+//! (tokio-serial), with tokio-modbus. RTU devices configured on the same port share one RS-485
+//! line ([`Line`]): the port is opened once and their requests take turns, each addressed to its
+//! unit. Owns the connection's life: connect with a timeout, batched reads with retries, exponential backoff
 //! and reconnection after any outage, writes from RPCs. A device error (refused connection,
 //! timeout, Modbus exception, short answer) is counted in its [`Health`] and logged when it
 //! changes; it never ends the connector.
@@ -13,6 +14,7 @@ pub mod registers;
 pub mod write;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tokio_modbus::client::{tcp, Context, Reader, Writer};
+use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::Slave;
 
 use crate::config::{ModbusConfig, Parity, Transport};
@@ -34,6 +37,27 @@ use write::{WriteOp, WriteSpec};
 /// The first wait before reconnecting; doubled after each failure up to `backoff_max`.
 const BACKOFF_START: Duration = Duration::from_millis(200);
 
+/// The connection a device's requests go over: its own, or the RS-485 line it shares with the
+/// other RTU devices on its port. Whoever holds the lock owns the wire for its requests; a poll
+/// holds it for all of its device's requests, so devices on a line take turns poll by poll.
+pub type Line = Arc<tokio::sync::Mutex<Option<Context>>>;
+
+/// One shared line per serial port that more than one RTU device names (a device alone on its
+/// port gets a line of its own from [`ModbusConnector::new`]).
+pub fn shared_lines(configs: &[ModbusConfig]) -> HashMap<PathBuf, Line> {
+    let mut count: HashMap<PathBuf, usize> = HashMap::new();
+    for c in configs.iter().filter(|c| c.transport == Transport::Rtu) {
+        if let Some(port) = &c.port {
+            *count.entry(port.clone()).or_default() += 1;
+        }
+    }
+    count
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(port, _)| (port, Line::default()))
+        .collect()
+}
+
 /// A Modbus device as a connector.
 pub struct ModbusConnector {
     config: ModbusConfig,
@@ -41,12 +65,19 @@ pub struct ModbusConnector {
     plan: Vec<ReadRequest>,
     writes: HashMap<String, WriteSpec>,
     health: Arc<Health>,
+    line: Line,
+    /// Other devices use `line` too: address every request to our unit, and a unit that stays
+    /// silent is not a reason to reopen the port under the others.
+    shared: bool,
 }
 
 /// Why a poll or write stopped.
 enum Failure {
-    /// The link is unusable (timeout, I/O error): reconnect.
+    /// The link is unusable (I/O error): reconnect.
     Link(String),
+    /// No answer in time: reconnect a link of our own (a TCP connection may be stuck), keep a
+    /// shared line open (the unit is silent, the port is fine).
+    Silent(String),
     /// The device answered with an exception or unusable data: the link is fine.
     Device(String),
 }
@@ -57,8 +88,17 @@ enum Data {
 }
 
 impl ModbusConnector {
-    /// Checks the device's configuration and plans its reads.
+    /// Checks the device's configuration and plans its reads; its connection is its own.
     pub fn new(config: ModbusConfig) -> Result<ModbusConnector, EdgeError> {
+        Self::on_line(config, Line::default(), false)
+    }
+
+    /// The same, on `line` (shared with other devices when `shared`).
+    pub fn on_line(
+        config: ModbusConfig,
+        line: Line,
+        shared: bool,
+    ) -> Result<ModbusConnector, EdgeError> {
         let at = |e: String| EdgeError::Config(format!("[[modbus]] {:?}: {e}", config.name));
         let specs = config
             .registers
@@ -78,7 +118,23 @@ impl ModbusConnector {
             writes,
             config,
             health: Arc::new(Health::default()),
+            line,
+            shared,
         })
+    }
+
+    /// Makes sure `ctx` is connected and addresses our unit.
+    async fn ready<'a>(&self, ctx: &'a mut Option<Context>) -> Result<&'a mut Context, String> {
+        if ctx.is_none() {
+            let c = self.connect().await?;
+            self.health.connects.fetch_add(1, Ordering::Relaxed);
+            *ctx = Some(c);
+        }
+        let c = ctx.as_mut().ok_or("not connected")?;
+        if self.shared {
+            c.set_slave(Slave(self.config.unit));
+        }
+        Ok(c)
     }
 
     async fn connect(&self) -> Result<Context, String> {
@@ -172,7 +228,7 @@ impl ModbusConnector {
             Ok(Err(e)) => Err(Failure::Link(format!("reading: {e}"))),
             Err(_) => {
                 self.health.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(Failure::Link(format!(
+                Err(Failure::Silent(format!(
                     "reading {:?} {}+{}: no answer within {:?}",
                     r.table, r.address, r.count, self.config.timeout
                 )))
@@ -188,32 +244,28 @@ impl ModbusConnector {
     ) -> Result<Data, Failure> {
         let mut attempt = 0;
         loop {
-            if ctx.is_none() {
-                match self.connect().await {
-                    Ok(c) => {
-                        self.health.connects.fetch_add(1, Ordering::Relaxed);
-                        *ctx = Some(c);
-                    }
-                    Err(e) if attempt < self.config.retries => {
-                        attempt += 1;
-                        tracing::debug!(device = %self.config.name, attempt, error = %e, "modbus retry");
-                        continue;
-                    }
-                    Err(e) => return Err(Failure::Link(e)),
-                }
-            }
-            let result = match ctx.as_mut() {
-                Some(c) => self.read(c, r).await,
-                None => Err(Failure::Link("not connected".into())),
+            let result = match self.ready(ctx).await {
+                Ok(c) => self.read(c, r).await,
+                Err(e) => Err(Failure::Link(e)),
             };
-            match result {
-                Err(Failure::Link(e)) if attempt < self.config.retries => {
-                    attempt += 1;
+            let e = match result {
+                Err(Failure::Link(e)) => {
                     *ctx = None;
-                    tracing::debug!(device = %self.config.name, attempt, error = %e, "modbus retry");
+                    e
+                }
+                Err(Failure::Silent(e)) => {
+                    if !self.shared {
+                        *ctx = None;
+                    }
+                    e
                 }
                 other => return other,
+            };
+            if attempt >= self.config.retries {
+                return Err(Failure::Link(e));
             }
+            attempt += 1;
+            tracing::debug!(device = %self.config.name, attempt, error = %e, "modbus retry");
         }
     }
 
@@ -229,7 +281,7 @@ impl ModbusConnector {
         for r in &self.plan {
             let data = match self.read_with_retries(ctx, r).await {
                 Ok(d) => d,
-                Err(Failure::Link(e)) => return Err(e),
+                Err(Failure::Link(e) | Failure::Silent(e)) => return Err(e),
                 Err(Failure::Device(e)) => {
                     self.device_error(e);
                     continue;
@@ -291,14 +343,7 @@ impl ModbusConnector {
                 .ok_or_else(|| format!("unknown method {:?}", cmd.method))?;
             spec.op(&cmd.params)?
         };
-        if ctx.is_none() {
-            let c = self.connect().await?;
-            self.health.connects.fetch_add(1, Ordering::Relaxed);
-            *ctx = Some(c);
-        }
-        let Some(c) = ctx.as_mut() else {
-            return Err("not connected".into());
-        };
+        let c = self.ready(ctx).await?;
         let call = async {
             match &op {
                 WriteOp::Coil(a, on) => c.write_single_coil(*a, *on).await,
@@ -317,7 +362,9 @@ impl ModbusConnector {
                 format!("write failed: {e}")
             }
             Err(_) => {
-                *ctx = None;
+                if !self.shared {
+                    *ctx = None;
+                }
                 self.health.timeouts.fetch_add(1, Ordering::Relaxed);
                 format!("no answer within {:?}", self.config.timeout)
             }
@@ -328,33 +375,43 @@ impl ModbusConnector {
 
     async fn run_loop(self, mut io: ConnectorIo) {
         let name = self.config.name.clone();
-        let mut ctx: Option<Context> = None;
+        let line = self.line.clone();
         let mut last = HashMap::new();
         let mut backoff = BACKOFF_START;
         let mut retry_at = Instant::now();
+        // Whether the device answered its last poll (on a shared line the port may be open
+        // while this unit is silent).
+        let mut reachable = false;
         let mut tick = tokio::time::interval(self.config.poll);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = stopped(&mut io.shutdown) => break,
                 Some(cmd) = io.commands.recv() => {
+                    let mut ctx = line.lock().await;
                     let result = self.write(&mut ctx, &cmd).await;
-                    self.health.connected.store(ctx.is_some(), Ordering::Relaxed);
+                    if !self.shared {
+                        self.health.connected.store(ctx.is_some(), Ordering::Relaxed);
+                    }
+                    drop(ctx);
                     let _ = cmd.reply.send(result);
                 }
                 _ = tick.tick() => {
-                    if ctx.is_none() && Instant::now() < retry_at {
+                    if !reachable && Instant::now() < retry_at {
                         continue;
                     }
-                    let was_connected = ctx.is_some();
+                    let mut ctx = line.lock().await;
                     let ts = now_ms();
-                    match self.poll(&mut ctx, ts, &mut last).await {
+                    let polled = self.poll(&mut ctx, ts, &mut last).await;
+                    match polled {
                         Ok(values) => {
-                            if !was_connected {
+                            if !reachable {
                                 tracing::info!(device = %name, "modbus device connected");
                             }
+                            reachable = true;
                             self.health.connected.store(true, Ordering::Relaxed);
                             backoff = BACKOFF_START;
+                            drop(ctx);
                             if !values.is_empty() {
                                 let reading = Reading { device: name.clone(), ts, values };
                                 if io.readings.send(reading).await.is_err() {
@@ -363,12 +420,16 @@ impl ModbusConnector {
                             }
                         }
                         Err(e) => {
-                            ctx = None;
+                            if !self.shared {
+                                *ctx = None;
+                            }
+                            drop(ctx);
                             self.health.connected.store(false, Ordering::Relaxed);
-                            if self.health.error(e.clone()) || was_connected {
+                            if self.health.error(e.clone()) || reachable {
                                 tracing::warn!(device = %name, error = %e, retry_in = ?backoff,
                                     "modbus device unreachable");
                             }
+                            reachable = false;
                             retry_at = Instant::now() + backoff;
                             backoff = (backoff * 2).min(self.config.backoff_max.max(BACKOFF_START));
                         }
@@ -376,9 +437,12 @@ impl ModbusConnector {
                 }
             }
         }
-        if let Some(mut c) = ctx {
-            use tokio_modbus::client::Client;
-            let _ = timeout(Duration::from_secs(1), c.disconnect()).await;
+        // A shared line closes when its last device lets go of it.
+        if !self.shared {
+            if let Some(mut c) = line.lock().await.take() {
+                use tokio_modbus::client::Client;
+                let _ = timeout(Duration::from_secs(1), c.disconnect()).await;
+            }
         }
     }
 }
