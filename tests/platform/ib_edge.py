@@ -163,11 +163,16 @@ class Edge(_Process):
         return self.proc is not None and self.proc.poll() is None
 
 
-def edge_config(token: str, mqtt_port: int, buffer_dir: Path, devices: str, **uplink) -> str:
-    """An edge.toml: [uplink] for the platform on loopback, then `devices` ([[modbus]] tables)."""
+def edge_config(token: str | None, mqtt_port: int, buffer_dir: Path, devices: str,
+                url: str | None = None, **uplink) -> str:
+    """An edge.toml: [uplink] for the platform on loopback (`url` defaults to
+    mqtt://127.0.0.1:PORT; no token line when `token` is None), then `devices` ([[modbus]]
+    tables). Other keyword arguments are further [uplink] fields (strings and numbers)."""
     uplink = {"health_interval": "500ms", **uplink}
     extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in uplink.items())
-    return (f'[uplink]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\ntoken = "{token}"\n'
+    url = url or f"mqtt://127.0.0.1:{mqtt_port}"
+    token_line = f'token = "{token}"\n' if token is not None else ""
+    return (f'[uplink]\nurl = "{url}"\n{token_line}'
             f'buffer_dir = "{buffer_dir}"\n{extra}\n{devices}')
 
 

@@ -16,14 +16,19 @@ simulator (modbus_sim.py) on one side, `ironbridge serve` on the other, everythi
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import shutil
+import ssl
 import struct
+import subprocess
 import time
 
 import pytest
 
 from ib_edge import Edge, ModbusSim, PtyPair, RtuSim, edge_config, words
-from ib_platform import HOST, now_ms, uid, wait_for
+from ib_platform import HOST, Platform, now_ms, uid, wait_for
 
 OUTAGE_S = float(os.environ.get("EDGE_OUTAGE_S", "10"))
 ORDERS = [("big", "big"), ("big", "little"), ("little", "big"), ("little", "little")]
@@ -48,10 +53,10 @@ class Setup:
     """A gateway device on `platform`, a simulator, and an edge polling it."""
 
     def __init__(self, platform, tmp_path, spec: dict, registers: str, writes: str = "",
-                 poll: str = "200ms", **uplink):
+                 poll: str = "200ms", gateway: dict | None = None, **uplink):
         self.platform = platform
         self.api = platform.api
-        self.gw = self.api.create_device(uid("edge-gw"), gateway=True)
+        self.gw = gateway or self.api.create_device(uid("edge-gw"), gateway=True)
         self.sim = ModbusSim(tmp_path / "sim", spec).start()
         self.name = uid("plc")
         self.tmp = tmp_path
@@ -64,8 +69,10 @@ class Setup:
                   f'registers = [\n{self.registers}]\n')
         if self.writes:
             device += f"writes = [\n{self.writes}]\n"
-        return edge_config(self.gw["access_token"], self.platform.mqtt_port,
-                           self.tmp / "edge" / "buffer", device, **self.uplink)
+        uplink = dict(self.uplink)
+        token = uplink.pop("token", self.gw["access_token"])  # token=None: none in the file
+        return edge_config(token, self.platform.mqtt_port, self.tmp / "edge" / "buffer",
+                           device, **uplink)
 
     def device(self) -> dict:
         return find_device(self.api, self.name)
@@ -460,3 +467,128 @@ def test_a_rule_with_a_cel_error_stops_the_edge_naming_it(tmp_path):
         e.start()
     assert e.proc.wait(10) != 0
     assert '"broken"' in e.log_tail() and "condition" in e.log_tail()
+
+
+# -- the uplink over TLS (mqtts://) ---------------------------------------------------------
+
+EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def _openssl(*args, cwd) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """ca.pem; server.pem/.key (IP SAN 127.0.0.1); gateway.pem/.key and gateway-x509.pem/.key
+    (client certificates); other-ca.pem, a CA that signed none of them. Made with the openssl
+    CLI in a temporary directory."""
+    if shutil.which("openssl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("openssl is required in CI")
+        pytest.skip("openssl CLI not installed")
+    d = tmp_path_factory.mktemp("pki")
+    for ca in ("ca", "other-ca"):
+        _openssl("req", "-x509", "-new", *EC, "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                 "-days", "2", "-subj", f"/CN=edge test {ca}",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    for name, cn, ext in [
+        ("server", "localhost", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("gateway", "edge-gateway", "extendedKeyUsage=clientAuth\n"),
+        ("gateway-x509", "edge-gateway-x509", "extendedKeyUsage=clientAuth\n"),
+    ]:
+        (d / f"{name}.ext").write_text("basicConstraints=CA:FALSE\n" + ext)
+        _openssl("req", "-new", *EC, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={cn}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                 "-extfile", f"{name}.ext", cwd=d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tls_platform(tmp_path_factory, pki):
+    """`ironbridge serve` with an mqtts listener on 127.0.0.1:0 that requires a client
+    certificate signed by ca.pem."""
+    config = (f'[listeners]\nmqtts = "127.0.0.1:0"\n[tls]\ncert = "{pki / "server.pem"}"\n'
+              f'key = "{pki / "server.key"}"\nclient_ca = "{pki / "ca.pem"}"\n'
+              f'require_client_cert = true\n')
+    p = Platform(tmp_path_factory.mktemp("tls-platform"), config=config).start()
+    assert "mqtts" in p.listeners, p.listeners
+    yield p
+    assert p.stop() == 0, p.log_tail()
+
+
+def _tls_uplink(platform, pki, cafile="ca.pem", client="gateway") -> dict:
+    return {"url": f"mqtts://127.0.0.1:{platform.listeners['mqtts']}",
+            "cafile": str(pki / cafile), "cert": str(pki / f"{client}.pem"),
+            "key": str(pki / f"{client}.key")}
+
+
+SEQ = '{ key = "seq", table = "holding", address = 99, type = "u16" },'
+
+
+def test_the_uplink_over_tls_with_a_client_certificate(tls_platform, pki, tmp_path, setups):
+    s = Setup(tls_platform, tmp_path, {"counter": 99}, SEQ, **_tls_uplink(tls_platform, pki))
+    setups.append(s)
+    dev = s.device()
+    first = s.api.wait_latest(dev["id"], ["seq"], timeout=20)["seq"]["ts"]
+    wait_for(lambda: s.api.latest(dev["id"], ["seq"])["seq"]["ts"] > first, what="more readings")
+    wait_for(lambda: (s.api.latest(s.gw["id"], ["uplink.connected"]).get("uplink.connected")
+                      or {}).get("value") is True, what="the gateway's health: uplink.connected")
+    assert "TLS handshake failed" not in s.edge.log_tail()
+    # a restarted edge replays its queue over TLS just the same
+    s.edge.stop()
+    stopped_at = now_ms()
+    s.edge.start()
+    wait_for(lambda: s.api.latest(dev["id"], ["seq"])["seq"]["ts"] > stopped_at, 20,
+             what="readings after the edge restarted")
+    _check_every_reading(series(s.api, dev["id"], "seq"))
+
+
+def test_a_gateway_known_by_its_certificate_needs_no_token(tls_platform, pki, tmp_path, setups):
+    """An X.509 credential (the certificate's SHA-256) authenticates the gateway: no token."""
+    api = tls_platform.api
+    gw = api.create_device(uid("edge-gw"), gateway=True)
+    der = ssl.PEM_cert_to_DER_cert((pki / "gateway-x509.pem").read_text())
+    api.set_credentials(gw["id"], {"type": "x509", "fingerprint": hashlib.sha256(der).hexdigest()})
+    s = Setup(tls_platform, tmp_path, {"counter": 99}, SEQ, gateway=gw, token=None,
+              **_tls_uplink(tls_platform, pki, client="gateway-x509"))
+    setups.append(s)
+    assert "token" not in s.edge.config_path.read_text()
+    dev = s.device()
+    s.api.wait_latest(dev["id"], ["seq"], timeout=20)
+
+
+def test_a_wrong_ca_delivers_nothing_and_the_edge_keeps_trying(tls_platform, pki, tmp_path,
+                                                              setups):
+    failures = tls_platform.metric("mqtt_tls_handshake_failures_total")
+    s = Setup(tls_platform, tmp_path, {"counter": 99}, SEQ,
+              **_tls_uplink(tls_platform, pki, cafile="other-ca.pem"))
+    setups.append(s)
+    s.edge.wait_line(re.compile(r"TLS handshake failed.*(certificate|UnknownIssuer)"), 0)
+    # retried with the uplink's backoff: the platform sees each attempt fail
+    wait_for(lambda: tls_platform.metric("mqtt_tls_handshake_failures_total") >= failures + 3,
+             15, what="three handshake attempts")
+    assert s.edge.running
+    assert not [d for d in s.api.list_devices() if d["name"] == s.name]
+    assert not (s.api.latest(s.gw["id"], ["uplink.connected"]) or {})
+    # the readings wait on disk
+    assert (tmp_path / "edge" / "buffer" / "queue.db").exists()
+    assert s.edge.stop() == 0
+
+
+def test_tls_settings_are_checked_at_start(pki, tmp_path):
+    for extra, want in [
+        ('url = "mqtts://127.0.0.1:1"\n', "cafile: required"),
+        (f'url = "mqtts://127.0.0.1:1"\ncafile = "{tmp_path / "nowhere.pem"}"\n', "nowhere.pem"),
+        (f'url = "mqtts://127.0.0.1:1"\ncafile = "{pki / "ca.pem"}"\n'
+         f'cert = "{pki / "gateway.pem"}"\nkey = "{pki / "server.key"}"\n', "cert, key"),
+        (f'url = "mqtt://127.0.0.1:1"\ncafile = "{pki / "ca.pem"}"\n', "only used with an mqtts"),
+    ]:
+        e = Edge(tmp_path / uid("edge"), f'[uplink]\n{extra}token = "t"\n')
+        with pytest.raises(AssertionError):
+            e.start()
+        assert e.proc.wait(10) != 0
+        assert want in e.log_tail(), e.log_tail()

@@ -31,9 +31,11 @@ pub struct EdgeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
-    /// `mqtt://host:port` (`mqtts://` is refused for now).
+    /// `mqtt://host[:port]` (1883), or `mqtts://host[:port]` (8883) for TLS.
     pub url: String,
-    /// The gateway device's access token (the MQTT user name).
+    /// The gateway device's access token (the MQTT user name). May be left out with `cert`
+    /// when the platform knows the gateway by its certificate (an X.509 credential).
+    #[serde(default)]
     pub token: String,
     /// Where the store-and-forward queue lives.
     #[serde(default = "default_buffer_dir")]
@@ -50,6 +52,12 @@ pub struct UplinkConfig {
     /// MQTT keep-alive.
     #[serde(default = "default_keep_alive", deserialize_with = "duration")]
     pub keep_alive: Duration,
+    /// `mqtts://`: the CA bundle (PEM) the platform's certificate must chain to (required).
+    pub cafile: Option<PathBuf>,
+    /// `mqtts://`: the gateway's client certificate chain (PEM, leaf first), for mutual TLS.
+    pub cert: Option<PathBuf>,
+    /// `mqtts://`: the client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
 }
 
 /// How a Modbus device is reached.
@@ -265,14 +273,11 @@ impl EdgeConfig {
     fn check(&self) -> Result<(), EdgeError> {
         let bad = |m: String| Err(EdgeError::Config(m));
         let u = &self.uplink;
-        if !u.url.starts_with("mqtt://") && !u.url.starts_with("mqtts://") {
-            return bad(format!(
-                "[uplink] url: {:?} must start with mqtt:// or mqtts://",
-                u.url
-            ));
-        }
-        if u.token.is_empty() {
-            return bad("[uplink] token: must not be empty".into());
+        // The URL, and for TLS the PEM files, read now so that a wrong one stops the start.
+        crate::uplink::endpoint::Endpoint::from_config(u)
+            .map_err(|e| EdgeError::Config(format!("[uplink] {e}")))?;
+        if u.token.is_empty() && u.cert.is_none() {
+            return bad("[uplink] token: required (it may be left out only with cert)".into());
         }
         if u.replay_rate == 0 {
             return bad("[uplink] replay_rate: must be at least 1".into());
@@ -619,5 +624,48 @@ baud = 115200
         assert!(e.contains("\"b\"") && e.contains("those of \"a\""), "{e}");
         let e = err(&(ok + "[modem]\nport = \"/dev/ttyS0\"\n"));
         assert!(e.contains("[modem] port") && e.contains("\"a\""), "{e}");
+    }
+
+    #[test]
+    fn tls_fields_are_checked_at_load() {
+        let pki = crate::uplink::test_pki::Pki::new("config");
+        let path = |n: &str| pki.path(n).display().to_string();
+        let uplink = |extra: &str| {
+            CONTRACT.replace(
+                "url = \"mqtt://127.0.0.1:1883\"",
+                &format!("url = \"mqtts://127.0.0.1:8883\"\n{extra}"),
+            )
+        };
+        let ca = format!("cafile = {:?}", path("ca.pem"));
+        let client = format!(
+            "cert = {:?}\nkey = {:?}",
+            path("client.pem"),
+            path("client.key")
+        );
+        let c = EdgeConfig::parse(&uplink(&format!("{ca}\n{client}"))).unwrap();
+        assert_eq!(c.uplink.cafile, Some(pki.path("ca.pem")));
+        assert_eq!(c.uplink.key, Some(pki.path("client.key")));
+        // a client certificate may stand in for the token (an X.509 credential)
+        let no_token = |t: &str| t.replace("token = \"<the gateway device's access token>\"\n", "");
+        let c = EdgeConfig::parse(&no_token(&uplink(&format!("{ca}\n{client}")))).unwrap();
+        assert!(c.uplink.token.is_empty());
+        let e = err(&no_token(&uplink(&ca)));
+        assert!(e.contains("[uplink] token"), "{e}");
+        let e = err(&uplink(""));
+        assert!(e.contains("[uplink] cafile: required"), "{e}");
+        let e = err(&uplink(&format!("cafile = {:?}", path("nowhere.pem"))));
+        assert!(
+            e.contains("[uplink] cafile") && e.contains("nowhere.pem"),
+            "{e}"
+        );
+        let e = err(&uplink(&format!("{ca}\ncert = {:?}", path("client.pem"))));
+        assert!(e.contains("[uplink] key: required"), "{e}");
+        let e = err(&CONTRACT.replace("buffer_dir", &format!("{ca}\nbuffer_dir")));
+        assert!(
+            e.contains("[uplink] cafile: only used with an mqtts://"),
+            "{e}"
+        );
+        let e = err(&uplink(&format!("{ca}\ncafiles = 1")));
+        assert!(e.contains("cafiles"), "{e}");
     }
 }

@@ -1,5 +1,4 @@
-//! The edge's errors: what stops it from starting (configuration, buffer, unsupported
-//! features). Device and uplink failures are not errors of the gateway: they are counted in
+//! The edge's errors: what stops it from starting (configuration, buffer). Device and uplink failures are not errors of the gateway: they are counted in
 //! health and retried.
 
 /// Why the edge gateway cannot run.
@@ -11,7 +10,4 @@ pub enum EdgeError {
     /// The store-and-forward queue cannot be opened or written.
     #[error("store and forward buffer: {0}")]
     Buffer(String),
-    /// Configured, but not in this build yet.
-    #[error("not supported yet: {0}")]
-    Unsupported(String),
 }

@@ -16,18 +16,15 @@ use crate::config::EdgeConfig;
 use crate::connector::{self, now_ms, ConnectorIo, Health, Reading};
 use crate::error::EdgeError;
 use crate::rules::{self, actions::ActionTargets, engine::RuleEngine, engine::RuleStats};
-use crate::uplink::Uplink;
+use crate::uplink::{endpoint::Endpoint, Uplink};
 
 /// Most readings written to the queue in one transaction.
 const INGEST_BATCH: usize = 1024;
 
 /// Runs the edge gateway until `shutdown` turns true.
 pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<(), EdgeError> {
-    if config.uplink.url.starts_with("mqtts://") {
-        return Err(EdgeError::Unsupported(
-            "[uplink] url: mqtts:// (TLS) is not in this build yet; use mqtt://".into(),
-        ));
-    }
+    let endpoint = Endpoint::from_config(&config.uplink)
+        .map_err(|e| EdgeError::Config(format!("[uplink] {e}")))?;
     let connectors = connector::build_all(&config)?;
     let all_devices: Vec<_> = connectors.iter().flat_map(|c| c.devices()).collect();
     let sms = connectors.iter().find_map(|c| c.sms_sender());
@@ -117,6 +114,7 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
     let ingest = tokio::spawn(ingest(readings_rx, buffer.clone(), wake.clone()));
     let uplink = Uplink {
         config: config.uplink.clone(),
+        endpoint,
         buffer: buffer.clone(),
         devices,
         routes,

@@ -10,8 +10,8 @@
 //! - [`rules`]: local rules (`[[rule]]`, the platform's dialect) on the readings, with no uplink
 //!   needed: RPCs to the connectors, SMS, log lines, alarms as telemetry.
 //! - [`buffer`]: store and forward, the bounded on-disk queue (SQLite).
-//! - [`uplink`]: the MQTT session to the platform: sends the queue in order at a bounded rate,
-//!   deletes what was acknowledged, answers RPCs.
+//! - [`uplink`]: the MQTT session to the platform (TCP, or TLS for `mqtts://`): sends the queue
+//!   in order at a bounded rate, deletes what was acknowledged, answers RPCs.
 //! - [`gateway`]: wires them together and reports health as the gateway's telemetry.
 
 pub mod buffer;

@@ -12,9 +12,12 @@
 //! RPCs (`{"device","data":{"id","method","params"}}`) go to the connector owning the device;
 //! its answer goes back as `{"device","id","data"}`.
 
+pub mod endpoint;
 #[cfg(test)]
 mod replay_tests;
 pub mod session;
+#[cfg(test)]
+pub(crate) mod test_pki;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +33,7 @@ use tokio::time::{sleep, Instant};
 use crate::buffer::{Buffer, Row};
 use crate::config::UplinkConfig;
 use crate::connector::{call, stopped, Command, SubDevice};
+use endpoint::Endpoint;
 use session::{Session, SessionError};
 
 /// Most readings in one PUBLISH.
@@ -49,6 +53,8 @@ pub type Routes = HashMap<String, mpsc::Sender<Command>>;
 /// The uplink's fixed parts.
 pub struct Uplink {
     pub config: UplinkConfig,
+    /// The platform's address, TCP or TLS (built from `config`).
+    pub endpoint: Endpoint,
     pub buffer: Arc<Buffer>,
     pub devices: Vec<SubDevice>,
     pub routes: Routes,
@@ -97,18 +103,19 @@ enum InFlight {
 impl Uplink {
     /// Runs sessions until shutdown, reconnecting with backoff.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let addr = self
-            .config
-            .url
-            .trim_start_matches("mqtt://")
-            .trim_end_matches('/')
-            .to_string();
-        let client_id = format!("ib-edge-{:016x}", fnv(self.config.token.as_bytes()));
+        let addr = self.endpoint.to_string();
+        // Stable across restarts, and the same for one gateway identity: its token, or its
+        // client certificate when the certificate alone authenticates it.
+        let identity = match self.endpoint.client_cert() {
+            Some(cert) if self.config.token.is_empty() => cert,
+            _ => self.config.token.as_bytes(),
+        };
+        let client_id = format!("ib-edge-{:016x}", fnv(identity));
         let mut backoff = BACKOFF_START;
         let mut was_up = true;
         while !*shutdown.borrow() {
             let connect = Session::connect(
-                &addr,
+                &self.endpoint,
                 &client_id,
                 &self.config.token,
                 self.config.keep_alive,
@@ -204,7 +211,7 @@ impl Uplink {
             let wait = rate.wait();
             tokio::select! {
                 _ = stopped(shutdown) => {
-                    let _ = s.send(&Packet::Disconnect(Default::default())).await;
+                    s.close().await;
                     return Ok(());
                 }
                 p = s.next() => {

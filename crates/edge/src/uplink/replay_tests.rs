@@ -1,6 +1,6 @@
 //! The uplink against a scripted MQTT server on loopback (the workspace's codec on the other
 //! side): queued readings go out in order, only acknowledged ones leave the queue, and what a
-//! dropped session left unacknowledged is sent again by the next one.
+//! dropped session left unacknowledged is sent again by the next one; over TCP and over TLS.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -10,9 +10,12 @@ use bytes::BytesMut;
 use mqtt_codec::{encode_packet, ConnAck, Decoder, Packet, Protocol, PubResponse};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
+use tokio_rustls::TlsAcceptor;
 
+use super::endpoint::{Endpoint, Stream};
+use super::test_pki::Pki;
 use super::Uplink;
 use crate::buffer::Buffer;
 use crate::config::UplinkConfig;
@@ -20,17 +23,21 @@ use crate::connector::{Reading, SubDevice};
 
 /// The server side of one connection.
 struct Peer {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: BytesMut,
     decoder: Decoder,
 }
 
 impl Peer {
-    async fn accept(l: &TcpListener) -> Peer {
-        let (stream, _) = tokio::time::timeout(Duration::from_secs(10), l.accept())
+    async fn accept(l: &TcpListener, tls: Option<&TlsAcceptor>) -> Peer {
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), l.accept())
             .await
             .expect("the uplink connects")
             .unwrap();
+        let stream: Box<dyn Stream> = match tls {
+            Some(acceptor) => Box::new(acceptor.accept(tcp).await.expect("a TLS handshake")),
+            None => Box::new(tcp),
+        };
         let mut p = Peer {
             stream,
             buf: BytesMut::new(),
@@ -62,6 +69,7 @@ impl Peer {
         let mut out = BytesMut::new();
         encode_packet(&p, Protocol::V311, &mut out);
         self.stream.write_all(&out).await.unwrap();
+        self.stream.flush().await.unwrap();
     }
 
     /// The next telemetry PUBLISH: its packet id and the `seq` values it carries.
@@ -121,21 +129,39 @@ fn readings(n: i64) -> Vec<Reading> {
 
 #[tokio::test]
 async fn unacknowledged_readings_are_sent_again_by_the_next_session() {
-    let dir = std::env::temp_dir().join(format!("ib-edge-uplink-{}", std::process::id()));
+    replay(false).await;
+}
+
+#[tokio::test]
+async fn the_queue_replays_the_same_over_tls() {
+    replay(true).await;
+}
+
+async fn replay(tls: bool) {
+    let tag = if tls { "tls" } else { "tcp" };
+    let dir = std::env::temp_dir().join(format!("ib-edge-uplink-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let buffer = Arc::new(Buffer::open(&dir, u64::MAX).unwrap());
     buffer.push(&readings(1_200)).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pki = Pki::new(&format!("replay-{tag}"));
+    let acceptor = tls.then(|| TlsAcceptor::from(pki.server_config(true)));
+    let acceptor = acceptor.as_ref();
+    let scheme = if tls { "mqtts" } else { "mqtt" };
     let config = UplinkConfig {
-        url: format!("mqtt://{}", listener.local_addr().unwrap()),
+        url: format!("{scheme}://{}", listener.local_addr().unwrap()),
         token: "token".into(),
         buffer_dir: dir.clone(),
         buffer_max_bytes: u64::MAX,
         replay_rate: 1_000_000,
         health_interval: Duration::from_secs(10),
         keep_alive: Duration::from_secs(30),
+        cafile: tls.then(|| pki.path("ca.pem")),
+        cert: tls.then(|| pki.path("client.pem")),
+        key: tls.then(|| pki.path("client.key")),
     };
     let uplink = Uplink {
+        endpoint: Endpoint::from_config(&config).unwrap(),
         config,
         buffer: buffer.clone(),
         devices: vec![SubDevice {
@@ -150,7 +176,7 @@ async fn unacknowledged_readings_are_sent_again_by_the_next_session() {
     let task = tokio::spawn(uplink.run(stop_rx));
 
     // First session: three batches arrive (500 + 500 + 200), only the first is acknowledged.
-    let mut p = Peer::accept(&listener).await;
+    let mut p = Peer::accept(&listener, acceptor).await;
     let (id1, first) = p.telemetry().await;
     let (_, second) = p.telemetry().await;
     let (_, third) = p.telemetry().await;
@@ -170,7 +196,7 @@ async fn unacknowledged_readings_are_sent_again_by_the_next_session() {
     drop(p); // the connection drops with two batches unacknowledged
 
     // Second session: it starts again from the oldest unacknowledged reading.
-    let mut p = Peer::accept(&listener).await;
+    let mut p = Peer::accept(&listener, acceptor).await;
     let mut got = Vec::new();
     while got.len() < 700 {
         let (id, seqs) = p.telemetry().await;

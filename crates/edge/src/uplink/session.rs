@@ -1,5 +1,6 @@
 //! One MQTT 3.1.1 connection to the platform, on the workspace's own codec (`mqtt-codec`):
-//! CONNECT/CONNACK, then packets in and out. Our own small client rather than rumqttc because
+//! CONNECT/CONNACK, then packets in and out, over TCP or TLS (the stream comes from
+//! [`Endpoint::connect`]). Our own small client rather than rumqttc because
 //! store and forward needs to know exactly which PUBLISH a PUBACK acknowledges, and must not
 //! have a client library re-send (or drop) its in-flight messages behind its back on reconnect:
 //! a new session starts from the queue instead.
@@ -12,9 +13,9 @@ use mqtt_codec::{
     ReasonCode, SubOptions, Subscribe, Subscription,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
+
+use super::endpoint::{Endpoint, Stream};
 
 /// Largest packet accepted from the platform.
 const MAX_PACKET: usize = 1 << 20;
@@ -24,6 +25,8 @@ const MAX_PACKET: usize = 1 << 20;
 pub enum SessionError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
     #[error("timed out {0}")]
     Timeout(&'static str),
     #[error("refused by the platform: CONNACK code {0:#04x}")]
@@ -36,8 +39,7 @@ pub enum SessionError {
 
 /// A connected MQTT session.
 pub struct Session {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    stream: Box<dyn Stream>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     decoder: Decoder,
@@ -45,22 +47,18 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects to `addr` (`host:port`) with the access token as user name, clean session.
+    /// Connects to `endpoint` with the access token as user name (none when `token` is empty:
+    /// the platform then knows the gateway by its client certificate), clean session.
     pub async fn connect(
-        addr: &str,
+        endpoint: &Endpoint,
         client_id: &str,
         token: &str,
         keep_alive: Duration,
         deadline: Duration,
     ) -> Result<Session, SessionError> {
-        let stream = timeout(deadline, TcpStream::connect(addr))
-            .await
-            .map_err(|_| SessionError::Timeout("connecting"))??;
-        stream.set_nodelay(true)?;
-        let (reader, writer) = stream.into_split();
+        let stream = endpoint.connect(deadline).await?;
         let mut s = Session {
-            reader,
-            writer,
+            stream,
             rbuf: BytesMut::with_capacity(8192),
             wbuf: BytesMut::with_capacity(8192),
             decoder: Decoder::new(Protocol::V311, MAX_PACKET),
@@ -71,7 +69,7 @@ impl Session {
             clean_start: true,
             keep_alive: keep_alive.as_secs().clamp(1, 65_535) as u16,
             client_id: client_id.to_string(),
-            username: Some(token.to_string()),
+            username: (!token.is_empty()).then(|| token.to_string()),
             ..Default::default()
         };
         s.send(&Packet::Connect(Box::new(connect))).await?;
@@ -91,10 +89,21 @@ impl Session {
     pub async fn send(&mut self, packet: &Packet) -> Result<(), SessionError> {
         self.wbuf.clear();
         encode_packet(packet, Protocol::V311, &mut self.wbuf);
-        timeout(self.write_timeout, self.writer.write_all(&self.wbuf))
+        // TLS keeps what it could not write yet in its own buffer: flush pushes it out.
+        let write = async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        };
+        timeout(self.write_timeout, write)
             .await
             .map_err(|_| SessionError::Timeout("writing"))??;
         Ok(())
+    }
+
+    /// Sends DISCONNECT and closes the stream (TLS: with close_notify), briefly bounded.
+    pub async fn close(mut self) {
+        let _ = self.send(&Packet::Disconnect(Default::default())).await;
+        let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;
     }
 
     /// PUBLISH at QoS 1 with packet id `id`.
@@ -147,7 +156,7 @@ impl Session {
                 Ok(None) => {}
                 Err(e) => return Err(SessionError::Protocol(e.to_string())),
             }
-            if self.reader.read_buf(&mut self.rbuf).await? == 0 {
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(SessionError::Closed);
             }
         }
