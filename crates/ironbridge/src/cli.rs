@@ -28,7 +28,8 @@ pub enum Command {
     /// Load generators: `ironbridge bench mqtt <scenario>` (loopback brokers only).
     Bench(bench::BenchArgs),
     /// Simulated devices with realistic signals against a running Ironbridge:
-    /// `ironbridge sim farm|factory|fleet|patients|vending|meters|all [--devices N] ...`.
+    /// `ironbridge sim farm|factory|fleet|patients|vending|meters|all [--transport mqtt|http|coap]
+    /// [--devices N] ...`.
     Sim(bench::sim::SimArgs),
     /// Manage tenants, customers, profiles, devices, users and API clients in a data dir
     /// (server running or not).

@@ -66,13 +66,13 @@ impl SimDevice {
 pub struct Stats {
     /// Telemetry messages sent.
     pub sent: AtomicU64,
-    /// Telemetry messages the platform acknowledged (MQTT PUBACK, HTTP 200).
+    /// Telemetry messages the platform acknowledged (MQTT PUBACK, HTTP 200, CoAP 2.04).
     pub acked: AtomicU64,
     /// Failures: refused messages, lost connections, failed requests.
     pub errors: AtomicU64,
     /// RPCs answered.
     pub rpcs: AtomicU64,
-    /// Devices connected now (MQTT sessions; HTTP devices count while running).
+    /// Devices connected now (MQTT sessions; HTTP and CoAP devices count while running).
     pub connected: AtomicU64,
 }
 

@@ -3,17 +3,21 @@
 //!
 //! The devices are provisioned through the management API as an administrator (one profile per
 //! scenario, names `PREFIX-001` ...; an existing device of the same name is reused and given a
-//! new access token), then each sends telemetry every `--interval` over MQTT or HTTP and answers
-//! server-side RPCs (`setPump`, `maintenance`, `refill`, ...). Signals are deterministic for a
+//! new access token), then each sends telemetry every `--interval` over MQTT, HTTP or CoAP and
+//! answers server-side RPCs (`setPump`, `maintenance`, `refill`, ...). Signals are deterministic for a
 //! `--seed`, stepped by wall-clock time (daily and weekly cycles follow the real clock).
 //!
 //! # Layout
 //! - [`models`]: the signal models, one file per scenario, behind the [`models::Model`] trait.
 //! - `rng`: the seeded random numbers.
 //! - `device`: a simulated device (name, token, model) and the run's counters.
-//! - `mqtt_device`, `http_device`: a device's loop over each transport.
+//! - `mqtt_device`, `http_device`, `coap_device`: a device's loop over each transport.
+//! - `coap_client`: the CoAP endpoint a CoAP device talks through (confirmable requests with
+//!   retransmission, Observe notifications), on coap-lite messages.
 //! - `rest`: the tiny HTTP client and the provisioning through the management API.
 
+mod coap_client;
+mod coap_device;
 mod device;
 mod http_device;
 pub mod models;
@@ -45,10 +49,13 @@ pub struct SimArgs {
     /// Ironbridge's HTTP address (management API; the device API with `--transport http`).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
-    /// Ironbridge's MQTT address.
+    /// Ironbridge's MQTT address (the device API with `--transport mqtt`).
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: SocketAddr,
-    /// How the devices talk to the platform.
+    /// Ironbridge's CoAP address (UDP; the device API with `--transport coap`).
+    #[arg(long, default_value = "127.0.0.1:5683")]
+    pub coap: SocketAddr,
+    /// How the devices talk to the platform (the device API, as ThingsBoard's devices use it).
     #[arg(long, value_enum, default_value_t = SimTransport::Mqtt)]
     pub transport: SimTransport,
     /// Devices (of each scenario with `all`).
@@ -93,8 +100,12 @@ pub struct SimArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SimTransport {
+    /// MQTT 3.1.1 to `--mqtt`, RPC by subscription.
     Mqtt,
+    /// HTTP to `--http`, RPC by long poll.
     Http,
+    /// CoAP (UDP) to `--coap`, confirmable requests, RPC by Observe.
+    Coap,
 }
 
 /// What went wrong in a run.
@@ -166,6 +177,7 @@ impl SimTransport {
         match self {
             SimTransport::Mqtt => "mqtt",
             SimTransport::Http => "http",
+            SimTransport::Coap => "coap",
         }
     }
 }
@@ -331,7 +343,7 @@ pub async fn simulate(args: &SimArgs, stop: watch::Receiver<bool>) -> Result<Sum
     for (i, d) in devices.iter().enumerate() {
         let (d, stats, stop, endpoint) =
             (d.clone(), stats.clone(), run_rx.clone(), endpoint.clone());
-        let (transport, http) = (args.transport, args.http);
+        let (transport, http, coap) = (args.transport, args.http, args.coap);
         // Spread the devices over one interval, as real devices would be.
         let offset = interval.mul_f64(i as f64 / n as f64);
         tasks.spawn(async move {
@@ -339,6 +351,7 @@ pub async fn simulate(args: &SimArgs, stop: watch::Receiver<bool>) -> Result<Sum
             match transport {
                 SimTransport::Mqtt => mqtt_device::run(d, endpoint, interval, stats, stop).await,
                 SimTransport::Http => http_device::run(d, http, interval, stats, stop).await,
+                SimTransport::Coap => coap_device::run(d, coap, interval, stats, stop).await,
             }
         });
     }
@@ -359,7 +372,7 @@ pub async fn simulate(args: &SimArgs, stop: watch::Receiver<bool>) -> Result<Sum
     }
     let seconds = started.elapsed().as_secs_f64();
     let _ = run_tx.send(true);
-    // Devices say goodbye (MQTT DISCONNECT); a stuck one is not waited for long.
+    // Devices say goodbye (MQTT DISCONNECT, CoAP observation cancelled); a stuck one is not waited for long.
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(5), drain)
         .await
@@ -489,5 +502,19 @@ mod tests {
         assert!(parse(&["farm", "--rate", "1", "--interval", "1s"]).is_err());
         assert!(parse(&["moon"]).is_err());
         assert!(parse(&["farm", "--rate", "0"]).unwrap().interval().is_err());
+    }
+
+    #[test]
+    fn coap_transport_and_address() {
+        let a = parse(&["farm"]).unwrap();
+        assert_eq!(a.coap, "127.0.0.1:5683".parse().unwrap());
+        let a = parse(&["farm", "--transport", "coap", "--coap", "10.0.0.7:5684"]).unwrap();
+        assert_eq!(a.transport, SimTransport::Coap);
+        assert_eq!(a.transport.name(), "coap");
+        assert_eq!(a.coap, "10.0.0.7:5684".parse().unwrap());
+        assert!(parse(&["farm", "--coap", "nowhere"]).is_err());
+        assert!(parse(&["farm", "--transport", "lwm2m"]).is_err());
+        let summary = serde_json::to_value(SimTransport::Coap).unwrap();
+        assert_eq!(summary, "coap");
     }
 }
