@@ -193,16 +193,27 @@ def test_rpc_writes_reach_the_simulator(platform, tmp_path, setups):
     assert s.edge.running
 
 
+def server_attr(api, device_id: str, key: str):
+    return api.attributes(device_id, "server").get("server", {}).get(key, {}).get("value")
+
+
 def test_a_restarted_simulator_is_polled_again(platform, tmp_path, setups):
+    """... and the sub-device shows offline on the platform while it does not answer
+    (v1/gateway/disconnect), online again once it does (v1/gateway/connect)."""
     regs = '{ key = "seq", table = "holding", address = 99, type = "u16" },'
     s = Setup(platform, tmp_path, {"counter": 99}, regs)
     setups.append(s)
     dev = s.device()
     s.api.wait_latest(dev["id"], ["seq"], timeout=20)
     wait_for(lambda: s.health("connected") is True, what="connected")
+    wait_for(lambda: server_attr(s.api, dev["id"], "active") is True, what="online on the platform")
     s.sim.kill()
     down_at = now_ms()
     wait_for(lambda: s.health("connected") is False, 15, what="health: disconnected")
+    wait_for(lambda: server_attr(s.api, dev["id"], "active") is False, 15,
+             what="offline on the platform")
+    assert server_attr(s.api, dev["id"], "lastDisconnectTime") >= down_at
+    assert s.edge.running
     errors = s.health("errors")
     assert errors >= 1
     time.sleep(3)  # an outage of some seconds (reconnection attempts back off meanwhile)
@@ -211,6 +222,8 @@ def test_a_restarted_simulator_is_polled_again(platform, tmp_path, setups):
     wait_for(lambda: s.api.latest(dev["id"], ["seq"])["seq"]["ts"] > up_at, 15,
              what="a reading after the restart")
     wait_for(lambda: s.health("connected") is True, what="health: connected again")
+    wait_for(lambda: server_attr(s.api, dev["id"], "active") is True, what="online again")
+    assert server_attr(s.api, dev["id"], "lastConnectTime") >= up_at
     assert s.health("connects") >= 2
     # nothing was read while the device was down
     points = series(s.api, dev["id"], "seq")

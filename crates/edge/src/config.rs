@@ -323,6 +323,13 @@ impl EdgeConfig {
                         r.key
                     ));
                 }
+                if r.key.starts_with('$') {
+                    // `$status` marks the sub-device's status in the queue.
+                    return bad(format!(
+                        "{at} registers: key {:?} may not start with $",
+                        r.key
+                    ));
+                }
                 if !keys.insert(&r.key) {
                     return bad(format!("{at} registers: key {:?} appears twice", r.key));
                 }
@@ -575,6 +582,11 @@ baud = 115200
         assert!(e.contains("address") && e.contains("pump-station-1"), "{e}");
         let e = err(&CONTRACT.replace("type = \"u16\", scale", "type = \"u16\", bit = 16, scale"));
         assert!(e.contains("pressure") && e.contains("bit"), "{e}");
+        let e = err(&CONTRACT.replace("key = \"running\"", "key = \"$status\""));
+        assert!(
+            e.contains("$status") && e.contains("may not start with $"),
+            "{e}"
+        );
         let e = err(&CONTRACT.replace("mqtt://127", "http://127"));
         assert!(e.contains("url"), "{e}");
         let e = err(&CONTRACT.replace(

@@ -24,6 +24,57 @@ pub struct Reading {
     pub values: Map<String, Value>,
 }
 
+/// The one key of a status reading: the sub-device started (`"connect"`) or stopped
+/// (`"disconnect"`) answering. Queued like a reading, so that it reaches the platform in order
+/// with the readings around it (and survives an outage); the uplink sends it as
+/// `v1/gateway/connect` or `v1/gateway/disconnect`. Register keys may not start with `$`.
+pub const STATUS_KEY: &str = "$status";
+
+impl Reading {
+    /// A status reading: `device` answers again (`online`) or stopped answering.
+    pub fn status(device: &str, ts: i64, online: bool) -> Reading {
+        let mut values = Map::new();
+        let word = if online { "connect" } else { "disconnect" };
+        values.insert(STATUS_KEY.into(), word.into());
+        Reading {
+            device: device.to_string(),
+            ts,
+            values,
+        }
+    }
+
+    /// `Some(online)` for a status reading.
+    pub fn status_change(&self) -> Option<bool> {
+        match self.values.get(STATUS_KEY)?.as_str()? {
+            "connect" if self.values.len() == 1 => Some(true),
+            "disconnect" if self.values.len() == 1 => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// The latest status queued for each sub-device that reports one (the ingest task notes them
+/// as it queues them): a new uplink session announces (`v1/gateway/connect`) every sub-device
+/// except those last known not to answer.
+#[derive(Debug, Default)]
+pub struct StatusBoard(Mutex<HashMap<String, bool>>);
+
+impl StatusBoard {
+    /// Notes `r` if it is a status reading.
+    pub fn note(&self, r: &Reading) {
+        if let Some(online) = r.status_change() {
+            let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            m.insert(r.device.clone(), online);
+        }
+    }
+
+    /// Whether `device`'s last queued status is "not answering".
+    pub fn offline(&self, device: &str) -> bool {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(device) == Some(&false)
+    }
+}
+
 /// An RPC (or a shared attribute update) from the platform for one of a connector's devices.
 #[derive(Debug)]
 pub struct Command {
@@ -233,4 +284,29 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_readings_are_told_apart() {
+        let down = Reading::status("pump", 7, false);
+        assert_eq!(down.status_change(), Some(false));
+        assert_eq!(Reading::status("pump", 8, true).status_change(), Some(true));
+        let mut other = down.clone();
+        other.values.insert("pressure".into(), 2.into());
+        assert_eq!(
+            other.status_change(),
+            None,
+            "a reading with values is no status"
+        );
+        let board = StatusBoard::default();
+        board.note(&down);
+        board.note(&other);
+        assert!(board.offline("pump") && !board.offline("valve"));
+        board.note(&Reading::status("pump", 9, true));
+        assert!(!board.offline("pump"));
+    }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::buffer::Buffer;
 use crate::config::EdgeConfig;
-use crate::connector::{self, now_ms, ConnectorIo, Health, Reading};
+use crate::connector::{self, now_ms, ConnectorIo, Health, Reading, StatusBoard};
 use crate::error::EdgeError;
 use crate::rules::{self, actions::ActionTargets, engine::RuleEngine, engine::RuleStats};
 use crate::uplink::{endpoint::Endpoint, Uplink};
@@ -111,7 +111,13 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
     }
     drop(readings_tx);
     drop(connector_tx);
-    let ingest = tokio::spawn(ingest(readings_rx, buffer.clone(), wake.clone()));
+    let statuses = Arc::new(StatusBoard::default());
+    let ingest = tokio::spawn(ingest(
+        readings_rx,
+        buffer.clone(),
+        wake.clone(),
+        statuses.clone(),
+    ));
     let uplink = Uplink {
         config: config.uplink.clone(),
         endpoint,
@@ -120,6 +126,7 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
         routes,
         wake,
         connected,
+        statuses,
     };
     println!("edge running: {} connector(s)", tasks.len() - 1);
     uplink.run(shutdown).await;
@@ -134,11 +141,13 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
     result
 }
 
-/// Writes readings to the queue as they come, everything waiting in one transaction.
+/// Writes readings to the queue as they come, everything waiting in one transaction; the
+/// sub-devices' statuses among them are noted once queued.
 async fn ingest(
     mut rx: mpsc::Receiver<Reading>,
     buffer: Arc<Buffer>,
     wake: Arc<Notify>,
+    statuses: Arc<StatusBoard>,
 ) -> Result<(), EdgeError> {
     let mut batch = Vec::with_capacity(INGEST_BATCH);
     while rx.recv_many(&mut batch, INGEST_BATCH).await > 0 {
@@ -159,6 +168,9 @@ async fn ingest(
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
+        }
+        for r in readings.iter() {
+            statuses.note(r);
         }
         wake.notify_one();
     }

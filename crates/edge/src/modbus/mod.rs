@@ -382,6 +382,9 @@ impl ModbusConnector {
         // Whether the device answered its last poll (on a shared line the port may be open
         // while this unit is silent).
         let mut reachable = false;
+        // What the platform was last told (none yet): a status reading goes to the queue when
+        // the device starts or stops answering, from the first poll on.
+        let mut announced: Option<bool> = None;
         let mut tick = tokio::time::interval(self.config.poll);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
@@ -412,6 +415,12 @@ impl ModbusConnector {
                             self.health.connected.store(true, Ordering::Relaxed);
                             backoff = BACKOFF_START;
                             drop(ctx);
+                            if announced != Some(true) {
+                                announced = Some(true);
+                                if io.readings.send(Reading::status(&name, ts, true)).await.is_err() {
+                                    break;
+                                }
+                            }
                             if !values.is_empty() {
                                 let reading = Reading { device: name.clone(), ts, values };
                                 if io.readings.send(reading).await.is_err() {
@@ -430,6 +439,12 @@ impl ModbusConnector {
                                     "modbus device unreachable");
                             }
                             reachable = false;
+                            if announced != Some(false) {
+                                announced = Some(false);
+                                if io.readings.send(Reading::status(&name, ts, false)).await.is_err() {
+                                    break;
+                                }
+                            }
                             retry_at = Instant::now() + backoff;
                             backoff = (backoff * 2).min(self.config.backoff_max.max(BACKOFF_START));
                         }

@@ -71,7 +71,11 @@ pub async fn run(
         let firings = tokio::select! {
             r = readings.recv() => {
                 let Some(r) = r else { break };
-                let firings = engine.on_reading(&r);
+                // A status reading carries no values for the rules.
+                let firings = match r.status_change() {
+                    Some(_) => Vec::new(),
+                    None => engine.on_reading(&r),
+                };
                 if out.send(r).await.is_err() {
                     break;
                 }

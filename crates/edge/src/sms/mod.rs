@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 
 use crate::config::{ModemConfig, ModemMode};
 use crate::connector::{
-    now_ms, stopped, Command, Connector, ConnectorIo, ConnectorTask, Health, Peers, SubDevice,
+    now_ms, stopped, Command, Connector, ConnectorIo, ConnectorTask, Health, Peers, Reading,
+    SubDevice,
 };
 use crate::error::EdgeError;
 pub use commands::normalize;
@@ -83,13 +84,16 @@ impl SmsConnector {
 
     async fn run_loop(self, mut io: ConnectorIo) {
         let SmsConnector {
+            config,
             commands,
             health,
             handle,
             task,
             mut events,
-            ..
         } = self;
+        // With a name the modem is a sub-device: its status goes to the platform once it has
+        // answered (not while it starts: registration takes a while), and when it stops.
+        let mut announced = false;
         let modem_task = tokio::spawn(task.run());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let ctx = Arc::new(Ctx {
@@ -114,7 +118,16 @@ impl SmsConnector {
                         tokio::spawn(async move { ctx.incoming(m).await });
                     }
                 }
-                _ = tick.tick() => copy_stats(&handle, &health),
+                _ = tick.tick() => {
+                    copy_stats(&handle, &health);
+                    let up = health.connected.load(Ordering::Relaxed);
+                    if let Some(name) = config.name.as_deref().filter(|_| up != announced) {
+                        announced = up;
+                        if io.readings.send(Reading::status(name, now_ms(), up)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
             }
         }
         drop(ctx);

@@ -9,6 +9,10 @@
 //! is sent again by the next one (the platform keeps one point per key and timestamp, so a
 //! reading sent twice is stored once).
 //!
+//! A sub-device's status (a queued `{"$status": "connect" | "disconnect"}` row) goes alone, in
+//! queue order, as `v1/gateway/connect` or `v1/gateway/disconnect`; a session announces only
+//! the sub-devices whose last queued status is not "disconnect".
+//!
 //! RPCs (`{"device","data":{"id","method","params"}}`) go to the connector owning the device;
 //! its answer goes back as `{"device","id","data"}`.
 
@@ -32,7 +36,7 @@ use tokio::time::{sleep, Instant};
 
 use crate::buffer::{Buffer, Row};
 use crate::config::UplinkConfig;
-use crate::connector::{call, stopped, Command, SubDevice};
+use crate::connector::{call, stopped, Command, StatusBoard, SubDevice, STATUS_KEY};
 use endpoint::Endpoint;
 use session::{Session, SessionError};
 
@@ -62,6 +66,8 @@ pub struct Uplink {
     pub wake: Arc<Notify>,
     /// True while a session is up (reported as `uplink.connected`).
     pub connected: Arc<AtomicBool>,
+    /// The sub-devices' last queued statuses: who is announced when a session starts.
+    pub statuses: Arc<StatusBoard>,
 }
 
 /// Readings per second, refilled continuously, at most one second's worth banked.
@@ -169,7 +175,13 @@ impl Uplink {
         let mut rows_inflight = 0usize;
         s.subscribe(RPC_TOPIC, ids.next(&inflight)).await?;
         s.subscribe(ATTRIBUTES_TOPIC, ids.next(&inflight)).await?;
-        for d in &self.devices {
+        // Sub-devices last known not to answer are left offline; their queued status
+        // readings replay in order with the rest.
+        for d in self
+            .devices
+            .iter()
+            .filter(|d| !self.statuses.offline(&d.name))
+        {
             let id = ids.next(&inflight);
             inflight.insert(id, InFlight::Other);
             let body = json!({"device": d.name, "type": d.profile}).to_string();
@@ -194,12 +206,20 @@ impl Uplink {
                 let rows = self.read_rows(cursor, budget)?;
                 let Some(first) = rows.first() else { break };
                 let gateway_rows = first.device.is_empty();
-                let n = rows
-                    .iter()
-                    .take_while(|r| r.device.is_empty() == gateway_rows)
-                    .count();
+                // A status row goes alone; readings go in batches of one kind.
+                let (n, (topic, payload)) = match row_status(first) {
+                    Some(online) => (1, self.encode_status(first, online)),
+                    None => {
+                        let n = rows
+                            .iter()
+                            .take_while(|r| {
+                                r.device.is_empty() == gateway_rows && row_status(r).is_none()
+                            })
+                            .count();
+                        (n, encode_batch(&rows[..n], gateway_rows))
+                    }
+                };
                 let batch = &rows[..n];
-                let (topic, payload) = encode_batch(batch, gateway_rows);
                 let id = ids.next(&inflight);
                 let (a, b) = (batch[0].id, batch[n - 1].id);
                 inflight.insert(id, InFlight::Rows(a, b));
@@ -253,6 +273,21 @@ impl Uplink {
                 }
             }
         }
+    }
+
+    /// `v1/gateway/connect {"device","type"}` or `v1/gateway/disconnect {"device"}`.
+    fn encode_status(&self, row: &Row, online: bool) -> (&'static str, Bytes) {
+        if !online {
+            let body = json!({"device": row.device}).to_string();
+            return ("v1/gateway/disconnect", body.into());
+        }
+        let profile = self
+            .devices
+            .iter()
+            .find(|d| d.name == row.device)
+            .map_or("default", |d| d.profile.as_str());
+        let body = json!({"device": row.device, "type": profile}).to_string();
+        ("v1/gateway/connect", body.into())
     }
 
     fn read_rows(&self, after: i64, limit: usize) -> Result<Vec<Row>, SessionError> {
@@ -316,6 +351,20 @@ impl Uplink {
             });
         }
     }
+}
+
+/// `Some(online)` when `row` is a sub-device's status (`connector::Reading::status`).
+fn row_status(row: &Row) -> Option<bool> {
+    if row.device.is_empty() || !row.values.contains(STATUS_KEY) {
+        return None;
+    }
+    let values: serde_json::Map<String, Value> = serde_json::from_str(&row.values).ok()?;
+    let reading = crate::connector::Reading {
+        device: row.device.clone(),
+        ts: row.ts,
+        values,
+    };
+    reading.status_change()
 }
 
 /// The topic and payload carrying `rows` (all of one kind): sub-devices' readings as

@@ -19,7 +19,7 @@ use super::test_pki::Pki;
 use super::Uplink;
 use crate::buffer::Buffer;
 use crate::config::UplinkConfig;
-use crate::connector::{Reading, SubDevice};
+use crate::connector::{Reading, StatusBoard, SubDevice};
 
 /// The server side of one connection.
 struct Peer {
@@ -171,6 +171,7 @@ async fn replay(tls: bool) {
         routes: Default::default(),
         wake: Arc::new(Notify::new()),
         connected: Arc::new(AtomicBool::new(false)),
+        statuses: Default::default(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(uplink.run(stop_rx));
@@ -216,6 +217,97 @@ async fn replay(tls: bool) {
     stop_tx.send(true).unwrap();
     // a clean goodbye
     assert!(matches!(p.next().await, Packet::Disconnect(_)));
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Status readings go out in queue order, each alone as `v1/gateway/connect|disconnect`;
+/// a session announces only the sub-devices not last known offline.
+#[tokio::test]
+async fn statuses_go_in_order_with_the_readings() {
+    let dir = std::env::temp_dir().join(format!("ib-edge-status-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let buffer = Arc::new(Buffer::open(&dir, u64::MAX).unwrap());
+    let mut queued = readings(2);
+    queued.push(Reading::status("dev", 1_002, false));
+    queued.push(Reading::status("dev", 1_003, true));
+    queued.extend(readings(5).into_iter().skip(3)); // seq 3, 4
+    queued.push(Reading::status("dev", 1_005, false));
+    buffer.push(&queued).unwrap();
+    let statuses = Arc::new(StatusBoard::default());
+    for r in &queued {
+        statuses.note(r);
+    }
+    assert!(statuses.offline("dev"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config: UplinkConfig = toml::from_str(&format!(
+        "url = \"mqtt://{}\"\ntoken = \"token\"\n",
+        listener.local_addr().unwrap()
+    ))
+    .unwrap();
+    let uplink = Uplink {
+        endpoint: Endpoint::from_config(&config).unwrap(),
+        config,
+        buffer: buffer.clone(),
+        devices: vec![
+            SubDevice {
+                name: "dev".into(),
+                profile: "plc".into(),
+            },
+            SubDevice {
+                name: "other".into(),
+                profile: "meter".into(),
+            },
+        ],
+        routes: Default::default(),
+        wake: Arc::new(Notify::new()),
+        connected: Arc::new(AtomicBool::new(false)),
+        statuses,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(uplink.run(stop_rx));
+    let mut p = Peer::accept(&listener, None).await;
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        if let Packet::Publish(m) = p.next().await {
+            p.puback(m.packet_id).await;
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            got.push((m.topic.to_string(), v));
+        }
+    }
+    let telemetry = |seqs: &[i64]| {
+        let rows: Vec<Value> = seqs
+            .iter()
+            .map(|s| json!({"ts": 1_000 + s, "values": {"seq": s}}))
+            .collect();
+        ("v1/gateway/telemetry".to_string(), json!({ "dev": rows }))
+    };
+    let topic = |t: &str| format!("v1/gateway/{t}");
+    assert_eq!(
+        got,
+        vec![
+            // "dev" is last known offline: only "other" is announced
+            (
+                topic("connect"),
+                json!({"device": "other", "type": "meter"})
+            ),
+            telemetry(&[0, 1]),
+            (topic("disconnect"), json!({"device": "dev"})),
+            (topic("connect"), json!({"device": "dev", "type": "plc"})),
+            telemetry(&[3, 4]),
+            (topic("disconnect"), json!({"device": "dev"})),
+        ]
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while buffer.stats().rows != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            buffer.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop_tx.send(true).unwrap();
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
