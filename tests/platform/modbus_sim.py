@@ -14,6 +14,10 @@ spec.json: {"co": {"0": true}, "di": {...}, "hr": {"10": 513}, "ir": {...},
 Tables hold 1000 items each (addresses 0..999, 0 by default; reads past them get exception 2).
 "counter" names a holding register that counts the reads covering it: each read returns the
 count so far, then adds one, so the values an edge reports are consecutive integers.
+"firmware": {"register": R, "out": PATH, "refuse": CODE?} adds a bootloader on the holding
+registers from R (the edge's protocol, crates/edge/src/modbus/firmware.rs): the image it
+receives and verifies is written to PATH and "firmware installed N bytes" is printed; with
+"refuse" it reports failure with that error code instead.
 Writes are applied and printed ("write co 0 [True]", with " unit 5" after it for "units").
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 
@@ -44,6 +49,7 @@ class Store:
                        for t in ("co", "di", "hr", "ir")}
         self.counter = spec.get("counter")
         self.unit = unit
+        self.boot = Bootloader(self.tables["hr"], spec["firmware"]) if spec.get("firmware") else None
 
     def device_ids(self):
         return [0]
@@ -69,9 +75,49 @@ class Store:
             return ExcCodes.ILLEGAL_ADDRESS
         for i, v in enumerate(values):
             self.tables[table][address + i] = v
+        if self.boot is not None and table == "hr":
+            self.boot.written(address, list(values))
         unit = "" if self.unit is None else f" unit {self.unit}"
         print(f"write {table} {address} {list(values)}{unit}", flush=True)
         return None
+
+
+class Bootloader:
+    """The device side of the edge's firmware window: command, status, error, size, SHA-256,
+    then blocks (offset + data). Status: 0 idle, 1 receiving, 2 installing, 3 updated, 4 failed."""
+
+    def __init__(self, hr: dict, spec: dict):
+        self.hr, self.r = hr, int(spec["register"])
+        self.out, self.refuse = spec["out"], spec.get("refuse")
+        self.size, self.sha, self.image = 0, b"", bytearray()
+
+    def written(self, address: int, values: list[int]) -> None:
+        r = self.r
+        if address == r + 3 and len(values) == 18:
+            self.size = (values[0] << 16) | values[1]
+            self.sha = b"".join(w.to_bytes(2, "big") for w in values[2:])
+        elif address == r + 21 and len(values) > 2:
+            offset = (values[0] << 16) | values[1]
+            data = b"".join(w.to_bytes(2, "big") for w in values[2:])
+            end = min(offset + len(data), self.size)
+            self.image[offset:end] = data[:end - offset]
+        elif address == r and len(values) == 1:
+            command = values[0]
+            if command == 1:
+                self.image = bytearray(self.size)
+                self.hr[r + 1], self.hr[r + 2] = 1, 0
+            elif command == 2:
+                if self.refuse is not None:
+                    self.hr[r + 1], self.hr[r + 2] = 4, int(self.refuse)
+                elif hashlib.sha256(self.image).digest() != self.sha:
+                    self.hr[r + 1], self.hr[r + 2] = 4, 1
+                else:
+                    with open(self.out, "wb") as f:
+                        f.write(self.image)
+                    self.hr[r + 1] = 3
+                    print(f"firmware installed {len(self.image)} bytes", flush=True)
+            elif command == 3:
+                self.hr[r + 1] = 0
 
 
 class Units:

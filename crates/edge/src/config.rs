@@ -58,6 +58,10 @@ pub struct UplinkConfig {
     pub cert: Option<PathBuf>,
     /// `mqtts://`: the client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key: Option<PathBuf>,
+    /// The platform's HTTP address (`http://host:port` or `https://...`), where firmware for
+    /// sub-devices is fetched from (the device API's `GET /api/v1/{token}/firmware`). Without it
+    /// an update offered to a sub-device fails, saying so.
+    pub http: Option<String>,
 }
 
 /// How a Modbus device is reached.
@@ -131,6 +135,30 @@ pub struct ModbusConfig {
     pub registers: Vec<RegisterConfig>,
     #[serde(default)]
     pub writes: Vec<WriteConfig>,
+    /// The device takes firmware images over Modbus (modbus/firmware.rs has the protocol).
+    pub firmware: Option<FirmwareConfig>,
+}
+
+/// `firmware = { register = 5000, block = 120, install_timeout = "2m" }` on a `[[modbus]]`
+/// device: the holding-register window its bootloader listens on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareConfig {
+    /// The window's first holding register.
+    pub register: u16,
+    /// Image bytes per block write, in registers (2 bytes each): 1 to 120.
+    #[serde(default = "default_firmware_block")]
+    pub block: u16,
+    /// Longest wait for the device to verify and install the image once it is sent.
+    #[serde(default = "default_install_timeout", deserialize_with = "duration")]
+    pub install_timeout: Duration,
+}
+
+fn default_firmware_block() -> u16 {
+    120
+}
+fn default_install_timeout() -> Duration {
+    Duration::from_secs(120)
 }
 
 /// One polled value.
@@ -350,6 +378,32 @@ impl EdgeConfig {
             }
         }
         self.check_serial_lines()?;
+        if let Some(h) = &u.http {
+            if !h.starts_with("http://") && !h.starts_with("https://") {
+                return bad(format!(
+                    "[uplink] http: {h:?} must start with http:// or https://"
+                ));
+            }
+        }
+        for m in &self.modbus {
+            if let Some(f) = &m.firmware {
+                let at = format!("[[modbus]] {:?} firmware", m.name);
+                if !(1..=crate::modbus::firmware::MAX_BLOCK).contains(&f.block) {
+                    return bad(format!(
+                        "{at}: block = {} is not 1..={}",
+                        f.block,
+                        crate::modbus::firmware::MAX_BLOCK
+                    ));
+                }
+                if u32::from(f.register) + crate::modbus::firmware::window(f.block) > 0x1_0000 {
+                    return bad(format!(
+                        "{at}: register = {} leaves no room for the window ({} registers)",
+                        f.register,
+                        crate::modbus::firmware::window(f.block)
+                    ));
+                }
+            }
+        }
         if let Some(m) = &self.modem {
             self.check_modem(m, &names)?;
         }

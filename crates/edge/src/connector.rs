@@ -85,6 +85,8 @@ pub struct Command {
     pub params: Value,
     /// True for a shared attribute update (answered `null` when no write maps it).
     pub attribute: bool,
+    /// A firmware image to install on the device (firmware.rs); `method` is then `firmware`.
+    pub firmware: Option<Arc<crate::firmware::Image>>,
     /// The RPC's result, or why it failed.
     pub reply: oneshot::Sender<Result<Value, String>>,
 }
@@ -94,6 +96,8 @@ pub struct Command {
 pub struct SubDevice {
     pub name: String,
     pub profile: String,
+    /// Its connector can install firmware on it (firmware.rs).
+    pub firmware: bool,
 }
 
 /// Where commands for each sub-device go (every connector's devices).
@@ -262,6 +266,7 @@ pub async fn call(
         method: method.to_string(),
         params,
         attribute: false,
+        firmware: None,
         reply,
     };
     tx.send(cmd)

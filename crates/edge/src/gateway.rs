@@ -95,6 +95,23 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
     }
     let wake = Arc::new(Notify::new());
     let connected = Arc::new(AtomicBool::new(false));
+    // Firmware for sub-devices, when any connector can install it.
+    let firmware = if devices.iter().any(|d| d.firmware) {
+        let source = crate::firmware::Source {
+            base: config.uplink.http.clone(),
+            token: config.uplink.token.clone(),
+        };
+        let agent = crate::firmware::Agent::new(
+            &config.uplink.buffer_dir,
+            source,
+            readings_tx.clone(),
+            routes.clone(),
+        )?;
+        healths.push(("firmware".into(), agent.health.clone()));
+        Some(agent)
+    } else {
+        None
+    };
     {
         let health = HealthReport {
             healths,
@@ -127,6 +144,7 @@ pub async fn run(config: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<
         wake,
         connected,
         statuses,
+        firmware,
     };
     println!("edge running: {} connector(s)", tasks.len() - 1);
     uplink.run(shutdown).await;

@@ -9,6 +9,8 @@
 //! - [`sms`]: the SMS modem connector (command messages → RPCs, replies, `sendSms`).
 //! - [`rules`]: local rules (`[[rule]]`, the platform's dialect) on the readings, with no uplink
 //!   needed: RPCs to the connectors, SMS, log lines, alarms as telemetry.
+//! - [`firmware`]: firmware for sub-devices: fetched once per image, cached, installed through
+//!   their connector (Modbus: a bootloader's register window), progress as `fw_state`.
 //! - [`buffer`]: store and forward, the bounded on-disk queue (SQLite).
 //! - [`uplink`]: the MQTT session to the platform (TCP, or TLS for `mqtts://`): sends the queue
 //!   in order at a bounded rate, deletes what was acknowledged, answers RPCs.
@@ -18,6 +20,7 @@ pub mod buffer;
 pub mod config;
 pub mod connector;
 pub mod error;
+pub mod firmware;
 pub mod gateway;
 pub mod modbus;
 pub mod rules;

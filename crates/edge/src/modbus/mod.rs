@@ -9,6 +9,7 @@
 //! - `registers`: types and the pure decode/encode; `plan`: batching into read requests;
 //!   `write`: RPC params → coil/register writes.
 
+pub mod firmware;
 pub mod plan;
 pub mod registers;
 pub mod write;
@@ -373,6 +374,31 @@ impl ModbusConnector {
         Err(result)
     }
 
+    /// Installs a firmware image through the device's bootloader window; the line is held for
+    /// the whole transfer.
+    async fn flash(
+        &self,
+        ctx: &mut Option<Context>,
+        image: &crate::firmware::Image,
+    ) -> Result<Value, String> {
+        let Some(cfg) = &self.config.firmware else {
+            return Err("this device takes no firmware: its [[modbus]] has no `firmware`".into());
+        };
+        let c = self.ready(ctx).await?;
+        tracing::info!(device = %self.config.name, title = %image.title, version = %image.version,
+            bytes = image.size, "modbus: sending firmware");
+        match firmware::flash(c, cfg, image, self.config.timeout).await {
+            Ok(()) => Ok(serde_json::json!({"ok": true})),
+            Err(e) => {
+                if !self.shared {
+                    *ctx = None;
+                }
+                self.device_error(format!("firmware: {e}"));
+                Err(e)
+            }
+        }
+    }
+
     async fn run_loop(self, mut io: ConnectorIo) {
         let name = self.config.name.clone();
         let line = self.line.clone();
@@ -392,7 +418,10 @@ impl ModbusConnector {
                 _ = stopped(&mut io.shutdown) => break,
                 Some(cmd) = io.commands.recv() => {
                     let mut ctx = line.lock().await;
-                    let result = self.write(&mut ctx, &cmd).await;
+                    let result = match &cmd.firmware {
+                        Some(image) => self.flash(&mut ctx, image).await,
+                        None => self.write(&mut ctx, &cmd).await,
+                    };
                     if !self.shared {
                         self.health.connected.store(ctx.is_some(), Ordering::Relaxed);
                     }
@@ -473,6 +502,7 @@ impl Connector for ModbusConnector {
         vec![SubDevice {
             name: self.config.name.clone(),
             profile: self.config.profile.clone(),
+            firmware: self.config.firmware.is_some(),
         }]
     }
     fn health(&self) -> Arc<Health> {

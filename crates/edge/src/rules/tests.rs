@@ -51,6 +51,7 @@ fn devices() -> Vec<SubDevice> {
     vec![SubDevice {
         name: "field-1".into(),
         profile: "soil".into(),
+        firmware: false,
     }]
 }
 
@@ -361,6 +362,7 @@ fn the_documented_rules_load() {
         .map(|m| SubDevice {
             name: m.name.clone(),
             profile: m.profile.clone(),
+            firmware: false,
         })
         .collect();
     let site = Site {

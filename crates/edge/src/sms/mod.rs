@@ -261,6 +261,7 @@ impl Connector for SmsConnector {
             .map(|n| SubDevice {
                 name: n.clone(),
                 profile: "default".into(),
+                firmware: false,
             })
             .collect()
     }

@@ -14,7 +14,9 @@
 //! the sub-devices whose last queued status is not "disconnect".
 //!
 //! RPCs (`{"device","data":{"id","method","params"}}`) go to the connector owning the device;
-//! its answer goes back as `{"device","id","data"}`.
+//! its answer goes back as `{"device","id","data"}`. Shared attribute updates go to the
+//! connector too, and their `fw_*` keys to the firmware agent (firmware.rs), which also gets
+//! the answer to the `fw_*` request sent for each firmware-capable device at every connect.
 
 pub mod endpoint;
 #[cfg(test)]
@@ -47,6 +49,8 @@ pub const WINDOW: usize = 16;
 const RPC_TOPIC: &str = "v1/gateway/rpc";
 /// Shared attribute updates `{"device","data":{"k":v}}` (and the gateway's own client attributes up).
 const ATTRIBUTES_TOPIC: &str = "v1/gateway/attributes";
+/// Answers to `v1/gateway/attributes/request`: `{"id","device","values"}`.
+const ATTRIBUTES_RESPONSE_TOPIC: &str = "v1/gateway/attributes/response";
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -68,6 +72,8 @@ pub struct Uplink {
     pub connected: Arc<AtomicBool>,
     /// The sub-devices' last queued statuses: who is announced when a session starts.
     pub statuses: Arc<StatusBoard>,
+    /// Installs firmware offered to sub-devices (when any can take it).
+    pub firmware: Option<Arc<crate::firmware::Agent>>,
 }
 
 /// Readings per second, refilled continuously, at most one second's worth banked.
@@ -175,6 +181,10 @@ impl Uplink {
         let mut rows_inflight = 0usize;
         s.subscribe(RPC_TOPIC, ids.next(&inflight)).await?;
         s.subscribe(ATTRIBUTES_TOPIC, ids.next(&inflight)).await?;
+        if self.firmware.is_some() {
+            s.subscribe(ATTRIBUTES_RESPONSE_TOPIC, ids.next(&inflight))
+                .await?;
+        }
         // Sub-devices last known not to answer are left offline; their queued status
         // readings replay in order with the rest.
         for d in self
@@ -186,6 +196,23 @@ impl Uplink {
             inflight.insert(id, InFlight::Other);
             let body = json!({"device": d.name, "type": d.profile}).to_string();
             s.publish("v1/gateway/connect", id, body.into()).await?;
+        }
+        // What firmware is assigned now (it may have changed while the uplink was down); not
+        // for devices left offline (asking would announce them).
+        let asking = self
+            .devices
+            .iter()
+            .filter(|d| d.firmware && !self.statuses.offline(&d.name));
+        for (n, d) in asking.enumerate() {
+            if self.firmware.is_none() {
+                break;
+            }
+            let id = ids.next(&inflight);
+            inflight.insert(id, InFlight::Other);
+            let body = json!({"id": n + 1, "device": d.name, "client": false,
+                "keys": crate::firmware::KEYS});
+            s.publish("v1/gateway/attributes/request", id, body.to_string().into())
+                .await?;
         }
         let (reply_tx, mut reply_rx) = mpsc::channel::<(String, Value, Value)>(64);
         let mut rate = RateLimit::new(self.config.replay_rate);
@@ -252,6 +279,8 @@ impl Uplink {
                                 self.rpc(&p.payload, reply_tx.clone());
                             } else if &*p.topic == ATTRIBUTES_TOPIC {
                                 self.attributes(&p.payload);
+                            } else if &*p.topic == ATTRIBUTES_RESPONSE_TOPIC {
+                                self.attribute_response(&p.payload);
                             }
                         }
                         _ => {}
@@ -332,6 +361,9 @@ impl Uplink {
         else {
             return;
         };
+        if let Some(fw) = &self.firmware {
+            fw.offer(&device, data, true);
+        }
         for (key, value) in data.clone() {
             let (tx, device) = (tx.clone(), device.clone());
             tokio::spawn(async move {
@@ -341,6 +373,7 @@ impl Uplink {
                     method: key.clone(),
                     params: value,
                     attribute: true,
+                    firmware: None,
                     reply,
                 };
                 if tx.send(cmd).await.is_ok() {
@@ -365,6 +398,23 @@ fn row_status(row: &Row) -> Option<bool> {
         values,
     };
     reading.status_change()
+}
+
+impl Uplink {
+    /// The answer to a `fw_*` request: `{"id","device","values":{...}}`.
+    fn attribute_response(&self, payload: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<Value>(payload) else {
+            tracing::warn!("uplink: an attribute response that is not JSON was ignored");
+            return;
+        };
+        if let (Some(fw), Some(device), Some(values)) = (
+            &self.firmware,
+            v["device"].as_str(),
+            v["values"].as_object(),
+        ) {
+            fw.offer(device, values, false);
+        }
+    }
 }
 
 /// The topic and payload carrying `rows` (all of one kind): sub-devices' readings as

@@ -159,6 +159,7 @@ async fn replay(tls: bool) {
         cafile: tls.then(|| pki.path("ca.pem")),
         cert: tls.then(|| pki.path("client.pem")),
         key: tls.then(|| pki.path("client.key")),
+        http: None,
     };
     let uplink = Uplink {
         endpoint: Endpoint::from_config(&config).unwrap(),
@@ -167,11 +168,13 @@ async fn replay(tls: bool) {
         devices: vec![SubDevice {
             name: "dev".into(),
             profile: "plc".into(),
+            firmware: false,
         }],
         routes: Default::default(),
         wake: Arc::new(Notify::new()),
         connected: Arc::new(AtomicBool::new(false)),
         statuses: Default::default(),
+        firmware: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(uplink.run(stop_rx));
@@ -253,16 +256,19 @@ async fn statuses_go_in_order_with_the_readings() {
             SubDevice {
                 name: "dev".into(),
                 profile: "plc".into(),
+                firmware: false,
             },
             SubDevice {
                 name: "other".into(),
                 profile: "meter".into(),
+                firmware: false,
             },
         ],
         routes: Default::default(),
         wake: Arc::new(Notify::new()),
         connected: Arc::new(AtomicBool::new(false)),
         statuses,
+        firmware: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(uplink.run(stop_rx));
