@@ -778,11 +778,34 @@ test('a dashboard shared with a customer: its users see it in their list, read o
   await row.getByTestId('shared-with').getByText('Acme').waitFor();
   assert.deepEqual((await rest(`/api/v1/dashboards/${dashboardId}`)).customers, [acme.id]);
 
-  // The customer's user: not watched for console errors (pages other than dashboards ask for
-  // what customer users may not read); the list is what is checked here.
+  // The customer's user: the pages it is offered ask only for what it may read (the API's
+  // CUSTOMER_VISIBLE): a request for stats, rules, firmware or geofences, any 403 and any console
+  // error fail the test.
   const customer = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const refused = [];
+  customer.on('request', (r) => {
+    if (/^\/api\/v1\/(stats|rules|firmware|geofences)\b/.test(new URL(r.url()).pathname)) refused.push(`asked ${r.url()}`);
+  });
+  customer.on('response', (r) => { if (r.status() === 403) refused.push(`403 ${r.url()}`); });
+  customer.on('console', (m) => { if (m.type() === 'error') refused.push(m.text()); });
+  customer.on('pageerror', (e) => refused.push(e.message));
   try {
     await logIn(customer, server.base, 'Customer-pass-9', 'cora');
+    // The overview: devices and alarms, but no message rate (GET /stats is not theirs).
+    await customer.getByTestId('device-stats').waitFor();
+    await customer.getByTestId('alarm-stats').waitFor();
+    assert.equal(await customer.getByRole('heading', { name: 'Message rate' }).count(), 0);
+    const nav = customer.getByRole('navigation', { name: 'Main' });
+    assert.equal(await nav.getByRole('link', { name: 'Rules' }).count(), 0);
+    assert.equal(await nav.getByRole('link', { name: 'Firmware' }).count(), 0);
+    await shot(customer, 'overview-customer');
+    // The map: their devices, not the tenant's geofences.
+    await nav.getByRole('link', { name: 'Map' }).click();
+    await customer.getByTestId('positions').waitFor();
+    assert.equal(await customer.getByRole('heading', { name: 'Geofences' }).count(), 0);
+    // A page typed in that is not theirs says so and asks nothing.
+    await customer.goto(`${server.base}/#/rules`);
+    await customer.getByTestId('not-for-role').waitFor();
     await customer.goto(`${server.base}/#/dashboards`);
     const table = customer.getByTestId('dashboard-table');
     await table.locator('tr[data-dashboard="Pump room"]').waitFor();
@@ -797,6 +820,7 @@ test('a dashboard shared with a customer: its users see it in their list, read o
     await stop.waitFor({ state: 'detached' });
     await customer.reload();
     await customer.getByText('No dashboard is shared with your customer yet.').waitFor();
+    assert.deepEqual(refused, []);
   } finally {
     await customer.close();
   }

@@ -39,3 +39,13 @@ export function useMe() {
 export function atLeast(m, role) {
   return !!m && ROLES.indexOf(m.role) >= ROLES.indexOf(role);
 }
+
+/** The collections (`/api/v1/NAME/...`) a customer's user may reach: the server's list
+ *  (`CUSTOMER_VISIBLE` in crates/api/src/authz.rs), which answers 403 for any other. */
+const CUSTOMER_COLLECTIONS = ['devices', 'customers', 'users', 'auth', 'ws', 'alarms', 'dashboards'];
+
+/** Whether `m` may read `/api/v1/{collection}` at all (false until the caller is known), so that
+ *  pages neither ask for nor show what would only be refused. */
+export function mayRead(m, collection) {
+  return !!m && (!m.customer || CUSTOMER_COLLECTIONS.includes(collection));
+}

@@ -15,7 +15,7 @@ import { Clients } from './clients.js';
 import { Dashboards } from './dashboards.js';
 import { Dashboard } from './dashboard.js';
 import { Campaigns, Campaign } from './firmware.js';
-import { useMe, atLeast } from './account.js';
+import { useMe, atLeast, mayRead } from './account.js';
 import { useTenant, TenantChooser } from './tenants.js';
 
 /** `#/devices/ID?x=1` -> {parts: ['devices', 'ID'], params}. */
@@ -49,8 +49,15 @@ function Lazy({ load, name }) {
   return Component ? html`<${Component} />` : html`<p class="loading">Loading…</p>`;
 }
 
-function Page({ route }) {
+/** The API collection each page lives on, where some account may not read it. */
+const COLLECTION = { rules: 'rules', firmware: 'firmware', clients: 'api-clients' };
+
+function Page({ route, me }) {
   const [first, id] = route.parts;
+  // A page the caller cannot read (a customer's user typing `#/rules`) asks the API nothing.
+  if (first in COLLECTION && me && !mayRead(me, COLLECTION[first])) {
+    return html`<p class="error" role="alert" data-testid="not-for-role">This page is not available to your account.</p>`;
+  }
   if (first === 'devices' && id) return html`<${Device} key=${id} id=${id} />`;
   if (first === 'devices') return html`<${Devices} />`;
   if (first === 'alarms' && id) return html`<${AlarmDetail} key=${id} id=${id} />`;
@@ -78,10 +85,12 @@ function App() {
   const admin = atLeast(me, 'tenant_admin');
   const link = (name, label) =>
     html`<a href="#/${name === 'overview' ? '' : name}" aria-current=${here === name ? 'page' : undefined}>${label}</a>`;
+  // Only what the caller may read (customers' users: no rules, no firmware).
+  const readable = (name, label) => mayRead(me, name) && link(name, label);
   return html`
     <header class="top">
       <span class="brand"><img src="/icon.svg" alt="" />Ironbridge</span>
-      <nav aria-label="Main">${link('overview', 'Overview')}${link('dashboards', 'Dashboards')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('map', 'Map')}${link('rules', 'Rules')}${link('firmware', 'Firmware')}
+      <nav aria-label="Main">${link('overview', 'Overview')}${link('dashboards', 'Dashboards')}${link('devices', 'Devices')}${link('alarms', 'Alarms')}${link('map', 'Map')}${readable('rules', 'Rules')}${readable('firmware', 'Firmware')}
         ${admin && link('users', 'Users')}${admin && link('clients', 'API clients')}</nav>
       <${TenantChooser} ...${tenant} />
       ${me && html`<span class="who" data-testid="who">${me.name} · ${me.role}</span>`}
@@ -89,7 +98,7 @@ function App() {
       <button type="button" onClick=${logout}>Log out</button>
     </header>
     ${tenant.tenant === null ? html`<main><p class="loading">Loading…</p></main>`
-      : html`<main key=${tenant.tenant}><${Page} route=${route} /></main>`}`;
+      : html`<main key=${tenant.tenant}><${Page} route=${route} me=${me} /></main>`}`;
 }
 
 // Routes are hash routes; a path the server answered with index.html (`/devices/ID`) becomes one.

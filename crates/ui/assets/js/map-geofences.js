@@ -8,13 +8,14 @@ import { DeleteButton } from './confirm.js';
 
 const STYLE = { color: '#6b5bd2', weight: 2, fillOpacity: 0.15, className: 'geofence' };
 
-/** The tenant's geofences: `{list, error, add, remove}`. */
-export function useGeofences() {
+/** The tenant's geofences: `{list, error, add, remove}` (not asked for until `enabled`). */
+export function useGeofences(enabled) {
   const [list, setList] = useState(null);
   const [error, setError] = useState('');
   useEffect(() => {
+    if (!enabled) return;
     api('/geofences' + query(tenantScope())).then((p) => setList(p.data)).catch((e) => setError(e.message));
-  }, []);
+  }, [enabled]);
   const add = (g) => setList((l) => [...(l || []), g]);
   async function remove(g) {
     try {

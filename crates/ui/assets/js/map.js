@@ -8,7 +8,7 @@ import * as L from '/vendor/leaflet.esm.js';
 import { api, query, tenantScope } from './api.js';
 import { subscribe } from './live.js';
 import { all } from './overview.js';
-import { useMe, atLeast } from './account.js';
+import { useMe, atLeast, mayRead } from './account.js';
 import { time } from './format.js';
 import { useGeofences, GeofenceLayers, GeofenceList, GeofenceDraft } from './map-geofences.js';
 
@@ -147,10 +147,13 @@ export function MapPage() {
   const box = useRef(null);
   const map = useLeaflet(box);
   const positions = usePositions();
-  const write = atLeast(useMe(), 'tenant_admin');
+  const me = useMe();
+  const write = atLeast(me, 'tenant_admin');
+  // Customers' users see their devices on the map, but not the tenant's geofences.
+  const withFences = mayRead(me, 'geofences');
   const [track, setTrack] = useState(null); // device id
   const [drawing, setDrawing] = useState(false);
-  const fences = useGeofences();
+  const fences = useGeofences(withFences);
   const fitted = useRef(false);
 
   // Once: frame the devices (the world when there are none).
@@ -187,5 +190,5 @@ export function MapPage() {
           </tbody>
         </table>`}
     </section>
-    <${GeofenceList} fences=${fences} write=${write} />`;
+    ${withFences && html`<${GeofenceList} fences=${fences} write=${write} />`}`;
 }

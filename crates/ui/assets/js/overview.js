@@ -1,9 +1,11 @@
 // Overview: devices online/offline and active alarms by severity, from the REST API, then kept
 // up to date from the WebSocket (status and alarm events); the message rate from polling
-// `GET /stats` (counts since the server started; the rate is the difference between polls).
+// `GET /stats` (counts since the server started; the rate is the difference between polls),
+// which customers' users may not read: they get no rate.
 import { html, useState, useEffect } from './html.js';
 import { api, query, tenantScope, chosenTenant } from './api.js';
 import { subscribe } from './live.js';
+import { useMe, mayRead } from './account.js';
 
 export const SEVERITIES = ['CRITICAL', 'MAJOR', 'MINOR', 'WARNING', 'INDETERMINATE'];
 
@@ -22,11 +24,13 @@ export async function all(path, params, max = 10_000) {
 const STATS_EVERY_MS = 3000;
 
 /** Messages and points per second in the chosen tenant (all tenants for a system administrator
- *  without one), from two consecutive `GET /stats`: null until the second answer. */
-function useRate() {
+ *  without one), from two consecutive `GET /stats`: null until the second answer (and while
+ *  `enabled` is false: nothing is asked). */
+function useRate(enabled) {
   const [rate, setRate] = useState(null); // {messages, points} per second
   const [error, setError] = useState('');
   useEffect(() => {
+    if (!enabled) return undefined;
     let last = null; // {at, since, messages, points}
     let stopped = false;
     async function poll() {
@@ -45,7 +49,7 @@ function useRate() {
     poll();
     const timer = setInterval(poll, STATS_EVERY_MS);
     return () => { stopped = true; clearInterval(timer); };
-  }, []);
+  }, [enabled]);
   return [rate, error];
 }
 
@@ -55,7 +59,8 @@ export function Overview() {
   const [devices, setDevices] = useState(null); // id -> active (true|false|undefined)
   const [alarms, setAlarms] = useState(null); // id -> alarm
   const [error, setError] = useState('');
-  const [rate, rateError] = useRate();
+  const showRate = mayRead(useMe(), 'stats');
+  const [rate, rateError] = useRate(showRate);
 
   useEffect(() => {
     all('/devices', tenantScope())
@@ -105,7 +110,7 @@ export function Overview() {
               <div class="stat"><b>${bySeverity[s] || 0}</b><span class="sev sev-${s}">${s}</span></div>`)}
           </div>`}
       </section>
-      <section class="card" aria-labelledby="rate-h">
+      ${showRate && html`<section class="card" aria-labelledby="rate-h">
         <h2 id="rate-h">Message rate</h2>
         ${rateError && html`<p class="error">${rateError}</p>`}
         ${rate === null ? html`<p class="loading">${rateError ? '' : 'Measuring…'}</p>` : html`
@@ -113,6 +118,6 @@ export function Overview() {
             <div class="stat"><b data-testid="messages-rate">${perSecond(rate.messages)}</b>messages/s</div>
             <div class="stat"><b data-testid="points-rate">${perSecond(rate.points)}</b>points/s</div>
           </div>`}
-      </section>
+      </section>`}
     </div>`;
 }
