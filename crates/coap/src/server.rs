@@ -134,6 +134,8 @@ fn empty(kind: MessageType, mid: u16) -> Vec<u8> {
     let mut p = Packet::new();
     p.header.set_version(1);
     p.header.set_type(kind);
+    // `Packet::new()` is a GET; an empty ACK or RST has code 0.00 (RFC 7252 4.1).
+    p.header.code = MessageClass::Empty;
     p.header.message_id = mid;
     p.to_bytes().unwrap_or_default()
 }
@@ -572,6 +574,8 @@ mod tests {
         let p = Packet::from_bytes(&out).unwrap();
         assert_eq!(p.header.get_type(), MessageType::Reset);
         assert_eq!(p.header.message_id, 0x1234);
+        // An empty message: code 0.00, no token, nothing after the header (RFC 7252 4.1).
+        assert_eq!(out, [0x70, 0x00, 0x12, 0x34]);
     }
 
     proptest! {
