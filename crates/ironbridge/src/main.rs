@@ -339,6 +339,10 @@ async fn bind(name: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
             tokio::net::TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
+        // Accepted connections inherit it (Linux): no Nagle delay on any of them. For HTTP this
+        // is what keeps a live WebSocket's small frames from waiting for the client's delayed
+        // ACK (up to 40 ms); the broker also sets it on each MQTT connection itself.
+        socket.set_nodelay(true)?;
         socket.bind(addr)?;
         socket.listen(LISTEN_BACKLOG)
     };
@@ -362,4 +366,20 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection accepted from one of `serve`'s listeners sends without Nagle's delay (a
+    /// live WebSocket's frames waited up to 40 ms for the client's delayed ACK without it).
+    #[tokio::test]
+    async fn accepted_connections_have_no_nagle_delay() {
+        let listener = bind("http", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }
