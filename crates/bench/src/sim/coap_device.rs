@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::coap_client::{CoapClient, Response};
-use super::device::{stopped, Connected, SimDevice, Stats};
+use super::device::{stopped, Connected, Reports, SimDevice, Stats};
 
 /// How often the RPC observation is registered again: a notification's default freshness
 /// (Max-Age 60 s, RFC 7641 3.3.1), after which a client re-registers.
@@ -64,14 +64,8 @@ async fn telemetry(
     mut stop: watch::Receiver<bool>,
 ) {
     let path = format!("api/v1/{}/telemetry", device.token);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = report_now.notified() => {}
-            _ = stopped(&mut stop) => return,
-        }
+    let mut reports = Reports::new(interval, report_now);
+    while reports.next(&mut stop).await {
         Stats::add(&stats.sent, 1);
         match client.post(&path, &device.report()).await {
             Ok(r) if r.status == Status::Changed => Stats::add(&stats.acked, 1),

@@ -106,3 +106,27 @@ impl Drop for Connected<'_> {
 pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
+
+/// When a device that answers RPCs over a request/response transport (HTTP, CoAP) reports:
+/// every `interval`, and at once after a command changed its state (`report_now`).
+pub struct Reports<'a> {
+    tick: tokio::time::Interval,
+    report_now: &'a tokio::sync::Notify,
+}
+
+impl<'a> Reports<'a> {
+    pub fn new(interval: std::time::Duration, report_now: &'a tokio::sync::Notify) -> Self {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Reports { tick, report_now }
+    }
+
+    /// Waits for the next report; `false` once `stop` is true.
+    pub async fn next(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            _ = self.tick.tick() => true,
+            _ = self.report_now.notified() => true,
+            _ = stopped(stop) => false,
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
-use super::device::{stopped, Connected, SimDevice, Stats};
+use super::device::{stopped, Connected, Reports, SimDevice, Stats};
 use super::rest::request;
 
 /// How long one RPC poll waits on the server.
@@ -41,14 +41,8 @@ async fn telemetry(
     mut stop: watch::Receiver<bool>,
 ) {
     let path = format!("/api/v1/{}/telemetry", device.token);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = report_now.notified() => {}
-            _ = stopped(&mut stop) => return,
-        }
+    let mut reports = Reports::new(interval, report_now);
+    while reports.next(&mut stop).await {
         Stats::add(&stats.sent, 1);
         match request(
             http,
