@@ -21,6 +21,7 @@ import pytest
 
 from ib_mqtt import Clients
 from ib_platform import Api, Platform
+from ib_smtp import LocalSmtp, Mailbox
 
 
 def _start(workdir) -> Platform:
@@ -56,6 +57,17 @@ def own_platform(tmp_path):
 @pytest.fixture(scope="module")
 def api(platform) -> Api:
     return platform.api
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    """A local SMTP server (ib_smtp.py) for the module; yields its Mailbox, `port` set."""
+    box = Mailbox()
+    server = LocalSmtp(box)
+    server.start()
+    box.port = server.port
+    yield box
+    server.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 
 from ib_edge import Edge, ModbusSim, ModemSim, PtyPair, edge_config
 from ib_platform import Platform, now_ms, uid, wait_for
-from test_notify import LocalSmtp, Mailbox, create_rule, send, vending_rule, wait_value, PHONE
+from test_notify import create_rule, send, vending_rule, wait_value, PHONE
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
 
@@ -165,16 +165,6 @@ def test_a_modem_that_stops_answering_is_reopened_and_its_messages_read(sms_setu
     wait_for(lambda: "write co 0 [True]" in s.pump.writes(), what="the coil write")
     reply = wait_for(lambda: s.modem.sms(ALLOWED), what="the reply")
     assert reply[0]["text"] == "PUMP ON: OK"
-
-
-@pytest.fixture(scope="module")
-def smtp():
-    box = Mailbox()
-    server = LocalSmtp(box)
-    server.start()
-    box.port = server.port
-    yield box
-    server.stop()
 
 
 def test_vending_rule_texts_through_the_platforms_modem(tmp_path, smtp, clients):
