@@ -61,6 +61,15 @@ struct Target {
 }
 
 impl Target {
+    /// The checksum as bytes (checked to be 64 hex digits when the target was made).
+    fn digest(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&self.checksum[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+        out
+    }
+
     /// The target the `fw_*` attributes describe; `Ok(None)` while some are missing.
     fn from_attributes(a: &Map<String, Value>) -> Result<Option<Target>, String> {
         let text = |k: &str| a.get(k).and_then(Value::as_str).map(str::to_string);
@@ -106,6 +115,8 @@ struct State {
     /// Updates under way.
     running: HashMap<String, Target>,
     kept: Kept,
+    /// The last timestamp reported per device, so that successive states never share one.
+    last_ts: HashMap<String, i64>,
 }
 
 /// What `devices.json` keeps.
@@ -129,8 +140,6 @@ pub struct Agent {
     /// Reported as the gateway's `firmware.*` telemetry: `fetched`, `cache_hits`, `updated`,
     /// `failed`, and the last error.
     pub health: Arc<Health>,
-    /// The last timestamp reported per device, so that successive states never share one.
-    last_ts: Mutex<HashMap<String, i64>>,
 }
 
 impl Agent {
@@ -169,7 +178,6 @@ impl Agent {
             }),
             fetching: tokio::sync::Mutex::new(()),
             health,
-            last_ts: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -292,9 +300,20 @@ impl Agent {
         let _one = self.fetching.lock().await;
         let cached = std::fs::metadata(&path).is_ok_and(|m| m.len() == t.size);
         if cached {
+            // A cache file damaged on disk is removed here and fetched by the next offer.
+            let p = path.clone();
+            let sha256 = tokio::task::spawn_blocking(move || sha256_file(&p))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("reading the cached image: {e}"))?;
+            if sha256 != t.digest() {
+                let _ = std::fs::remove_file(&path);
+                return Err("the cached image does not match fw_checksum (removed)".into());
+            }
             self.count("cache_hits");
             tracing::info!(device, version = %t.version, "firmware: image from the cache");
         } else {
+            // `fetch` checks size and SHA-256 as the image arrives, before it enters the cache.
             let Some(base) = self.source.base.clone() else {
                 return Err("no [uplink] http to fetch firmware from is configured".into());
             };
@@ -310,22 +329,12 @@ impl Agent {
             self.count("fetched");
             tracing::info!(version = %t.version, bytes = t.size, "firmware: image fetched");
         }
-        // Checked every time: a cache file damaged on disk is refetched by the next offer.
-        let (p, want) = (path.clone(), t.checksum.clone());
-        let sha256 = tokio::task::spawn_blocking(move || sha256_file(&p))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("reading the cached image: {e}"))?;
-        if hex(&sha256) != want {
-            let _ = std::fs::remove_file(&path);
-            return Err("the cached image does not match fw_checksum (removed)".into());
-        }
         Ok(Image {
             title: t.title.clone(),
             version: t.version.clone(),
             path,
             size: t.size,
-            sha256,
+            sha256: t.digest(),
         })
     }
 
@@ -348,10 +357,10 @@ impl Agent {
             return;
         };
         let ts = {
-            let mut last = self.last_ts.lock().unwrap_or_else(|e| e.into_inner());
-            let prev = last.get(device).copied().unwrap_or(0);
+            let mut st = self.lock();
+            let prev = st.last_ts.get(device).copied().unwrap_or(0);
             let ts = now_ms().max(prev + 1);
-            last.insert(device.to_string(), ts);
+            st.last_ts.insert(device.to_string(), ts);
             ts
         };
         let reading = Reading {

@@ -202,11 +202,8 @@ impl Uplink {
         let asking = self
             .devices
             .iter()
-            .filter(|d| d.firmware && !self.statuses.offline(&d.name));
+            .filter(|d| self.firmware.is_some() && d.firmware && !self.statuses.offline(&d.name));
         for (n, d) in asking.enumerate() {
-            if self.firmware.is_none() {
-                break;
-            }
             let id = ids.next(&inflight);
             inflight.insert(id, InFlight::Other);
             let body = json!({"id": n + 1, "device": d.name, "client": false,
